@@ -1,0 +1,40 @@
+"""honeydew: a job queue and worker pool with a supervisor tree ("Honey, do!").
+
+Permanent worker processes hold state built once by ``init``, pull jobs on demand, and survive
+the crashes of the jobs they run.  Start with :class:`Pool`; ``docs/architecture.md`` shows the
+process tree, every message and one job's life.
+"""
+
+from . import dispatchers, queues
+from .context import JobInfo, current_job, restart_worker
+from .errors import (HoneydewError, JobLost, JobTimeout, PoolClosed, QueueFull, RemoteError, SerializationError,
+                     UnknownTask, WorkerCrashed)
+from .failure_modes import Abandon, FailureMode, Requeue, Retry
+from .pool import JobFuture, Pool
+from .tasks import task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Abandon",
+    "FailureMode",
+    "HoneydewError",
+    "JobFuture",
+    "JobInfo",
+    "JobLost",
+    "JobTimeout",
+    "Pool",
+    "PoolClosed",
+    "QueueFull",
+    "RemoteError",
+    "Requeue",
+    "Retry",
+    "SerializationError",
+    "UnknownTask",
+    "WorkerCrashed",
+    "current_job",
+    "dispatchers",
+    "queues",
+    "restart_worker",
+    "task",
+]

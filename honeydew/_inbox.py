@@ -1,0 +1,224 @@
+"""The caller's reading side: every socket the pool's processes write to the caller.  [caller]
+
+No dedicated reader thread stands between a reply and the thread that waits for it: a thread that
+waits (``call``, ``Future.result``, a blocked ``cast``, ``join``) becomes the *leader* if nobody
+reads yet, polls every socket itself and resolves whatever arrives; other waiting threads sleep on
+a condition until their own job is resolved or the leadership is free.  So the common case, one
+thread calling and waiting, reads its own reply with no thread hand-off.  A background thread
+takes the same role only while ``submit`` futures are outstanding and nobody else waits (done
+callbacks must fire even if nobody asks for the result).
+
+Futures are resolved *after* the leader gives up leadership, outside every lock, so a done
+callback that calls the pool again can itself lead.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobLost, PoolClosed, SerializationError, to_exception
+from .protocol import JobFailed, QueueRestarted, Result, Settled
+
+if TYPE_CHECKING:
+    from .pool import Pool
+
+# a unit of work for the resolve phase: (future, ok, value-or-blob-or-exception)
+_Work = tuple[Future, int, Any]
+_OK_BLOB = 0      # value is the pickled result
+_FAILURE = 1      # value is a Failure tuple
+_EXC = 2          # value is an exception instance
+
+
+class Inbox:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.cv = threading.Condition(threading.Lock())
+        self.leading = False
+        self.poller = select.poll()
+        self.handlers: dict[int, Callable[[list[_Work]], None]] = {}
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._add(self.wake_r, self._drain_wake)
+        self.supervisor_gone = False
+
+    def _add(self, fd: int, handler: Callable[[list[_Work]], None]) -> None:
+        self.handlers[fd] = handler
+        self.poller.register(fd, select.POLLIN)
+
+    def watch(self, pool: Pool) -> None:
+        """Register every socket of ``pool`` (called once the supervisor is started)."""
+        self._add(pool._control.fd, self._on_control)
+        for i, ep in enumerate(pool._queues):
+            self._add(ep.fd, lambda work, i=i: self._on_queue(i, work))
+        for ep in pool._replies:
+            self._add(ep.fd, lambda work, ep=ep: self._on_reply(ep, work))
+        self._add(pool._supervisor.pidfd, self._on_supervisor_exit)
+
+    def close(self) -> None:
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def wake(self) -> None:
+        """Make a leader blocked in ``poll`` return (close, terminate, cancel)."""
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    # ---------------------------------------------------------------- waiting
+
+    def wait(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Read and resolve until ``done()`` or ``timeout`` seconds; returns ``done()``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cv = self.cv
+        with cv:
+            while True:
+                if done():
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if self.leading:
+                    cv.wait(remaining)
+                    continue
+                self.leading = True
+                cv.release()
+                work: list[_Work] = []
+                try:
+                    self._poll(remaining, work)
+                finally:
+                    cv.acquire()
+                    self.leading = False
+                    cv.notify_all()
+                if work:
+                    cv.release()
+                    try:
+                        self._resolve(work)
+                    finally:
+                        cv.acquire()
+                    cv.notify_all()
+
+    def _poll(self, timeout: float | None, work: list[_Work]) -> None:
+        ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
+        events = self.poller.poll(ms)
+        gone = False
+        for fd, _ in events:
+            handler = self.handlers.get(fd)
+            if handler is None:
+                continue
+            if handler == self._on_supervisor_exit:
+                gone = True
+                continue
+            handler(work)
+        if gone:
+            self._on_supervisor_exit(work)
+
+    # ---------------------------------------------------------------- readers (leader only)
+
+    def _drain_wake(self, work: list[_Work]) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except OSError:
+            pass
+
+    def _on_reply(self, ep: Any, work: list[_Work]) -> None:
+        pending = self.pool._pending
+        try:
+            msgs = ep.recv(block=False)
+        except EOFError:
+            self.poller.unregister(ep.fd)
+            self.handlers.pop(ep.fd, None)
+            return
+        for m in msgs:
+            if type(m) is Result:
+                entry = pending.pop(m.job_id, None)
+                if entry is not None:
+                    work.append((entry[0], _OK_BLOB, m.value))
+
+    def _on_queue(self, i: int, work: list[_Work]) -> None:
+        pool = self.pool
+        try:
+            msgs = pool._queues[i].recv(block=False)
+        except EOFError:
+            self.poller.unregister(pool._queues[i].fd)
+            self.handlers.pop(pool._queues[i].fd, None)
+            return
+        for m in msgs:
+            t = type(m)
+            if t is JobFailed:
+                entry = pool._pending.pop(m.job_id, None)
+                if entry is not None:
+                    work.append((entry[0], _FAILURE, m.failure))
+            elif t is Settled:
+                pool._settled(i, m.count)
+
+    def _on_control(self, work: list[_Work]) -> None:
+        try:
+            msgs = self.pool._control.recv(block=False)
+        except EOFError:
+            return
+        for m in msgs:
+            if type(m) is QueueRestarted:
+                self.pool._queue_restarted(m, work)
+
+    def _on_supervisor_exit(self, work: list[_Work]) -> None:
+        """Every pool process is gone.  Read what they left, then fail what is still pending."""
+        if self.supervisor_gone:
+            return
+        for fd, handler in list(self.handlers.items()):
+            if handler != self._on_supervisor_exit and fd != self.wake_r:
+                handler(work)
+        self.supervisor_gone = True
+        fd = self.pool._supervisor.pidfd
+        self.poller.unregister(fd)
+        self.handlers.pop(fd, None)
+        self.pool._supervisor_exited(work)
+
+    # ---------------------------------------------------------------- resolving (no lock held)
+
+    def _resolve(self, work: list[_Work]) -> None:
+        pool = self.pool
+        for fut, kind, value in work:
+            if kind == _OK_BLOB:
+                try:
+                    value = pickle.loads(value)
+                except Exception as e:
+                    exc = SerializationError(f"the result of job {getattr(fut, 'job_id', '?')} could not be "
+                                             f"unpickled in the caller: {type(e).__name__}: {e}")
+                    exc.__cause__ = e
+                    _set(fut, exc, False)
+                else:
+                    _set(fut, value, True)
+            elif kind == _FAILURE:
+                _set(fut, to_exception(value, getattr(fut, "job_id", "")), False)
+            else:
+                _set(fut, value, False)
+            pool._resolved(fut)
+
+
+def _set(fut: Future, value: Any, ok: bool) -> None:
+    try:
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+    except InvalidStateError:  # cancelled meanwhile
+        pass
+
+
+def lost(reason: str) -> JobLost:
+    return JobLost(reason)
+
+
+def closed(reason: str) -> PoolClosed:
+    return PoolClosed(reason)

@@ -1,0 +1,157 @@
+"""Process hygiene, in one place: how every honeydew process starts, names itself and dies.
+
+* :func:`become` is the first call in every forked child: it names the process (``ps`` and log
+  records show ``hd-queue-0``, ``hd-monitor-3``, ...), ignores SIGINT (Ctrl-C is the calling
+  script's to handle, once), restores default handlers for everything else, dumps every stack on
+  SIGUSR1, and asks the kernel to SIGKILL it when its parent dies (``PR_SET_PDEATHSIG``; safe here
+  because the parents that use it, the supervisor and the monitors, are single-threaded).
+* The supervisor, whose parent (the caller) may be multi-threaded and may have forked it from a
+  thread that later exits, watches the caller through a lifeline pipe instead, and is a child
+  subreaper so that workers orphaned by a dead monitor are reaped by it.
+* :func:`kill_and_reap` is the one stop helper: SIGTERM, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import gc
+import logging
+import os
+import select
+import signal
+import sys
+import time
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_libc = ctypes.CDLL(None, use_errno=True)
+
+#: Exit codes a honeydew process uses to tell its parent why it stopped.
+EXIT_OK = 0          # finished on purpose (drained, stopped, recycled)
+EXIT_INIT_FAILED = 3  # a worker whose init raised
+EXIT_PARENT_GONE = 4  # the process it served is gone
+EXIT_INTERNAL = 70    # a bug in honeydew itself (the traceback is logged)
+
+_role = "caller"
+
+
+def role() -> str:
+    """This process's name: ``caller``, ``hd-supervisor``, ``hd-queue-0``, ``hd-monitor-3``, ``hd-worker-3``."""
+    return _role
+
+
+def _set_comm(name: str) -> None:
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
+
+
+def become(name: str, *, parent: int | None) -> None:
+    """Set up a freshly forked (or spawned) honeydew process.  ``parent``: the pid whose death
+    must kill us (``None`` for the supervisor, which uses its lifeline instead)."""
+    global _role
+    _role = name
+    gc.freeze()  # objects inherited from the parent are never collected here (nor closed twice)
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGALRM,
+                signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _set_comm(name)
+    factory = logging.getLogRecordFactory()
+
+    def record(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rec = factory(*args, **kwargs)
+        rec.processName = name
+        return rec
+
+    logging.setLogRecordFactory(record)
+    if parent is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(EXIT_PARENT_GONE)
+
+
+def set_subreaper() -> None:
+    _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every inherited descriptor but stdio and ``keep`` (a forked supervisor must not hold
+    the caller's files and listening sockets)."""
+    fds = sorted(int(x) for x in os.listdir("/proc/self/fd"))
+    for fd in fds:
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def exit_status(status: int) -> int:
+    """``os.waitpid`` status -> ``Popen.returncode`` convention (negative = killed by signal)."""
+    return os.waitstatus_to_exitcode(status)
+
+
+def pidfd(pid: int) -> int | None:
+    """A pollable descriptor that becomes readable when ``pid`` exits (``None`` if it is gone)."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+
+
+def kill_and_reap(pid: int, grace: float = 1.0, *, child: bool = True) -> int | None:
+    """Stop ``pid``: SIGTERM, up to ``grace`` seconds, then SIGKILL.  Returns the exit code if we
+    reaped it (``child``), else ``None``.  Never blocks longer than ``grace`` plus a kill."""
+    fd = pidfd(pid)
+    try:
+        if fd is not None:
+            try:
+                os.kill(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if grace > 0 and not select.select([fd], [], [], grace)[0]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            select.select([fd], [], [], 5.0)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if not child:
+        return None
+    try:
+        _, status = os.waitpid(pid, 0)
+        return exit_status(status)
+    except ChildProcessError:
+        return None
+
+
+def reap_strays() -> None:
+    """Reap any exited child we were not watching (orphaned workers of a dead monitor)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def log_exception_and_exit(log: logging.Logger, what: str) -> None:
+    log.exception("%s: internal error in honeydew; please report it", what)
+    sys.stderr.flush()
+    os._exit(EXIT_INTERNAL)
+
+
+def monotonic() -> float:
+    return time.monotonic()

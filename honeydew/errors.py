@@ -1,0 +1,231 @@
+"""HoneydewError and its family, and the one failure record every kind of failure travels as.
+
+A :class:`Failure` is built where the failure happens (the worker for a raised task, the monitor
+for a dead worker, the queue for a lost job) and carried as a plain tuple to the queue, whose
+failure mode decides what happens next, and, when the job is given up, on to the caller, which
+alone turns it back into an exception (:func:`to_exception`).  Nothing between the worker and
+the caller ever unpickles the user's exception, so a bad one cannot break the tree.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import traceback
+from typing import NamedTuple
+
+__all__ = [
+    "Failure",
+    "HoneydewError",
+    "JobLost",
+    "JobTimeout",
+    "PoolClosed",
+    "QueueFull",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "UnknownTask",
+    "WorkerCrashed",
+    "signal_name",
+]
+
+
+class HoneydewError(Exception):
+    """Base class of every error honeydew raises itself."""
+
+
+class PoolClosed(HoneydewError):
+    """The pool was closed or terminated; the job was not (or will not be) run."""
+
+
+class QueueFull(HoneydewError):
+    """``max_pending`` jobs are already waiting and the caller asked not to block."""
+
+
+class UnknownTask(HoneydewError, LookupError):
+    """A task name that the worker does not register with ``@honeydew.task``."""
+
+
+class SerializationError(HoneydewError):
+    """Arguments, a result or an exception could not be pickled or unpickled."""
+
+
+class JobLost(HoneydewError):
+    """The in-memory queue process holding the job died; the job may or may not have run."""
+
+
+class JobTimeout(HoneydewError):
+    """The job ran past its time limit and its worker was stopped."""
+
+
+class RemoteError(HoneydewError):
+    """The task raised an exception that could not be rebuilt in the caller."""
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{traceback_text}")
+        self.type_name = type_name
+        self.remote_message = message
+        self.traceback_text = traceback_text
+
+
+class WorkerCrashed(HoneydewError):
+    """The worker process died while it held the job."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exitcode: int | None = None,
+        signal_name: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+        self.signal_name = signal_name
+        self.pid = pid
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild_crash, (self.args[0], self.exitcode, self.signal_name, self.pid))
+
+
+def _rebuild_crash(message: str, exitcode: int | None, sig: str | None, pid: int | None) -> WorkerCrashed:
+    return WorkerCrashed(message, exitcode=exitcode, signal_name=sig, pid=pid)
+
+
+class RemoteTraceback(Exception):
+    """Hung on ``__cause__`` of a remote exception: the traceback text from the worker."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback (most recent call last):\n" + self.text
+
+
+def signal_name(exitcode: int | None) -> str | None:
+    """``-9`` -> ``'SIGKILL'``; ``None`` for an exit that was not by signal."""
+    if exitcode is None or exitcode >= 0:
+        return None
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+class Failure(NamedTuple):
+    """What went wrong with one job, in plain data.
+
+    ``kind`` is one of ``raised`` (the task raised), ``crashed`` (the worker died holding the job),
+    ``serialization`` (a value would not pickle or unpickle), ``lost`` (the queue died),
+    ``timeout`` (the job overran its limit), ``init`` (the worker's ``init`` failed).
+    ``mro`` lists the qualified names of the exception's classes, so that a failure mode can match
+    ``Retry(on=...)`` without unpickling anything.
+    """
+
+    kind: str
+    type_name: str
+    message: str
+    traceback: str
+    exitcode: int | None = None
+    signal_name: str | None = None
+    pid: int | None = None
+    exc_blob: bytes | None = None
+    mro: tuple[str, ...] = ()
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, kind: str = "raised") -> Failure:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            blob: bytes | None = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            blob = None
+        return cls(
+            kind=kind,
+            type_name=qualname(type(exc)),
+            message=_safe_str(exc),
+            traceback=tb,
+            exc_blob=blob,
+            mro=tuple(qualname(k) for k in type(exc).__mro__),
+        )
+
+    @classmethod
+    def crash(cls, exitcode: int | None, pid: int | None, what: str) -> Failure:
+        sig = signal_name(exitcode)
+        how = f"was killed by {sig}({exitcode})" if sig else f"exited with code {exitcode}"
+        if exitcode is None:
+            how = "vanished"
+        return cls(
+            kind="crashed",
+            type_name="honeydew.errors.WorkerCrashed",
+            message=f"worker pid {pid} {how} while {what}",
+            traceback="",
+            exitcode=exitcode,
+            signal_name=sig,
+            pid=pid,
+            mro=_CRASH_MRO,
+        )
+
+    def describe(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+_CRASH_MRO = ("honeydew.errors.WorkerCrashed", "honeydew.errors.HoneydewError", "builtins.Exception",
+              "builtins.BaseException", "builtins.object")
+
+
+def qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__}>"
+
+
+def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type: ignore[type-arg]
+    """Rebuild, in the caller, the exception that the failure record stands for."""
+    f = Failure._make(f)
+    where = f" (job {job_id})" if job_id else ""
+    if f.kind == "crashed":
+        return WorkerCrashed(f.message + where, exitcode=f.exitcode, signal_name=f.signal_name, pid=f.pid)
+    if f.kind == "lost":
+        return JobLost(f.message + where)
+    if f.kind == "timeout":
+        return JobTimeout(f.message + where)
+    if f.kind == "serialization":
+        err = SerializationError(f.message + where)
+        err.__cause__ = _unpickle(f) or (RemoteTraceback(f.traceback) if f.traceback else None)
+        return err
+    if f.kind == "init":
+        exc = _unpickle(f) or RemoteError(f.type_name, f.message, f.traceback)
+        return exc
+    if f.exc_blob is not None:
+        try:
+            exc = pickle.loads(f.exc_blob)
+        except Exception as e:
+            remote = RemoteError(f.type_name, f.message, f.traceback)
+            remote.__cause__ = e
+            return remote
+        if isinstance(exc, BaseException):
+            if f.traceback:
+                exc.__cause__ = RemoteTraceback(f.traceback)
+            return exc
+    return RemoteError(f.type_name, f.message, f.traceback)
+
+
+def _unpickle(f: Failure) -> BaseException | None:
+    """The original exception with its remote traceback on ``__cause__``, if it can be rebuilt."""
+    if f.exc_blob is None:
+        return None
+    try:
+        exc = pickle.loads(f.exc_blob)
+    except Exception:
+        return None
+    if not isinstance(exc, BaseException):
+        return None
+    if f.traceback:
+        exc.__cause__ = RemoteTraceback(f.traceback)
+    return exc

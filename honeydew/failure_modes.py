@@ -1,0 +1,137 @@
+"""Failure modes: what happens to a job when it fails.  Pure policies, composed with ``then``.
+
+A failure is the task raising or the worker dying while holding the job.  The queue process asks
+the pool's failure mode to :meth:`~FailureMode.decide` and carries out the answer:
+:class:`GiveUp` (the caller, if any, gets the failure) or :class:`Redeliver` (back to the queue,
+possibly after a delay; the delay is a timestamp in the queue, it never blocks a worker).
+"""
+
+from __future__ import annotations
+
+import abc
+import numbers
+from collections.abc import Callable
+from typing import NamedTuple
+
+from .errors import Failure, qualname
+
+
+class GiveUp(NamedTuple):
+    """Final: report ``failure`` to the job's caller."""
+
+    failure: Failure
+
+
+class Redeliver(NamedTuple):
+    """Put the job back in the queue, ready after ``delay`` seconds.  ``retry`` counts the
+    redelivery as one of the job's retries (``Retry``); ``Requeue`` does not."""
+
+    delay: float = 0.0
+    retry: bool = False
+
+
+Decision = GiveUp | Redeliver
+
+
+class FailureMode(abc.ABC):
+    """The contract.  ``deliveries`` counts how many times the job was handed to a worker
+    (this failed run included); ``retries`` how many times a ``Retry`` already sent it back."""
+
+    @abc.abstractmethod
+    def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
+        """What to do with the job.  Never raises for a well-formed failure."""
+
+
+class Abandon(FailureMode):
+    """Drop the job; a waiting caller gets the failure.  The default."""
+
+    def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
+        return GiveUp(failure)
+
+    def __repr__(self) -> str:
+        return "Abandon()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Abandon
+
+    def __hash__(self) -> int:
+        return hash(Abandon)
+
+
+def _check_then(then: object, example: str) -> FailureMode:
+    if not isinstance(then, FailureMode):
+        raise TypeError(f"then= must be a failure mode such as honeydew.Abandon(), got {then!r}; e.g. {example}")
+    return then
+
+
+class Requeue(FailureMode):
+    """Back to the tail of the queue with its delivery count, until it has been delivered
+    ``max_deliveries`` times; then the job goes to ``then``."""
+
+    def __init__(self, max_deliveries: int = 5, then: FailureMode | None = None) -> None:
+        example = "honeydew.Requeue(max_deliveries=5, then=honeydew.Abandon())"
+        if isinstance(max_deliveries, bool) or not isinstance(max_deliveries, int) or max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be an int >= 1, got {max_deliveries!r}; e.g. {example}")
+        self.max_deliveries = max_deliveries
+        self.then = _check_then(then if then is not None else Abandon(), example)
+
+    def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
+        if deliveries < self.max_deliveries:
+            return Redeliver()
+        return self.then.decide(failure, deliveries, retries)
+
+    def __repr__(self) -> str:
+        return f"Requeue(max_deliveries={self.max_deliveries}, then={self.then!r})"
+
+
+class Retry(FailureMode):
+    """Run the job again after ``backoff`` seconds, doubling each time (or ``backoff(attempt)``
+    seconds, attempt counting from 1), for failures matching ``on``; after ``times`` retries, or
+    for a failure ``on`` does not match, the job goes to ``then``.
+
+    ``on`` holds exception classes; a worker crash matches ``honeydew.WorkerCrashed`` (and so
+    ``Exception``).  Matching is by class name along the exception's MRO, so the queue never
+    unpickles the user's exception."""
+
+    def __init__(
+        self,
+        times: int = 3,
+        backoff: float | Callable[[int], float] = 1.0,
+        on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+        then: FailureMode | None = None,
+    ) -> None:
+        example = "honeydew.Retry(times=3, backoff=1.0, on=(ConnectionError,), then=honeydew.Abandon())"
+        if isinstance(times, bool) or not isinstance(times, int) or times < 0:
+            raise ValueError(f"times must be an int >= 0, got {times!r}; e.g. {example}")
+        if not callable(backoff):
+            if isinstance(backoff, bool) or not isinstance(backoff, numbers.Real) or backoff < 0:
+                raise ValueError(f"backoff must be seconds >= 0 or a callable(attempt) -> seconds, got {backoff!r}; "
+                                 f"e.g. {example}")
+        if isinstance(on, type):
+            on = (on,)
+        if not isinstance(on, tuple) or not on or not all(isinstance(c, type) and issubclass(c, BaseException)
+                                                          for c in on):
+            raise TypeError(f"on= must be an exception class or a tuple of them, got {on!r}; e.g. {example}")
+        self.times = times
+        self.backoff = backoff
+        self.on = on
+        self._names = frozenset(qualname(c) for c in on)
+        self.then = _check_then(then if then is not None else Abandon(), example)
+
+    def matches(self, failure: Failure) -> bool:
+        return any(name in self._names for name in failure.mro)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if callable(self.backoff):
+            return max(0.0, float(self.backoff(attempt)))
+        return float(self.backoff) * 2 ** (attempt - 1)
+
+    def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
+        if retries < self.times and self.matches(failure):
+            return Redeliver(self.delay(retries + 1), retry=True)
+        return self.then.decide(failure, deliveries, retries)
+
+    def __repr__(self) -> str:
+        names = ", ".join(c.__name__ for c in self.on)
+        return f"Retry(times={self.times}, backoff={self.backoff!r}, on=({names},), then={self.then!r})"

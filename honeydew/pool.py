@@ -1,0 +1,611 @@
+"""``Pool``: the caller's handle on a supervised tree of worker processes.  [caller]
+
+::
+
+    caller (your process)                          supervisor ── restarts ──┐
+      │  Enqueue/Cancel/Drain ─────────────▶ queue 0..N-1 ◀── Credit/Done/Failed ── worker j
+      │  ◀────────────── JobFailed/Settled                 ──── Dispatch ───────▶   ▲
+      │  ◀──────────────────────────────────────────────── Result ───────────── worker j
+      │  Terminate ─▶ supervisor ─▶ QueueRestarted                          monitor j (forks, reaps)
+
+The caller makes every socket, starts the supervisor, and from then on talks to the queue
+processes and reads the workers' replies directly (``docs/architecture.md`` has the whole story).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import cloudpickle
+
+from . import supervisor
+from ._inbox import _EXC, Inbox
+from ._process import close_fds_except, exit_status, pidfd
+from ._wire import Endpoint, socketpair
+from .dispatchers import LRU, Dispatcher
+from .errors import JobLost, PoolClosed, QueueFull, SerializationError, to_exception
+from .failure_modes import Abandon, FailureMode
+from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Terminate
+from .queues import Memory, Queue
+from .tasks import WorkerSpec, make_spec
+from .worker import CALL, MAP
+
+log = logging.getLogger("honeydew.pool")
+
+_OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
+            "num_queues", "max_pending", "prefetch", "start_method")
+_EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+class JobFuture(Future):  # type: ignore[type-arg]
+    """A ``concurrent.futures.Future`` for one job; ``job_id`` names it.  Waiting on it reads the
+    pool's replies in the waiting thread itself.  ``cancel()`` removes a job that has not started."""
+
+    def __init__(self, pool: Pool, job_id: str, queue: int, is_async: bool) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self._pool = pool
+        self._queue = queue
+        self._is_async = is_async
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.done():
+            self._pool._wait(self, timeout)
+        if not self.done():
+            raise TimeoutError(f"job {self.job_id} did not finish within {timeout}s (it goes on running)")
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.done():
+            self._pool._wait(self, timeout)
+        if not self.done():
+            raise TimeoutError(f"job {self.job_id} did not finish within {timeout}s (it goes on running)")
+        return super().exception(0)
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        self._pool._cancel(self)
+        return True
+
+
+class _Supervisor:
+    """The caller's view of the supervisor process: pid, pidfd, how to reap it."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+        self.pid = pid
+        self.popen = popen
+        fd = pidfd(pid)
+        self.pidfd = fd if fd is not None else os.open("/dev/null", os.O_RDONLY)
+        self.exitcode: int | None = None
+
+    def reap(self, block: bool) -> bool:
+        if self.exitcode is not None:
+            return True
+        if self.popen is not None:
+            try:
+                code = self.popen.wait(None if block else 0)
+            except subprocess.TimeoutExpired:
+                return False
+            self.exitcode = code
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            self.exitcode = -1
+            return True
+        if pid == 0:
+            return False
+        self.exitcode = exit_status(status)
+        return True
+
+
+class Options:
+    """Per-job options, kept apart from the task's own keyword arguments:
+    ``pool.options(timeout=5).call("get", "bucket", "key")``."""
+
+    def __init__(self, pool: Pool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return self._pool._call(fn, args, kwargs, self._timeout)
+
+    def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        return self._pool._cast(fn, args, kwargs, True, self._timeout)
+
+    def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
+        return self._pool._submit(fn, args, kwargs, True, self._timeout)
+
+
+class Pool:
+    """A supervised pool of permanent worker processes.
+
+    ``Pool(worker, args, num_workers=..., ...)``: see the README for every option.  Use it as a
+    context manager: leaving the ``with`` block waits for queued jobs (``close`` + ``join``), or
+    stops at once when left by ``KeyboardInterrupt`` (``terminate``)."""
+
+    def __init__(self, worker: Any = None, args: Iterable[Any] | None = None, *, num_workers: int | None = None,
+                 init_retry_secs: float = 5.0, init_retry_max_secs: float = 300.0, queue: Queue | None = None,
+                 dispatcher: Dispatcher | None = None, failure_mode: FailureMode | None = None,
+                 num_queues: int = 1, max_pending: int | None = None, prefetch: int = 1,
+                 start_method: str = "auto", **unknown: Any) -> None:
+        self._started = False
+        if unknown:
+            raise TypeError(f"unknown Pool option(s) {', '.join(sorted(unknown))}; the options are "
+                            f"{', '.join(_OPTIONS)}; e.g. {_EXAMPLE}")
+        self._spec: WorkerSpec = make_spec(worker, args)
+        if num_workers is None:
+            num_workers = len(os.sched_getaffinity(0))
+        _check_int("num_workers", num_workers, 0)
+        _check_int("num_queues", num_queues, 1)
+        _check_int("prefetch", prefetch, 1)
+        if max_pending is not None:
+            _check_int("max_pending", max_pending, 1)
+        for name, value in (("init_retry_secs", init_retry_secs), ("init_retry_max_secs", init_retry_max_secs)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}; e.g. {_EXAMPLE}")
+        queue = Memory() if queue is None else queue
+        dispatcher = LRU() if dispatcher is None else dispatcher
+        failure_mode = Abandon() if failure_mode is None else failure_mode
+        _check_instance("queue", queue, Queue, "honeydew.queues.Memory()")
+        _check_instance("dispatcher", dispatcher, Dispatcher, "honeydew.dispatchers.LRU()")
+        _check_instance("failure_mode", failure_mode, FailureMode, "honeydew.Requeue(max_deliveries=5)")
+        if start_method not in ("auto", "fork", "spawn"):
+            raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}")
+        self.num_workers = num_workers
+        self.num_queues = num_queues
+        self.max_pending = max_pending
+        self._token = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+        self._rr = itertools.count()
+        self._pending: dict[str, tuple[JobFuture, int]] = {}
+        self._queue_locks = [threading.Lock() for _ in range(num_queues)]
+        self._closed = False
+        self._terminated = False
+        self._broken: str | None = None
+        self._outstanding = [0] * num_queues
+        self._count_lock = threading.Lock()
+        self._async = 0
+        self._async_event = threading.Event()
+        self._bg: threading.Thread | None = None
+        self._fn_cache: dict[int, tuple[Any, bytes]] = {}
+        self._inbox = Inbox(self)
+        self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method)
+        self._started = True
+        _live_pools.add(self)
+
+    # ---------------------------------------------------------------- starting
+
+    def _start(self, queue: Queue, dispatcher: Dispatcher, failure_mode: FailureMode, prefetch: int,
+               init_retry_secs: float, init_retry_max_secs: float, start_method: str) -> None:
+        nq, nw = self.num_queues, self.num_workers
+        control = socketpair()
+        callers = [socketpair() for _ in range(nq)]
+        links = [[socketpair() for _ in range(nw)] for _ in range(nq)]       # [i][j]: (queue end, worker end)
+        replies = [socketpair() for _ in range(nw)]                          # (caller end, worker end)
+        life_r, life_w = os.pipe()
+        cfg = supervisor.SupervisorConfig(
+            token=self._token, spec=self._spec, num_workers=nw, num_queues=nq, queue=queue, dispatcher=dispatcher,
+            failure_mode=failure_mode, prefetch=prefetch, init_retry_secs=float(init_retry_secs),
+            init_retry_max_secs=float(init_retry_max_secs), count_settled=self.max_pending is not None,
+            lifeline=life_r, control=control[1].fileno(), queue_callers=[b.fileno() for _, b in callers],
+            queue_workers=[[a.fileno() for a, _ in links[i]] for i in range(nq)],
+            worker_queues=[[links[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
+            worker_replies=[b.fileno() for _, b in replies])
+        threads = len(os.listdir("/proc/self/task"))
+        use_fork = start_method == "fork" or (start_method == "auto" and threads == 1)
+        self.start_method = "fork" if use_fork else "spawn"
+        if use_fork:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    close_fds_except(cfg.fds())
+                    supervisor.run(cfg)
+                finally:
+                    os._exit(70)
+            self._supervisor = _Supervisor(pid, None)
+        else:
+            self._supervisor = _Supervisor(*self._spawn(cfg))
+        # keep our ends; close the supervisor's
+        os.close(life_r)
+        for s in [control[1], *(b for _, b in callers), *(b for _, b in replies),
+                  *(s for row in links for pair in row for s in pair)]:
+            s.close()
+        self._lifeline = life_w
+        self._control = Endpoint(control[0])
+        self._queues = [Endpoint(a) for a, _ in callers]
+        self._replies = [Endpoint(a) for a, _ in replies]
+        self._inbox.watch(self)
+
+    def _spawn(self, cfg: supervisor.SupervisorConfig) -> tuple[int, subprocess.Popen[bytes]]:
+        try:
+            blob = cloudpickle.dumps(cfg)
+        except Exception as e:
+            raise TypeError(f"the pool's worker, queue or failure mode could not be pickled for the supervisor "
+                            f"({e}); the caller has threads, so the supervisor starts as a fresh interpreter") from e
+        r, w = os.pipe()
+        try:
+            popen = subprocess.Popen([sys.executable, "-m", "honeydew._boot", str(r)],
+                                     pass_fds=sorted(cfg.fds() | {r}), close_fds=True)
+        finally:
+            os.close(r)
+        with os.fdopen(w, "wb") as f:
+            pickle.dump(list(sys.path), f)
+            f.write(blob)
+        return popen.pid, popen
+
+    # ---------------------------------------------------------------- the public API
+
+    def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        """Enqueue a job and return its id without waiting (fire and forget).  Blocks while
+        ``max_pending`` jobs are outstanding."""
+        return self._cast(fn, args, kwargs, True, None)
+
+    def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run a job and return its result, or raise its exception (remote traceback on ``__cause__``).
+        For a wait timeout: ``pool.options(timeout=5).call(...)``."""
+        return self._call(fn, args, kwargs, None)
+
+    def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
+        """Enqueue a job and return a ``concurrent.futures.Future`` for its outcome."""
+        return self._submit(fn, args, kwargs, True, None)
+
+    def options(self, *, timeout: float | None = None) -> Options:
+        """Per-job options that can never collide with a task's keyword arguments:
+        ``timeout`` is how long ``call`` (and a blocked enqueue) waits before ``TimeoutError``."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout < 0):
+            raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}; "
+                             f"e.g. pool.options(timeout=5).call('get', 'bucket', 'key')")
+        return Options(self, timeout)
+
+    def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
+            timeout: float | None = None) -> Iterator[Any]:
+        """Like ``Executor.map``: results in input order; an item's exception is raised when the
+        iteration reaches it.  Items go in chunks (by default about 4 per worker)."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable: pool.map(fn, items)")
+        if chunksize is not None:
+            _check_int("chunksize", chunksize, 1)
+        ref = self._ref(fn)
+        star = len(iterables) > 1
+        items = list(zip(*iterables)) if star else list(iterables[0])
+        if chunksize is None:
+            chunksize, extra = divmod(len(items), max(1, self.num_workers) * 4)
+            chunksize += 1 if extra else 0
+            chunksize = max(1, chunksize)
+        futures = []
+        try:
+            for start in range(0, len(items), chunksize):
+                payload = self._dumps((MAP, ref, items[start:start + chunksize], star))
+                futures.append(self._enqueue(payload, True, True, timeout))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        del items
+        return self._map_results(futures, timeout)
+
+    def _map_results(self, futures: list[JobFuture], timeout: float | None) -> Iterator[Any]:
+        import time
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for fut in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                values, errors = fut.result(remaining)
+                if not errors:
+                    yield from values
+                    continue
+                for i, v in enumerate(values):
+                    if i in errors:
+                        raise to_exception(errors[i])
+                    yield v
+        finally:
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+
+    def close(self) -> None:
+        """Accept no more jobs; queued jobs still run.  Returns at once (``join`` waits)."""
+        if self._closed:
+            return
+        for i, lock in enumerate(self._queue_locks):
+            with lock:
+                self._closed = True
+                try:
+                    self._queues[i].send(Drain())
+                except OSError:
+                    pass
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until every queued job is done and every pool process has exited.  ``close()``
+        first.  Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds."""
+        if not self._closed:
+            raise ValueError("join() waits for a closed pool: call pool.close() first (or use `with Pool(...)`)")
+        if not self._inbox.wait(lambda: self._inbox.supervisor_gone, timeout):
+            raise TimeoutError(f"the pool did not finish within {timeout}s; {len(self._pending)} jobs still "
+                               f"pending (see the log for workers in init back-off); pool.terminate() stops it")
+        self._supervisor.reap(True)
+        self._shutdown_bg()
+
+    def terminate(self) -> None:
+        """Stop now: running jobs are killed, waiting callers get ``PoolClosed``, no process is left."""
+        if self._terminated:
+            return
+        self._terminated = True
+        self._closed = True
+        try:
+            self._control.send(Terminate())
+        except OSError:
+            pass
+        if not self._supervisor.reap(False):
+            if not self._inbox.wait(lambda: self._inbox.supervisor_gone, 5.0):
+                os.kill(self._supervisor.pid, 9)
+            self._supervisor.reap(True)
+        self._fail_all(lambda fut: PoolClosed(f"job {fut.job_id}: the pool was terminated"))
+        self._shutdown_bg()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate()
+            return
+        self.close()
+        self.join()
+
+    def __repr__(self) -> str:
+        state = "terminated" if self._terminated else "closed" if self._closed else "running"
+        return (f"<honeydew.Pool {self._spec.name} workers={self.num_workers} queues={self.num_queues} "
+                f"{state} pending={len(self._pending)}>")
+
+    # ---------------------------------------------------------------- enqueueing
+
+    def _ref(self, fn: str | Callable[..., Any]) -> str | bytes:
+        """A registered task's name, or the cloudpickled callable (cached per callable)."""
+        ref = self._spec.resolve(fn)
+        if isinstance(ref, str):
+            return ref
+        cached = self._fn_cache.get(id(ref))
+        if cached is not None and cached[0] is ref:
+            return cached[1]
+        try:
+            blob = cloudpickle.dumps(ref, protocol=5)
+        except Exception as e:
+            raise SerializationError(f"the task {ref!r} could not be pickled: {type(e).__name__}: {e}") from e
+        if len(self._fn_cache) > 256:
+            self._fn_cache.clear()
+        self._fn_cache[id(ref)] = (ref, blob)
+        return blob
+
+    def _dumps(self, payload: tuple[Any, ...]) -> bytes:
+        try:
+            if self.start_method == "fork":
+                return pickle.dumps(payload, protocol=5)
+        except Exception:
+            pass
+        try:
+            return cloudpickle.dumps(payload, protocol=5)
+        except Exception as e:
+            raise SerializationError(f"the arguments could not be pickled ({type(e).__name__}: {e}); "
+                                     f"nothing was enqueued") from e
+
+    def _payload(self, fn: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        return self._dumps((CALL, self._ref(fn), args, kwargs))
+
+    def _cast(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
+              timeout: float | None) -> str:
+        payload = self._payload(fn, args, kwargs)
+        return self._enqueue(payload, False, block, timeout)  # type: ignore[return-value]
+
+    def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> Any:
+        fut = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, is_async=False)
+        if not fut.done():
+            self._wait(fut, timeout)
+            if not fut.done():
+                raise TimeoutError(f"job {fut.job_id} did not finish within {timeout}s (it goes on running)")
+        return Future.result(fut, 0)
+
+    def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
+                timeout: float | None) -> JobFuture:
+        return self._enqueue(self._payload(fn, args, kwargs), True, block, timeout)  # type: ignore[return-value]
+
+    def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None,
+                 is_async: bool = True) -> Any:
+        if self._closed:
+            raise PoolClosed(self._closed_reason())
+        if self.num_queues == 1:
+            q = 0
+        else:
+            q = next(self._rr) % self.num_queues
+        if self.max_pending is not None:
+            self._reserve_room(q, block, timeout)
+        job_id = f"{self._token}-{next(self._ids)}"
+        fut = None
+        with self._queue_locks[q]:
+            if self._closed:
+                self._room_back(q)
+                raise PoolClosed(self._closed_reason())
+            if reply:
+                fut = JobFuture(self, job_id, q, is_async)
+                self._pending[job_id] = (fut, q)
+                if is_async:
+                    self._async_started()
+            try:
+                self._queues[q].send(Enqueue(job_id, payload, self._token if reply else ""))
+            except OSError:
+                self._pending.pop(job_id, None)
+                self._room_back(q)
+                raise PoolClosed(f"the pool's queue process is gone ({self._broken or 'it stopped'})") from None
+        return fut if reply else job_id
+
+    def _closed_reason(self) -> str:
+        if self._broken:
+            return f"the pool is broken: {self._broken}"
+        return "the pool was terminated" if self._terminated else "the pool is closed; it accepts no more jobs"
+
+    def _reserve_room(self, q: int, block: bool, timeout: float | None) -> None:
+        limit = self.max_pending
+        assert limit is not None
+        while True:
+            with self._count_lock:
+                if sum(self._outstanding) < limit:
+                    self._outstanding[q] += 1
+                    return
+            if not block:
+                raise QueueFull(f"{limit} jobs are pending (max_pending={limit}); retry later or let cast block")
+            if not self._inbox.wait(lambda: sum(self._outstanding) < limit or self._closed, timeout):
+                raise TimeoutError(f"no room in the queue within {timeout}s (max_pending={limit})")
+            if self._closed:
+                raise PoolClosed(self._closed_reason())
+
+    def _room_back(self, q: int) -> None:
+        if self.max_pending is not None:
+            with self._count_lock:
+                self._outstanding[q] -= 1
+
+    # ---------------------------------------------------------------- waiting & bookkeeping
+
+    def _wait(self, fut: Future, timeout: float | None) -> None:  # type: ignore[type-arg]
+        self._inbox.wait(fut.done, timeout)
+
+    def _cancel(self, fut: JobFuture) -> None:
+        if self._pending.pop(fut.job_id, None) is not None:
+            self._resolved(fut)
+            if not self._closed or not self._terminated:
+                with self._queue_locks[fut._queue]:
+                    try:
+                        self._queues[fut._queue].send(Cancel(fut.job_id))
+                    except OSError:
+                        pass
+            self._inbox.wake()
+
+    def _resolved(self, fut: Future) -> None:  # type: ignore[type-arg]
+        if getattr(fut, "_is_async", False):
+            with self._count_lock:
+                self._async -= 1
+                if self._async == 0:
+                    self._async_event.clear()
+            fut._is_async = False  # type: ignore[attr-defined]
+
+    def _settled(self, q: int, count: int) -> None:
+        with self._count_lock:
+            self._outstanding[q] = max(0, self._outstanding[q] - count)
+
+    def _async_started(self) -> None:
+        with self._count_lock:
+            self._async += 1
+            self._async_event.set()
+        if self._bg is None:
+            self._bg = threading.Thread(target=_background, args=(weakref.ref(self),),
+                                        name="honeydew-results", daemon=True)
+            self._bg.start()
+
+    def _shutdown_bg(self) -> None:
+        self._async_event.set()
+        self._inbox.wake()
+
+    def _queue_restarted(self, m: QueueRestarted, work: list[Any]) -> None:
+        """Queue ``m.index`` was replaced: its jobs are lost.  Fail them, then let the new one serve."""
+        q = m.index
+        with self._queue_locks[q]:
+            lost = [(jid, fut) for jid, (fut, qi) in list(self._pending.items()) if qi == q]
+            for jid, fut in lost:
+                self._pending.pop(jid, None)
+                work.append((fut, _EXC, JobLost(f"job {jid} was lost: {m.reason} (in-memory queue {q})")))
+            if lost:
+                log.warning("%d job(s) lost with queue %d: %s", len(lost), q, m.reason)
+            with self._count_lock:
+                self._outstanding[q] = 0
+            try:
+                self._queues[q].send(Resume(m.gen))
+                if self._closed:
+                    self._queues[q].send(Drain())
+            except OSError:
+                pass
+
+    def _supervisor_exited(self, work: list[Any]) -> None:
+        self._supervisor.reap(False)
+        if not self._closed:
+            self._broken = f"its supervisor process (pid {self._supervisor.pid}) died"
+            log.error("honeydew pool: %s; every pool process is gone", self._broken)
+            self._closed = True
+        for jid, (fut, _) in list(self._pending.items()):
+            self._pending.pop(jid, None)
+            if self._terminated:
+                exc: Exception = PoolClosed(f"job {jid}: the pool was terminated")
+            else:
+                exc = JobLost(f"job {jid} was lost: the pool's processes are gone")
+            work.append((fut, _EXC, exc))
+
+    def _fail_all(self, make: Callable[[JobFuture], Exception]) -> None:
+        work = []
+        for jid, (fut, _) in list(self._pending.items()):
+            self._pending.pop(jid, None)
+            work.append((fut, _EXC, make(fut)))
+        self._inbox._resolve(work)  # type: ignore[arg-type]
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not self._terminated and not self._inbox.supervisor_gone:
+            try:
+                self.terminate()
+            except Exception:
+                pass
+
+
+def _background(ref: weakref.ref[Pool]) -> None:
+    """Resolve ``submit`` futures while nobody else reads (their done callbacks must fire)."""
+    while True:
+        pool = ref()
+        if pool is None:
+            return
+        event = pool._async_event
+        del pool
+        event.wait()
+        pool = ref()
+        if pool is None or pool._inbox.supervisor_gone or pool._terminated:
+            return
+        pool._inbox.wait(lambda p=pool: p._async == 0 or p._inbox.supervisor_gone or p._terminated, None)
+        del pool
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}; e.g. {_EXAMPLE}")
+
+
+def _check_instance(name: str, value: Any, kind: type, example: str) -> None:
+    if isinstance(value, type) and issubclass(value, kind):
+        raise TypeError(f"{name}= takes an instance, not the class: {name}={example}")
+    if not isinstance(value, kind):
+        raise TypeError(f"{name}= must be a {kind.__module__}.{kind.__name__}, got {value!r}; e.g. {name}={example}")
+
+
+@atexit.register
+def _terminate_leftovers() -> None:
+    """At interpreter exit, a pool that was not joined is terminated: exit never hangs, and jobs
+    still queued are not run (leave the ``with`` block, or ``close()`` + ``join()``, to run them)."""
+    for pool in list(_live_pools):
+        if pool._inbox.supervisor_gone or pool._terminated:
+            continue
+        log.warning("honeydew: %r was not joined; terminating it at interpreter exit", pool)
+        try:
+            pool.terminate()
+        except Exception:
+            pass

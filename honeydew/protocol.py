@@ -1,0 +1,241 @@
+"""Every message that crosses a process boundary, declared once.
+
+Each message is a small ``NamedTuple`` with a unique ``TAG``.  On the wire a message is the
+plain tuple ``(TAG, *fields)`` (cheap to pickle, no class lookup); :func:`decode` turns it back
+into the named record.  Several messages bound for the same socket travel in one frame
+(see :mod:`honeydew._wire`), so a backlog costs one write, not one write per message.
+
+The table below says who writes each message and who reads it; ``docs/architecture.md`` draws
+the same thing and a test checks that every class here appears there.
+
+=====================  ==================  ==================  =================================
+message                written by          read by             on which socket
+=====================  ==================  ==================  =================================
+Enqueue                caller              queue               caller<->queue ``i``
+Cancel                 caller              queue               caller<->queue ``i``
+Resume                 caller              queue               caller<->queue ``i``
+JobFailed              queue               caller              caller<->queue ``i``
+Settled                queue               caller              caller<->queue ``i``
+Hello                  queue               worker              queue ``i``<->worker slot ``j``
+Dispatch               queue               worker              queue ``i``<->worker slot ``j``
+StopWorker             queue               worker              queue ``i``<->worker slot ``j``
+Credit                 worker              queue               queue ``i``<->worker slot ``j``
+Done                   worker              queue               queue ``i``<->worker slot ``j``
+Failed                 worker              queue               queue ``i``<->worker slot ``j``
+Release                worker              queue               queue ``i``<->worker slot ``j``
+WorkerDied             monitor/supervisor  queue               queue ``i``<->worker slot ``j``
+WorkerStarted          monitor             supervisor          monitor ``j`` <-> supervisor
+Result                 worker              caller              worker slot ``j`` -> caller
+InitOk                 worker              monitor             worker -> monitor pipe
+InitFailed             worker              monitor             worker -> monitor pipe
+Leaving                worker              monitor             worker -> monitor pipe
+Drain                  caller              queue               caller<->queue ``i``
+Terminate              caller              supervisor          caller<->supervisor control
+QueueRestarted         supervisor          caller              caller<->supervisor control
+=====================  ==================  ==================  =================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+# --------------------------------------------------------------------------- caller -> queue
+
+
+class Enqueue(NamedTuple):
+    """A new job.  ``payload`` is the pickled ``(task, args, kwargs)``; the queue never opens it.
+    ``origin`` is the token of the pool whose caller waits for the outcome ('' for a cast)."""
+
+    TAG = 1
+    job_id: str
+    payload: bytes
+    origin: str
+
+
+class Cancel(NamedTuple):
+    """Drop this job if it has not been dispatched yet."""
+
+    TAG = 2
+    job_id: str
+
+
+class Resume(NamedTuple):
+    """The caller has seen queue generation ``gen`` start and failed everything it sent before;
+    the new queue ignores caller messages until this one arrives."""
+
+    TAG = 3
+    gen: int
+
+
+# --------------------------------------------------------------------------- queue -> caller
+
+
+class JobFailed(NamedTuple):
+    """The job's failure mode gave up: ``failure`` is a :class:`honeydew.errors.Failure` tuple."""
+
+    TAG = 10
+    job_id: str
+    failure: tuple[Any, ...]
+
+
+class Settled(NamedTuple):
+    """``count`` jobs of this caller reached a final state (only sent when ``max_pending`` is set)."""
+
+    TAG = 11
+    count: int
+
+
+# --------------------------------------------------------------------------- queue -> worker
+
+
+class Hello(NamedTuple):
+    """A queue incarnation ``gen`` has started; grant it credit afresh."""
+
+    TAG = 20
+    gen: int
+
+
+class Dispatch(NamedTuple):
+    """Run this job.  It is already charged to the receiving worker slot."""
+
+    TAG = 21
+    job_id: str
+    payload: bytes
+    origin: str
+    deliveries: int
+
+
+class StopWorker(NamedTuple):
+    """The queue has drained: finish what you hold, then exit."""
+
+    TAG = 22
+
+
+# --------------------------------------------------------------------------- worker -> queue
+
+
+class Credit(NamedTuple):
+    """Worker ``pid`` can take ``count`` more jobs from queue generation ``gen``."""
+
+    TAG = 30
+    gen: int
+    pid: int
+    count: int
+
+
+class Done(NamedTuple):
+    """The job completed (its result, if wanted, was already sent to the caller).  Returns one credit."""
+
+    TAG = 31
+    job_id: str
+
+
+class Failed(NamedTuple):
+    """The task raised (or its result would not pickle).  Returns one credit."""
+
+    TAG = 32
+    job_id: str
+    failure: tuple[Any, ...]
+
+
+class Release(NamedTuple):
+    """Returned unstarted (the worker was busy with another queue's job); no delivery is counted."""
+
+    TAG = 33
+    job_id: str
+
+
+# --------------------------------------------------------------------------- monitor -> queue
+
+
+class WorkerDied(NamedTuple):
+    """The worker ``pid`` of this slot is gone (``pid`` 0: whichever incarnation was current).
+    Written by the monitor after ``waitpid``, or by the supervisor when the monitor died too."""
+
+    TAG = 40
+    pid: int
+    exitcode: int | None
+    signal_name: str | None
+
+
+# --------------------------------------------------------------------------- worker -> caller
+
+
+class Result(NamedTuple):
+    """The job's pickled return value, sent straight to the caller that waits for it."""
+
+    TAG = 50
+    job_id: str
+    value: bytes
+
+
+# --------------------------------------------------------------------------- worker -> monitor
+
+
+class InitOk(NamedTuple):
+    TAG = 60
+    pid: int
+
+
+class InitFailed(NamedTuple):
+    TAG = 61
+    failure: tuple[Any, ...]
+
+
+class Leaving(NamedTuple):
+    """The worker exits on purpose: ``recycle`` True means "start a fresh one" (restart_worker),
+    False means "the pool is stopping"."""
+
+    TAG = 62
+    recycle: bool
+
+
+class Drain(NamedTuple):
+    """The pool is closing: no job follows this one; stop once every job is finished.  Sent on the
+    same socket as the jobs, so the queue cannot see it before a job sent earlier."""
+
+    TAG = 4
+
+
+# --------------------------------------------------------------------------- monitor -> supervisor
+
+
+class WorkerStarted(NamedTuple):
+    """The monitor forked worker ``pid`` (the supervisor kills it if the monitor dies)."""
+
+    TAG = 70
+    pid: int
+
+
+# --------------------------------------------------------------------------- caller <-> supervisor
+
+
+class Terminate(NamedTuple):
+    TAG = 81
+
+
+class QueueRestarted(NamedTuple):
+    """Queue ``index`` died and generation ``gen`` replaced it; jobs sent before are lost."""
+
+    TAG = 82
+    index: int
+    gen: int
+    reason: str
+
+
+MESSAGES: dict[int, type[Any]] = {}
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, tuple) and hasattr(_cls, "TAG"):
+        assert _cls.TAG not in MESSAGES, f"duplicate TAG {_cls.TAG}"
+        MESSAGES[_cls.TAG] = _cls
+del _cls
+
+
+def encode(msg: Any) -> tuple[Any, ...]:
+    """The wire form of one message: ``(TAG, *fields)``."""
+    return (msg.TAG, *msg)
+
+
+def decode(raw: tuple[Any, ...]) -> Any:
+    """The named record for a wire tuple."""
+    return MESSAGES[raw[0]]._make(raw[1:])

@@ -1,0 +1,258 @@
+"""The queue process: owns a queue backend, dispatches against credit, runs the failure mode.
+
+One per ``num_queues``, forked by the supervisor.  Its single loop waits on one ``poll`` over the
+caller's socket (``Enqueue``, ``Cancel``, ``Resume``, ``Drain``), one socket per worker slot
+(``Credit``, ``Done``, ``Failed``, ``Release``, and the monitor's ``WorkerDied``) and, when some
+socket's buffer was full, writability.  It never blocks writing to anyone (every write goes
+through an :class:`~honeydew._wire.Outbox`), so no cycle of processes can wedge on writes.
+
+Dispatch: while the backend has a ready job and the dispatcher has a worker with credit, the job
+is reserved, charged to that worker slot (``reserved``), and sent.  The charge is recorded before
+the worker even sees the job, which is how a crash anywhere is attributed to the right job.
+
+A generation number tells incarnations apart: a restarted queue process (``gen`` > 0) ignores
+the caller until the caller says ``Resume(gen)`` (it has failed whatever it sent before), and
+ignores ``Credit`` granted to an earlier generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import time
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from ._process import EXIT_OK, become, log_exception_and_exit
+from ._wire import Endpoint, Outbox
+from .dispatchers import Dispatcher
+from .errors import Failure
+from .failure_modes import FailureMode, GiveUp, Redeliver
+from .protocol import (Cancel, Credit, Dispatch, Done, Drain, Enqueue, Failed, Hello, JobFailed, Release, Resume,
+                       Settled, StopWorker, WorkerDied)
+from .queues.base import Job, Queue
+
+
+@dataclass
+class QueueConfig:
+    index: int
+    gen: int
+    backend: Queue
+    dispatcher: Dispatcher
+    failure_mode: FailureMode
+    caller: Endpoint
+    workers: list[Endpoint]       # the queue's end of each worker slot's socket
+    count_settled: bool           # send Settled (the caller enforces max_pending)
+    has_workers: bool
+
+
+@dataclass
+class _State:
+    cfg: QueueConfig
+    log: logging.Logger
+    caller_out: Outbox
+    worker_out: list[Outbox]
+    reserved: list[dict[str, Job]] = field(default_factory=list)   # per slot
+    pids: list[int] = field(default_factory=list)                   # current worker pid per slot
+    accepting: bool = True
+    draining: bool = False
+    settled: int = 0
+
+
+def run(cfg: QueueConfig, supervisor_pid: int) -> NoReturn:
+    become(f"hd-queue-{cfg.index}", parent=supervisor_pid)
+    log = logging.getLogger(f"honeydew.queue.{cfg.index}")
+    try:
+        _loop(cfg, log)
+    except Exception:
+        log_exception_and_exit(log, f"queue {cfg.index}")
+    os._exit(EXIT_OK)
+
+
+def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
+    backend = cfg.backend
+    backend.open()
+    st = _State(cfg, log, Outbox(cfg.caller), [Outbox(w) for w in cfg.workers],
+                [{} for _ in cfg.workers], [0] * len(cfg.workers), accepting=(cfg.gen == 0))
+    for out in st.worker_out:
+        out.put(Hello(cfg.gen))
+    poller = select.poll()
+    handlers: dict[int, Any] = {cfg.caller.fd: None}
+    poller.register(cfg.caller.fd, select.POLLIN)
+    for slot, w in enumerate(cfg.workers):
+        handlers[w.fd] = slot
+        poller.register(w.fd, select.POLLIN)
+    writing: set[int] = set()
+    outs = {cfg.caller.fd: st.caller_out, **{w.fd: st.worker_out[i] for i, w in enumerate(cfg.workers)}}
+    try:
+        while True:
+            _dispatch(st)
+            # flush every outbox; watch for writability only where a buffer was full
+            for fd, out in outs.items():
+                if out:
+                    try:
+                        done = out.flush()
+                    except OSError:
+                        out.msgs.clear()
+                        out.packets.clear()
+                        done = True
+                    if done and fd in writing:
+                        writing.discard(fd)
+                        poller.modify(fd, select.POLLIN)
+                    elif not done and fd not in writing:
+                        writing.add(fd)
+                        poller.modify(fd, select.POLLIN | select.POLLOUT)
+            if st.draining and _finished(st):
+                _stop_workers(st, outs)
+                return
+            timeout = None
+            if len(cfg.dispatcher):
+                wait = backend.next_ready_in(time.time())
+                if wait is not None:
+                    timeout = max(1, int(wait * 1000) + 1)
+            for fd, ev in poller.poll(timeout):
+                if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    slot = handlers[fd]
+                    ep = cfg.caller if slot is None else cfg.workers[slot]
+                    try:
+                        msgs = ep.recv(block=False)
+                    except EOFError:
+                        poller.unregister(fd)  # the caller is gone; the supervisor will stop us
+                        continue
+                    if slot is None:
+                        _from_caller(st, msgs)
+                    else:
+                        _from_worker(st, slot, msgs)
+    finally:
+        backend.close()
+
+
+def _finished(st: _State) -> bool:
+    if not st.cfg.has_workers and not st.cfg.backend.durable:
+        for job in st.cfg.backend.take_pending():
+            _give_up(st, job, Failure("lost", "honeydew.errors.JobLost",
+                                      "the pool closed with no workers to run this job", ""))
+        return True
+    return len(st.cfg.backend) == 0 and not any(st.reserved)
+
+
+def _stop_workers(st: _State, outs: dict[int, Outbox]) -> None:
+    for out in st.worker_out:
+        out.put(StopWorker())
+    deadline = time.monotonic() + 5.0
+    for out in outs.values():
+        while out and time.monotonic() < deadline:
+            try:
+                if not out.flush():
+                    select.select([], [out.endpoint.fd], [], 0.1)
+            except OSError:
+                break
+
+
+def _from_caller(st: _State, msgs: list[Any]) -> None:
+    backend = st.cfg.backend
+    for m in msgs:
+        t = type(m)
+        if not st.accepting:
+            if t is Resume and m.gen == st.cfg.gen:
+                st.accepting = True
+            continue
+        if t is Enqueue:
+            backend.enqueue(Job(m.job_id, m.payload, m.origin))
+        elif t is Cancel:
+            if backend.cancel(m.job_id):
+                _settle(st)
+        elif t is Drain:
+            st.draining = True
+
+
+def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
+    backend, dispatcher = st.cfg.backend, st.cfg.dispatcher
+    reserved = st.reserved[slot]
+    for m in msgs:
+        t = type(m)
+        if t is Done:
+            if reserved.pop(m.job_id, None) is not None:
+                backend.ack(m.job_id)
+                dispatcher.check_in(slot)
+                _settle(st)
+        elif t is Credit:
+            if m.gen != st.cfg.gen:
+                continue
+            if m.pid != st.pids[slot]:
+                if st.pids[slot] and reserved:
+                    # no WorkerDied arrived for the previous incarnation: treat it as dead now
+                    _worker_died(st, slot, WorkerDied(st.pids[slot], None, None))
+                st.pids[slot] = m.pid
+            dispatcher.check_in(slot, m.count)
+        elif t is Failed:
+            job = reserved.pop(m.job_id, None)
+            if job is not None:
+                dispatcher.check_in(slot)
+                _failed(st, job, Failure._make(m.failure))
+        elif t is Release:
+            job = reserved.pop(m.job_id, None)
+            if job is not None:
+                job.deliveries -= 1
+                backend.nack(m.job_id, front=True)
+        elif t is WorkerDied:
+            if m.pid == st.pids[slot] or m.pid == 0:
+                _worker_died(st, slot, m)
+
+
+def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
+    st.cfg.dispatcher.remove(slot)
+    st.pids[slot] = 0
+    jobs = list(st.reserved[slot].values())
+    st.reserved[slot].clear()
+    for job in jobs:
+        _failed(st, job, Failure.crash(m.exitcode, m.pid or None, f"running job {job.id}"))
+
+
+def _failed(st: _State, job: Job, failure: Failure) -> None:
+    """Hand a reserved job that failed to the failure mode and carry out its decision."""
+    try:
+        decision = st.cfg.failure_mode.decide(failure, job.deliveries, job.failures)
+    except Exception as e:
+        st.log.error("failure mode %r raised %r for job %s; abandoning it", st.cfg.failure_mode, e, job.id)
+        decision = GiveUp(failure)
+    if isinstance(decision, Redeliver):
+        if decision.retry:
+            job.failures += 1
+        st.log.info("job %s failed (%s); redelivering in %.3gs", job.id, failure.describe(), decision.delay)
+        st.cfg.backend.nack(job.id, time.time() + decision.delay if decision.delay > 0 else 0.0)
+    else:
+        st.cfg.backend.ack(job.id)
+        _give_up(st, job, decision.failure)
+
+
+def _give_up(st: _State, job: Job, failure: Failure) -> None:
+    if failure.kind != "raised":
+        st.log.warning("job %s given up: %s", job.id, failure.describe())
+    if job.origin:
+        st.caller_out.put(JobFailed(job.id, tuple(failure)))
+    _settle(st)
+
+
+def _settle(st: _State) -> None:
+    if st.cfg.count_settled:
+        st.settled += 1
+
+
+def _dispatch(st: _State) -> None:
+    backend, dispatcher = st.cfg.backend, st.cfg.dispatcher
+    if len(dispatcher) and len(backend):
+        now = time.time()
+        while len(dispatcher):
+            job = backend.reserve(now)
+            if job is None:
+                break
+            slot = dispatcher.check_out()
+            assert slot is not None
+            job.deliveries += 1
+            st.reserved[slot][job.id] = job
+            st.worker_out[slot].put(Dispatch(job.id, job.payload, job.origin, job.deliveries))
+    if st.settled:
+        st.caller_out.put(Settled(st.settled))
+        st.settled = 0

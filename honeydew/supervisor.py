@@ -1,0 +1,299 @@
+"""The supervisor: starts the queue process(es) and one monitor per worker slot, restarts them.
+
+Started by the :class:`~honeydew.Pool` (forked when the caller is single-threaded, otherwise a
+fresh interpreter, :mod:`honeydew._boot`).  It creates nothing on the job path: every socket
+between caller, queues and workers was made by the caller before it started, and the supervisor
+keeps both ends of each so that a restarted child inherits the very same sockets.
+
+Its single loop waits on one ``poll`` over:
+
+* the lifeline pipe from the caller: end of file means the caller died, so everything is killed
+  at once (no orphans);
+* the control socket from the caller: ``Terminate`` kills everything now;
+* a pidfd per child: a queue process that dies is restarted with the next generation and the
+  caller is told (``QueueRestarted``: its in-memory jobs are lost); a monitor that dies has its
+  worker killed and reaped (the supervisor is their subreaper), a ``WorkerDied`` written for it,
+  and is restarted.  A child that exits 0 has finished on purpose (drained) and is not restarted;
+* each monitor's socket (``WorkerStarted``: which worker pid to kill if the monitor dies).
+
+A child that keeps dying young is restarted after a growing delay, never in a hot loop.
+The supervisor exits once every child has exited.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from . import monitor, queue_process
+from ._process import EXIT_OK, EXIT_PARENT_GONE, become, exit_status, kill_and_reap, reap_strays, set_subreaper
+from ._wire import Endpoint, Outbox, socketpair
+from .dispatchers import Dispatcher
+from .errors import signal_name
+from .failure_modes import FailureMode
+from .protocol import QueueRestarted, Terminate, WorkerDied, WorkerStarted
+from .queues.base import Queue
+from .tasks import WorkerSpec
+
+
+@dataclass
+class SupervisorConfig:
+    """All a supervisor needs.  Sockets are given as file descriptor numbers, valid in the
+    supervisor (inherited by fork, or passed to the fresh interpreter)."""
+
+    token: str
+    spec: WorkerSpec
+    num_workers: int
+    num_queues: int
+    queue: Queue
+    dispatcher: Dispatcher
+    failure_mode: FailureMode
+    prefetch: int
+    init_retry_secs: float
+    init_retry_max_secs: float
+    count_settled: bool
+    lifeline: int                      # read end; EOF = the caller died
+    control: int                       # supervisor's end of the control socket
+    queue_callers: list[int]           # queue i's end of its caller socket
+    queue_workers: list[list[int]]     # [i][j]: queue i's end of its socket with worker slot j
+    worker_queues: list[list[int]]     # [j][i]: worker slot j's end of its socket with queue i
+    worker_replies: list[int]          # worker slot j's end of its reply socket
+
+    def fds(self) -> set[int]:
+        out = {self.lifeline, self.control, *self.queue_callers, *self.worker_replies}
+        for row in self.queue_workers + self.worker_queues:
+            out.update(row)
+        return out
+
+
+class _Child:
+    __slots__ = ("kind", "index", "pid", "pidfd", "started", "restarts", "worker_pid", "reason")
+
+    def __init__(self, kind: str, index: int) -> None:
+        self.kind = kind
+        self.index = index
+        self.pid = 0
+        self.pidfd = -1
+        self.started = 0.0
+        self.restarts = 0
+        self.worker_pid = 0
+        self.reason = ""
+
+
+def run(cfg: SupervisorConfig) -> NoReturn:
+    become("hd-supervisor", parent=None)
+    set_subreaper()
+    log = logging.getLogger("honeydew.supervisor")
+    try:
+        code = _Supervisor(cfg, log).serve()
+    except Exception:
+        log.exception("supervisor: internal error in honeydew; stopping the pool")
+        code = 70
+    os._exit(code)
+
+
+class _Supervisor:
+    def __init__(self, cfg: SupervisorConfig, log: logging.Logger) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.me = os.getpid()
+        ep = lambda fd: Endpoint(_sock(fd))  # noqa: E731
+        self.control = ep(cfg.control)
+        self.control_out = Outbox(self.control)
+        self.queue_callers = [ep(fd) for fd in cfg.queue_callers]
+        self.queue_workers = [[ep(fd) for fd in row] for row in cfg.queue_workers]
+        self.worker_queues = [[ep(fd) for fd in row] for row in cfg.worker_queues]
+        self.worker_replies = [ep(fd) for fd in cfg.worker_replies]
+        self.monitor_socks = [socketpair() for _ in range(cfg.num_workers)]  # (supervisor end, monitor end)
+        self.children: dict[int, _Child] = {}   # by pidfd
+        self.gens = [0] * cfg.num_queues
+        self.pending_restart: list[tuple[float, _Child]] = []
+
+    # ---------------------------------------------------------------- starting children
+
+    def _fork(self, child: _Child) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if child.kind == "queue":
+                    self._queue_child(child.index)
+                else:
+                    self._monitor_child(child.index)
+            finally:
+                os._exit(70)
+        child.pid = pid
+        child.started = time.monotonic()
+        child.worker_pid = 0
+        fd = os.pidfd_open(pid)
+        child.pidfd = fd
+        self.children[fd] = child
+
+    def _queue_child(self, i: int) -> None:
+        cfg = self.cfg
+        keep = {self.queue_callers[i].fd, *(e.fd for e in self.queue_workers[i])}
+        self._close_all_but(keep)
+        queue_process.run(queue_process.QueueConfig(
+            index=i, gen=self.gens[i], backend=cfg.queue, dispatcher=cfg.dispatcher,
+            failure_mode=cfg.failure_mode, caller=self.queue_callers[i], workers=self.queue_workers[i],
+            count_settled=cfg.count_settled, has_workers=cfg.num_workers > 0), self.me)
+
+    def _monitor_child(self, j: int) -> None:
+        cfg = self.cfg
+        mon_end = self.monitor_socks[j][1]
+        keep = {e.fd for e in self.worker_queues[j]} | {self.worker_replies[j].fd, mon_end.fileno()}
+        self._close_all_but(keep)
+        monitor.run(monitor.MonitorConfig(
+            slot=j, spec=cfg.spec, queues=self.worker_queues[j], reply=self.worker_replies[j],
+            supervisor=Endpoint(mon_end), token=cfg.token, prefetch=cfg.prefetch,
+            init_retry_secs=cfg.init_retry_secs, init_retry_max_secs=cfg.init_retry_max_secs), self.me)
+
+    def _close_all_but(self, keep: set[int]) -> None:
+        every = self.cfg.fds() | {fd for a, b in self.monitor_socks for fd in (a.fileno(), b.fileno())}
+        every |= set(self.children)
+        for fd in every - keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # ---------------------------------------------------------------- the loop
+
+    def serve(self) -> int:
+        cfg = self.cfg
+        for i in range(cfg.num_queues):
+            self._fork(_Child("queue", i))
+        for j in range(cfg.num_workers):
+            self._fork(_Child("monitor", j))
+        for _, mon_end in self.monitor_socks:
+            mon_end.close()  # only monitors hold it: EOF tells them we are gone
+        mon_by_fd = {s.fileno(): j for j, (s, _) in enumerate(self.monitor_socks)}
+        monitor_eps = [Endpoint(s) for s, _ in self.monitor_socks]
+        poller = select.poll()
+        poller.register(cfg.lifeline, select.POLLIN)
+        poller.register(self.control.fd, select.POLLIN)
+        for fd in self.children:
+            poller.register(fd, select.POLLIN)
+        for fd in mon_by_fd:
+            poller.register(fd, select.POLLIN)
+        while self.children or self.pending_restart:
+            timeout = None
+            if self.pending_restart:
+                timeout = max(0, int((min(t for t, _ in self.pending_restart) - time.monotonic()) * 1000) + 1)
+            for fd, _ in poller.poll(timeout):
+                if fd == cfg.lifeline:
+                    self.log.warning("the process that owns the pool died; stopping every pool process")
+                    self._kill_all()
+                    return EXIT_PARENT_GONE
+                if fd == self.control.fd:
+                    try:
+                        msgs = self.control.recv(block=False)
+                    except EOFError:
+                        msgs = [Terminate()]
+                    if any(type(m) is Terminate for m in msgs):
+                        self._kill_all()
+                        return EXIT_OK
+                elif fd in mon_by_fd:
+                    j = mon_by_fd[fd]
+                    try:
+                        for m in monitor_eps[j].recv(block=False):
+                            if type(m) is WorkerStarted:
+                                for c in self.children.values():
+                                    if c.kind == "monitor" and c.index == j:
+                                        c.worker_pid = m.pid
+                    except EOFError:
+                        poller.unregister(fd)
+                elif fd in self.children:
+                    child = self.children.pop(fd)
+                    poller.unregister(fd)
+                    os.close(fd)
+                    self._exited(child)
+            now = time.monotonic()
+            due = [c for t, c in self.pending_restart if t <= now]
+            if due:
+                self.pending_restart = [(t, c) for t, c in self.pending_restart if t > now]
+                for child in due:
+                    self._fork(child)
+                    poller.register(child.pidfd, select.POLLIN)
+                    if child.kind == "queue":
+                        self.control_out.put(QueueRestarted(child.index, self.gens[child.index], child.reason))
+            reap_strays()
+            if self.control_out:
+                try:
+                    self.control_out.flush()
+                except OSError:
+                    pass
+        return EXIT_OK
+
+    def _exited(self, child: _Child) -> None:
+        try:
+            _, status = os.waitpid(child.pid, 0)
+            code = exit_status(status)
+        except ChildProcessError:
+            code = None
+        if code == EXIT_OK:
+            return  # finished on purpose
+        what = f"{child.kind} {child.index} (pid {child.pid})"
+        how = f"was killed by {signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
+        self.log.warning("%s %s; restarting it", what, how)
+        if child.kind == "monitor":
+            self._bury_worker(child)
+        else:
+            self.gens[child.index] += 1
+        child.reason = f"{what} {how}"
+        lived = time.monotonic() - child.started
+        child.restarts = child.restarts + 1 if lived < 1.0 else 0
+        delay = 0.0 if child.restarts == 0 else min(0.05 * 2 ** child.restarts, 5.0)
+        self.pending_restart.append((time.monotonic() + delay, child))
+
+    def _bury_worker(self, child: _Child) -> None:
+        """The monitor died: make sure its worker is dead and reaped, then tell the queues."""
+        pid = child.worker_pid
+        code = None
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                _, status = os.waitpid(pid, 0)  # we are its subreaper now
+                code = exit_status(status)
+            except ChildProcessError:
+                pass
+        died = WorkerDied(pid, code, signal_name(code))
+        for ep in self.worker_queues[child.index]:
+            try:
+                ep.send(died)
+            except OSError:
+                pass
+
+    def _kill_all(self) -> None:
+        for child in list(self.children.values()):
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if child.worker_pid:
+                try:
+                    os.kill(child.worker_pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for child in list(self.children.values()):
+            kill_and_reap(child.pid, grace=0)
+            os.close(child.pidfd)
+        self.children.clear()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+
+
+def _sock(fd: int) -> Any:
+    import socket
+    return socket.socket(fileno=fd)

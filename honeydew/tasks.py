@@ -1,0 +1,143 @@
+"""Workers and their tasks: ``@honeydew.task``, and how a user's worker becomes a :class:`WorkerSpec`.
+
+A worker is one of:
+
+* a module (or any namespace) with an optional ``init(*args)`` and functions marked ``@task``:
+  the state ``init`` returns is appended after a task's positional arguments;
+* a class: ``Cls(*args)`` is built once per worker process and is the state; its methods marked
+  ``@task`` are the tasks (``self`` is the state);
+* nothing (``Pool(num_workers=8)``): no state, any callable can be sent.
+
+The caller resolves a task before anything is sent: a name must be registered (else
+:class:`~honeydew.errors.UnknownTask`), a registered function travels by name, any other callable
+is pickled (by reference when importable, by value otherwise, thanks to cloudpickle).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import UnknownTask
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_MARK = "__honeydew_task__"
+
+
+def task(fn: F) -> F:
+    """Register ``fn`` as a task of the module or class that defines it."""
+    if not callable(fn):
+        raise TypeError(f"@honeydew.task decorates a function, got {fn!r}")
+    try:
+        setattr(fn, _MARK, True)
+    except AttributeError:  # a builtin or a bound method
+        raise TypeError(f"@honeydew.task cannot mark {fn!r}; decorate a plain function or method") from None
+    return fn
+
+
+class WorkerSpec:
+    """Everything a worker process needs to build its state and run tasks.  Picklable."""
+
+    def __init__(self, kind: str, name: str, init: Callable[..., Any] | None, args: tuple[Any, ...],
+                 tasks: dict[str, Callable[..., Any]]) -> None:
+        self.kind = kind  # "module", "class" or "none"
+        self.name = name
+        self.init = init
+        self.args = args
+        self.tasks = tasks
+        self.by_function = {fn: n for n, fn in tasks.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "init": self.init, "args": self.args, "tasks": self.tasks}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def has_state(self) -> bool:
+        return self.init is not None
+
+    # ---------------------------------------------------------------- caller side
+
+    def resolve(self, fn: str | Callable[..., Any]) -> str | Callable[..., Any]:
+        """What to send for ``fn``: a registered task's name, or the callable itself."""
+        if isinstance(fn, str):
+            if fn not in self.tasks:
+                known = ", ".join(sorted(self.tasks)) or "none"
+                raise UnknownTask(f"{fn!r} is not a task of worker {self.name} (its tasks: {known}); "
+                                  f"mark a function with @honeydew.task to make it one")
+            return fn
+        if not callable(fn):
+            raise TypeError(f"a task is a registered task's name or a callable, got {fn!r}")
+        try:
+            name = self.by_function.get(fn)
+        except TypeError:  # unhashable callable
+            name = None
+        return name if name is not None else fn
+
+    # ---------------------------------------------------------------- worker side
+
+    def build_state(self) -> Any:
+        if self.init is None:
+            return None
+        return self.init(*self.args)
+
+    def function(self, ref: str | Callable[..., Any]) -> tuple[Callable[..., Any], bool]:
+        """(the callable to run, whether the state goes first (a class task) or last)."""
+        if isinstance(ref, str):
+            fn = self.tasks.get(ref)
+            if fn is None:
+                raise UnknownTask(f"{ref!r} is not a task of worker {self.name}")
+            return fn, self.kind == "class"
+        return ref, False
+
+    def invoke(self, ref: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> Any:
+        fn, state_first = self.function(ref)
+        if self.init is None:
+            return fn(*args, **kwargs)
+        if state_first:
+            return fn(state, *args, **kwargs)
+        return fn(*args, state, **kwargs)
+
+
+def _marked(ns: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    return {name: obj for name, obj in ns.items() if callable(obj) and getattr(obj, _MARK, False) is True}
+
+
+def make_spec(worker: Any, args: Any) -> WorkerSpec:
+    """Validate the user's worker and init arguments; raise ``TypeError`` showing a correct call."""
+    example = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5)"
+    if args is None:
+        args = ()
+    if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
+        raise TypeError(f"the worker's init arguments must be a list or tuple, got {args!r}; e.g. {example}")
+    args = tuple(args)
+    if worker is None:
+        if args:
+            raise TypeError(f"init arguments {args!r} were given but no worker; e.g. {example}")
+        return WorkerSpec("none", "(none)", None, (), {})
+    if isinstance(worker, type):
+        tasks = {}
+        for klass in reversed(worker.__mro__):
+            tasks.update(_marked(dict(vars(klass))))
+        return WorkerSpec("class", worker.__qualname__, worker, args, tasks)
+    if isinstance(worker, types.ModuleType) or hasattr(worker, "__dict__") and not callable(worker):
+        ns = dict(vars(worker))
+        init = ns.get("init")
+        if init is not None and not callable(init):
+            raise TypeError(f"{worker!r}.init must be a function")
+        tasks = _marked(ns)
+        if init is None and args:
+            raise TypeError(f"init arguments {args!r} were given but {getattr(worker, '__name__', worker)!r} "
+                            f"defines no init(*args)")
+        if init is not None:
+            try:
+                inspect.signature(init).bind(*args)
+            except TypeError as e:
+                raise TypeError(f"{worker.__name__}.init does not take the arguments {args!r}: {e}") from None
+        return WorkerSpec("module", getattr(worker, "__name__", repr(worker)), init, args, tasks)
+    raise TypeError(f"a worker is a module or a class with @honeydew.task functions (or None), got {worker!r}; "
+                    f"e.g. {example}")

@@ -1,0 +1,232 @@
+"""The worker process: runs ``init`` once, then jobs, one at a time, as credit allows.
+
+Forked by its monitor (:mod:`honeydew.monitor`).  It reads ``Hello``/``Dispatch``/``StopWorker``
+from one socket per queue process, writes ``Credit``/``Done``/``Failed``/``Release`` back on the
+same socket, writes ``Result`` straight to the caller's reply socket, and tells its monitor
+``InitOk``/``InitFailed``/``Leaving``.  A job is charged to this worker by the queue *before* it is
+sent, so if this process dies anywhere (even unpickling the arguments) the queue knows which job
+to hand to the failure mode.
+
+Credit: after ``init`` the worker grants each queue ``prefetch`` jobs.  Every ``Done``/``Failed``
+hands one credit back.  With several queues a worker may be offered more jobs than it can hold;
+the extra ones go straight back (``Release``), unstarted and uncounted, and that queue is offered
+credit again when the worker is idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import cloudpickle
+
+from . import context
+from ._process import EXIT_INIT_FAILED, EXIT_OK, become
+from ._wire import Endpoint
+from .errors import Failure, qualname
+from .protocol import (Credit, Dispatch, Done, Failed, Hello, InitFailed, InitOk, Leaving, Release, Result,
+                       StopWorker)
+from .tasks import WorkerSpec
+
+#: The first item of a job's payload: what kind of job it is.
+CALL = 0   # (CALL, task, args, kwargs)
+MAP = 1    # (MAP, task, items, star): run task over a chunk of items
+
+
+@dataclass
+class WorkerConfig:
+    slot: int
+    spec: WorkerSpec
+    queues: list[Endpoint]   # one per queue process, index = queue number
+    reply: Endpoint          # to the caller
+    monitor: Endpoint        # to this worker's monitor
+    token: str               # the pool's own jobs carry this origin
+    prefetch: int
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle fast with the C pickler; fall back to cloudpickle for lambdas and closures."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(value, protocol=5)
+
+
+_fn_cache: dict[bytes, Any] = {}
+
+
+def _callable(ref: Any) -> Any:
+    """A task name stays a name; a pickled callable is unpickled once and cached."""
+    if type(ref) is not bytes:
+        return ref
+    fn = _fn_cache.get(ref)
+    if fn is None:
+        fn = pickle.loads(ref)
+        if len(_fn_cache) >= 256:
+            _fn_cache.clear()
+        _fn_cache[ref] = fn
+    return fn
+
+
+def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: Any) -> tuple[list[Any], dict[int, Any]]:
+    """A map chunk: every item's result, and for the items that raised, their failure records."""
+    values: list[Any] = []
+    errors: dict[int, Any] = {}
+    call, state_first = spec.function(fn)
+    append = values.append
+    if spec.init is None:
+        for i, item in enumerate(items):
+            try:
+                append(call(*item) if star else call(item))
+            except BaseException as e:
+                append(None)
+                errors[i] = tuple(Failure.from_exception(e))
+    else:
+        for i, item in enumerate(items):
+            try:
+                a = item if star else (item,)
+                append(call(state, *a) if state_first else call(*a, state))
+            except BaseException as e:
+                append(None)
+                errors[i] = tuple(Failure.from_exception(e))
+    return values, errors
+
+
+def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
+    """The worker's whole life; never returns."""
+    name = f"hd-worker-{cfg.slot}"
+    become(name, parent=monitor_pid)
+    log = logging.getLogger(f"honeydew.worker.{cfg.slot}")
+    pid = os.getpid()
+    try:
+        state = cfg.spec.build_state()
+    except BaseException as e:
+        failure = Failure.from_exception(e, kind="init")
+        try:
+            cfg.monitor.send(InitFailed(tuple(failure)))
+        finally:
+            os._exit(EXIT_INIT_FAILED)
+    cfg.monitor.send(InitOk(pid))
+    recycle = _serve(cfg, state, pid, log)
+    cfg.monitor.send(Leaving(recycle))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
+
+
+def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool:
+    """The job loop.  Returns True to be replaced by a fresh worker, False when the pool stops."""
+    queues = cfg.queues
+    nq = len(queues)
+    gens = [-1] * nq          # generation of each queue process, from its Hello
+    granted = [0] * nq        # jobs each queue may still send us
+    stopped = [False] * nq
+    held: deque[tuple[int, Any]] = deque()
+    capacity = cfg.prefetch
+    by_fd = {ep.fd: i for i, ep in enumerate(queues)}
+    poller = select.poll()
+    for ep in queues:
+        poller.register(ep.fd, select.POLLIN)
+    spec, reply, token, slot = cfg.spec, cfg.reply, cfg.token, cfg.slot
+
+    def top_up() -> None:
+        for q in range(nq):
+            if gens[q] >= 0 and not stopped[q] and granted[q] < capacity:
+                queues[q].send(Credit(gens[q], pid, capacity - granted[q]))
+                granted[q] = capacity
+
+    def take(q: int, msgs: list[Any]) -> None:
+        for m in msgs:
+            if type(m) is Dispatch:
+                granted[q] -= 1
+                if len(held) >= capacity:
+                    queues[q].send(Release(m.job_id))
+                else:
+                    held.append((q, m))
+            elif type(m) is Hello:
+                gens[q] = m.gen
+                granted[q] = 0
+                stopped[q] = False
+            elif type(m) is StopWorker:
+                stopped[q] = True
+
+    while True:
+        if not held:
+            if all(stopped):
+                return False
+            top_up()
+            for fd, _ in poller.poll():
+                q = by_fd[fd]
+                try:
+                    take(q, queues[q].recv(block=False))
+                except EOFError:
+                    stopped[q] = True
+                    poller.unregister(fd)
+            continue
+        q, job = held.popleft()
+        _run_one(q, job, queues[q], spec, state, reply, token, slot)
+        if context._take_restart():
+            # hand back anything prefetched, then go: the monitor starts a fresh worker
+            for q2, other in held:
+                queues[q2].send(Release(other.job_id))
+            return True
+        # pick up whatever arrived meanwhile without blocking (keeps credit accounting current)
+        for i, ep in enumerate(queues):
+            if not stopped[i]:
+                try:
+                    msgs = ep.recv(block=False)
+                except EOFError:
+                    stopped[i] = True
+                    continue
+                if msgs:
+                    take(i, msgs)
+
+
+def _run_one(q: int, job: Dispatch, queue: Endpoint, spec: WorkerSpec, state: Any, reply: Endpoint,
+             token: str, slot: int) -> None:
+    job_id = job.job_id
+    context._enter(context.JobInfo(job_id, job.deliveries, slot))
+    try:
+        try:
+            payload = pickle.loads(job.payload)
+            fn = _callable(payload[1])
+        except BaseException as e:
+            _fail(queue, job_id, Failure.from_exception(e, kind="serialization")._replace(
+                type_name="honeydew.errors.SerializationError",
+                message=f"the arguments of job {job_id} could not be unpickled in the worker: "
+                        f"{qualname(type(e))}: {e}"))
+            return
+        try:
+            if payload[0] == CALL:
+                value = spec.invoke(fn, payload[2], payload[3], state)
+            else:
+                value = _run_chunk(fn, payload[2], payload[3], spec, state)
+        except BaseException as e:
+            _fail(queue, job_id, Failure.from_exception(e))
+            return
+        finally:
+            payload = None
+        if job.origin == token:
+            try:
+                blob = dumps(value)
+            except BaseException as e:
+                _fail(queue, job_id, Failure.from_exception(e, kind="serialization")._replace(
+                    type_name="honeydew.errors.SerializationError",
+                    message=f"the result of job {job_id} (a {qualname(type(value))}) could not be pickled: "
+                            f"{qualname(type(e))}: {e}"))
+                return
+            value = None
+            reply.send(Result(job_id, blob))
+        queue.send(Done(job_id))
+    finally:
+        context._enter(None)
+
+
+def _fail(queue: Endpoint, job_id: str, failure: Failure) -> None:
+    queue.send(Failed(job_id, tuple(failure)))
