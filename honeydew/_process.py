@@ -136,14 +136,19 @@ def kill_and_reap(pid: int, grace: float = 1.0, *, child: bool = True) -> int | 
         return None
 
 
-def reap_strays() -> None:
-    """Reap any exited child we were not watching (orphaned workers of a dead monitor)."""
+def reap_strays(known: set[int]) -> None:
+    """Reap exited children we do not watch by pidfd (workers orphaned by a dead monitor, and
+    their own children, which come to us as subreaper), leaving ``known`` ones to their owner."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if pid == 0:
+        if info is None or info.si_pid in known:
+            return
+        try:
+            os.waitpid(info.si_pid, 0)
+        except ChildProcessError:
             return
 
 

@@ -190,7 +190,7 @@ def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type
     f = Failure._make(f)
     where = f" (job {job_id})" if job_id else ""
     if f.kind == "crashed":
-        return WorkerCrashed(f.message + where, exitcode=f.exitcode, signal_name=f.signal_name, pid=f.pid)
+        return WorkerCrashed(f.message if job_id in f.message else f.message + where, exitcode=f.exitcode, signal_name=f.signal_name, pid=f.pid)
     if f.kind == "lost":
         return JobLost(f.message + where)
     if f.kind == "timeout":

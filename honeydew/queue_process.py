@@ -204,6 +204,7 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
 def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
     st.cfg.dispatcher.remove(slot)
     st.pids[slot] = 0
+    st.worker_out[slot].put(Hello(st.cfg.gen))  # the slot's next worker reads this first
     jobs = list(st.reserved[slot].values())
     st.reserved[slot].clear()
     for job in jobs:

@@ -221,7 +221,7 @@ class _Supervisor:
                     poller.register(child.pidfd, select.POLLIN)
                     if child.kind == "queue":
                         self.control_out.put(QueueRestarted(child.index, self.gens[child.index], child.reason))
-            reap_strays()
+            reap_strays({c.pid for c in self.children.values()})
             if self.control_out:
                 try:
                     self.control_out.flush()

@@ -1,0 +1,1 @@
+"""Workers and helpers shared by the test suites (importable by worker processes too)."""
