@@ -364,3 +364,24 @@ def log_and_return(text: str, *_state: Any) -> int:
 
 def backoff_delay(attempt: int) -> float:
     return 0.05 * attempt
+
+
+def fail_timed(directory: str, *_state: Any) -> None:
+    """Log the run's monotonic time to ``directory/times.log``, then raise ValueError."""
+    record_run(directory)
+    with open(Path(directory) / "times.log", "a") as f:
+        f.write(f"{time.monotonic():.6f}\n")
+    raise ValueError("timed failure")
+
+
+def run_times(directory: Path) -> list[float]:
+    log = Path(directory) / "times.log"
+    return [float(x) for x in log.read_text().split()] if log.exists() else []
+
+
+def crash_once_then_report(directory: str, markers: list[str], *_state: Any) -> list[bool]:
+    """Delivery 1: SIGKILL the worker; later: which of ``markers`` exist (jobs that ran before)."""
+    record_run(directory)
+    if honeydew.current_job().deliveries == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return [os.path.exists(m) for m in markers]
