@@ -100,19 +100,37 @@ def wait_gone(pids: Iterable[int], timeout: float = 2.0) -> list[int]:
         time.sleep(0.02)
 
 
-def zombie_children() -> list[int]:
+def zombie_children(ignore: Iterable[int] = ()) -> list[int]:
+    """Unreaped children of this process (but ``ignore``)."""
+    skip = set(ignore)
     out = []
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.status() == psutil.STATUS_ZOMBIE:
+            if p.pid not in skip and p.status() == psutil.STATUS_ZOMBIE:
                 out.append(p.pid)
         except psutil.Error:
             continue
     return out
 
 
-def kill(pid: int, sig: int = signal.SIGKILL) -> None:
-    os.kill(pid, sig)
+def child_pids() -> set[int]:
+    """Pids of every descendant of this process now (to ignore a previous test's debris)."""
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def reaped(pid: int) -> bool:
+    """True once ``pid`` no longer exists, not even as a zombie."""
+    try:
+        psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return True
+    return False
+
+
+def finish(pool: honeydew.Pool, timeout: float = 20.0) -> None:
+    """close + join with a deadline (a hang fails the test instead of eating its whole timeout)."""
+    pool.close()
+    pool.join(timeout=timeout)
 
 
 # --- caller scripts in a subprocess -------------------------------------------------------------

@@ -1,0 +1,330 @@
+"""Issue #2, the shape and its recovery: the process tree, killing each kind of pool process,
+init failures and their back-off, enqueue-only pools, join timeouts, zombies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import psutil
+import pytest
+from support import integration_helpers as H
+from support import workers as W
+
+import honeydew
+
+
+def _running_job(pool: honeydew.Pool, tmp_path, name: str = "job") -> tuple[honeydew.JobFuture, int]:
+    """Submit a job that blocks until the test is done with it; returns (future, worker pid)."""
+    flag = tmp_path / f"{name}.running"
+    fut = pool.submit(H.announce_then_wait, str(flag), str(tmp_path / f"{name}.release"), 30)
+    H.wait_until(lambda: flag.exists() and flag.read_text(), 10, what="the job to start")
+    return fut, int(flag.read_text())
+
+
+def _release(tmp_path, name: str = "job") -> None:
+    (tmp_path / f"{name}.release").touch()
+
+
+# --- the shape ----------------------------------------------------------------------------------
+
+def test_process_tree_shape():
+    with honeydew.Pool(W, [], num_workers=3) as pool:
+        assert pool.call("echo", 1) == 1
+        sup = H.one("hd-supervisor")
+        assert sup.ppid() == os.getpid()
+        H.wait_until(lambda: len(H.by_name("hd-worker-2")) == 1, 10)
+        kids = sorted(p.name() for p in sup.children())
+        assert kids == ["hd-monitor-0", "hd-monitor-1", "hd-monitor-2", "hd-queue-0"]
+        for j in range(3):
+            mon = H.one(f"hd-monitor-{j}")
+            workers = [p.name() for p in mon.children()]
+            assert workers == [f"hd-worker-{j}"]
+        worker_pids = {p.pid for j in range(3) for p in H.by_name(f"hd-worker-{j}")}
+        assert pool.call("whoami") in worker_pids
+        assert H.names() == sorted(["hd-supervisor", "hd-queue-0", "hd-monitor-0", "hd-monitor-1", "hd-monitor-2",
+                                    "hd-worker-0", "hd-worker-1", "hd-worker-2"])
+    assert H.pool_processes() == []
+
+
+def test_process_tree_with_two_queues():
+    with honeydew.Pool(num_workers=1, num_queues=2) as pool:
+        assert pool.call(H.echo, 1) == 1
+        sup = H.one("hd-supervisor")
+        assert sorted(p.name() for p in sup.children()) == ["hd-monitor-0", "hd-queue-0", "hd-queue-1"]
+
+
+def test_no_zombies_after_join():
+    before = H.child_pids()
+    pool = honeydew.Pool(W, [], num_workers=2)
+    try:
+        pool.call("echo", 1)
+        with pytest.raises(honeydew.WorkerCrashed):
+            pool.call("die", "kill")
+        pool.call("echo", 2)
+        pool.close()
+        pool.join(timeout=20)
+        assert H.zombie_children(before) == []
+        assert H.pool_processes() == []
+        assert H.child_pids() - before == set()
+    finally:
+        pool.terminate()
+
+
+# --- killing pool processes ---------------------------------------------------------------------
+
+def test_sigkill_worker_mid_job(tmp_path):
+    with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
+        fut, pid = _running_job(pool, tmp_path)
+        assert pid == H.one("hd-worker-0").pid
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(honeydew.WorkerCrashed) as info:
+            fut.result(timeout=20)
+        assert info.value.pid == pid and info.value.signal_name == "SIGKILL"
+        new_pid = pool.options(timeout=20).call(H.getpid)
+        assert new_pid != pid
+        assert H.one("hd-worker-0").pid == new_pid
+
+
+def test_sigkill_worker_found_by_task_pid():
+    with honeydew.Pool(W, [], num_workers=1, init_retry_secs=0.05) as pool:
+        pid = pool.call("whoami")
+        fut = pool.submit("sleep", 30)
+        H.wait_until(lambda: H.one("hd-worker-0").status() != psutil.STATUS_ZOMBIE, 5)
+        # the job is running once the worker has taken it: kill it (whichever moment that is)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(honeydew.WorkerCrashed):
+            fut.result(timeout=20)
+        assert pool.options(timeout=20).call("whoami") != pid
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_monitor_kills_its_worker_fails_the_job_and_is_restarted(tmp_path):
+    pool = honeydew.Pool(num_workers=1, init_retry_secs=0.05)
+    try:
+        fut, worker_pid = _running_job(pool, tmp_path)
+        monitor = H.one("hd-monitor-0")
+        os.kill(monitor.pid, signal.SIGKILL)
+        with pytest.raises(honeydew.WorkerCrashed):
+            fut.result(timeout=20)
+        assert H.wait_gone([worker_pid], 5) == []
+        new_monitor = H.wait_until(lambda: [p for p in H.by_name("hd-monitor-0") if p.pid != monitor.pid], 10)
+        assert len(new_monitor) == 1
+        assert pool.options(timeout=20).call(H.echo, "after") == "after"
+        assert pool.options(timeout=20).call(H.getpid) != worker_pid
+        # the replacement monitor keeps working: its worker can crash and be replaced too
+        with pytest.raises(honeydew.WorkerCrashed):
+            pool.options(timeout=20).call(H.always_crash, str(tmp_path))
+        assert pool.options(timeout=20).call(H.echo, "again") == "again"
+        H.finish(pool)
+    finally:
+        pool.terminate()
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_monitor_while_idle_then_serve(tmp_path):
+    pool = honeydew.Pool(num_workers=1, init_retry_secs=0.05)
+    try:
+        worker_pid = pool.call(H.getpid)
+        monitor = H.one("hd-monitor-0")
+        os.kill(monitor.pid, signal.SIGKILL)
+        assert H.wait_gone([worker_pid], 5) == []
+        assert pool.options(timeout=20).call(H.echo, "after") == "after"
+        H.finish(pool)
+    finally:
+        pool.terminate()
+
+
+def test_sigkill_queue_gives_job_lost_then_serves(tmp_path):
+    with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
+        running, _ = _running_job(pool, tmp_path)
+        queued = pool.submit(H.echo, "queued")
+        queue = H.one("hd-queue-0")
+        waiting = pool.submit(H.echo, "waiting")
+        errors: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                waiting.result(timeout=30)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        os.kill(queue.pid, signal.SIGKILL)
+        with pytest.raises(honeydew.JobLost):
+            running.result(timeout=20)
+        with pytest.raises(honeydew.JobLost):
+            queued.result(timeout=20)
+        t.join(20)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], honeydew.JobLost), errors
+        new_queue = H.wait_until(lambda: [p for p in H.by_name("hd-queue-0") if p.pid != queue.pid], 10)
+        assert len(new_queue) == 1
+        _release(tmp_path)
+        assert pool.options(timeout=20).call(H.echo, "next") == "next"
+
+
+def test_sigkill_queue_while_a_call_waits_in_this_thread(tmp_path):
+    with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
+        flag = tmp_path / "go"
+        queue = H.one("hd-queue-0")
+        killer = threading.Thread(target=lambda: (H.wait_until(flag.exists, 10), os.kill(queue.pid, signal.SIGKILL)))
+        killer.start()
+        try:
+            with pytest.raises(honeydew.JobLost):
+                pool.options(timeout=30).call(H.announce_then_wait, str(flag), str(tmp_path / "release"), 30)
+        finally:
+            killer.join(10)
+            (tmp_path / "release").touch()
+        assert pool.options(timeout=20).call(H.echo, 5) == 5
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_supervisor_job_lost_then_pool_closed(tmp_path):
+    pool = honeydew.Pool(num_workers=2, init_retry_secs=0.05)
+    try:
+        fut, _ = _running_job(pool, tmp_path)
+        pids = [p.pid for p in H.pool_processes()]
+        assert len(pids) == 6
+        sup = H.one("hd-supervisor")
+        os.kill(sup.pid, signal.SIGKILL)
+        with pytest.raises(honeydew.JobLost):
+            fut.result(timeout=20)
+        assert H.wait_gone(pids, 2.0) == []
+        with pytest.raises(honeydew.PoolClosed):
+            pool.call(H.echo, 1)
+        with pytest.raises(honeydew.PoolClosed):
+            pool.submit(H.echo, 1)
+        H.wait_until(lambda: H.reaped(sup.pid), 5, what="the dead supervisor to be reaped")
+    finally:
+        pool.terminate()
+    assert H.pool_processes() == []
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_supervisor_wakes_a_blocked_call(tmp_path):
+    pool = honeydew.Pool(num_workers=1, init_retry_secs=0.05)
+    try:
+        flag = tmp_path / "go"
+        sup = H.one("hd-supervisor")
+        killer = threading.Thread(target=lambda: (H.wait_until(flag.exists, 10), os.kill(sup.pid, signal.SIGKILL)))
+        killer.start()
+        try:
+            with pytest.raises(honeydew.JobLost):
+                pool.call(H.announce_then_wait, str(flag), str(tmp_path / "never"), 30)
+        finally:
+            killer.join(10)
+        with pytest.raises(honeydew.PoolClosed):
+            pool.call(H.echo, 1)
+    finally:
+        pool.terminate()
+
+
+# --- init failures and back-off -----------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_init_failing_n_times_then_succeeding(tmp_path):
+    with honeydew.Pool(H, [str(tmp_path), 3], num_workers=1, init_retry_secs=0.05) as pool:
+        state = pool.options(timeout=30).call("state_of")
+    attempts = H.init_attempts(tmp_path)
+    assert len(attempts) == 4
+    assert state["pid"] == attempts[-1][0]
+    assert len({pid for pid, _ in attempts}) == 4   # a new process for every attempt
+
+
+@pytest.mark.timeout(60)
+def test_init_backoff_grows(tmp_path):
+    base = 0.1
+    with honeydew.Pool(H, [str(tmp_path), 4], num_workers=1, init_retry_secs=base) as pool:
+        pool.options(timeout=30).call("state_of")
+    times = [t for _, t in H.init_attempts(tmp_path)]
+    assert len(times) == 5
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for i, gap in enumerate(gaps):
+        assert gap >= base * 2 ** i * 0.95, (i, gaps)      # jitter only lengthens
+    for a, b in zip(gaps, gaps[1:], strict=False):
+        assert b > a * 1.4, gaps                              # roughly doubling
+
+
+@pytest.mark.timeout(60)
+def test_init_backoff_is_capped(tmp_path):
+    with honeydew.Pool(H, [str(tmp_path), 6], num_workers=1, init_retry_secs=0.05,
+                       init_retry_max_secs=0.1) as pool:
+        pool.options(timeout=30).call("state_of")
+    times = [t for _, t in H.init_attempts(tmp_path)]
+    assert len(times) == 7
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # uncapped, the last gap would be 1.6 s
+    assert max(gaps) < 0.8, gaps
+
+
+@pytest.mark.timeout(60)
+def test_other_workers_serve_while_one_backs_off(tmp_path):
+    pool = honeydew.Pool(H, [str(tmp_path), 0, "one_healthy"], num_workers=2, init_retry_secs=0.2)
+    try:
+        healthy = pool.options(timeout=20).call("state_of")["pid"]
+        pids = {pool.options(timeout=5).call(H.getpid) for _ in range(20)}
+        assert pids == {healthy}
+        H.wait_until(lambda: len(H.init_attempts(tmp_path)) >= 4, 20, what="the sick worker to retry")
+        assert pool.options(timeout=5).call("state_of")["pid"] == healthy
+    finally:
+        pool.terminate()
+    assert H.pool_processes() == []
+
+
+@pytest.mark.timeout(30)
+def test_join_timeout_when_init_always_fails(tmp_path):
+    before = H.child_pids()
+    pool = honeydew.Pool(H, [str(tmp_path), 0, "always"], num_workers=1, init_retry_secs=0.05)
+    try:
+        fut = pool.submit("state_of")
+        pool.close()
+        with pytest.raises(TimeoutError):
+            pool.join(timeout=0.2)
+        assert not fut.done()
+    finally:
+        pool.terminate()
+    with pytest.raises(honeydew.PoolClosed):
+        fut.result(timeout=5)
+    assert H.pool_processes() == []
+    H.wait_until(lambda: H.zombie_children(before) == [], 5, what="no zombies")
+
+
+# --- enqueue-only pools -------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_enqueue_only_pool_closes_without_hanging():
+    pool = honeydew.Pool(num_workers=0)
+    try:
+        assert H.by_name("hd-worker-0") == []
+        job_id = pool.cast(H.echo, 1)
+        assert isinstance(job_id, str)
+        fut = pool.submit(H.echo, 2)
+        waiting = pool.submit(H.echo, 3)
+        errors: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                waiting.result(timeout=30)
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        pool.close()
+        pool.join(timeout=10)
+        t.join(10)
+        assert not t.is_alive()
+        with pytest.raises(honeydew.JobLost):
+            fut.result(timeout=5)
+        assert len(errors) == 1 and isinstance(errors[0], honeydew.JobLost), errors
+    finally:
+        pool.terminate()
+
+
+def test_enqueue_only_pool_with_statement():
+    with honeydew.Pool(num_workers=0) as pool:
+        pool.cast(H.echo, 1)
+    assert H.pool_processes() == []
