@@ -182,4 +182,4 @@ class DispatcherMachine(RuleBasedStateMachine):
 @pytest.mark.parametrize("kind", KINDS)
 def test_dispatcher_machine(kind: type[Dispatcher]) -> None:
     machine = type(f"{kind.__name__}Machine", (DispatcherMachine,), {"kind": kind})
-    run_state_machine_as_test(machine, settings=settings(max_examples=50, stateful_step_count=40, deadline=None))
+    run_state_machine_as_test(machine, settings=settings(max_examples=30, stateful_step_count=30, deadline=None))

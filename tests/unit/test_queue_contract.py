@@ -530,7 +530,7 @@ class QueueTimerMachine(QueueMachine):
             assert future and wait == pytest.approx(min(future)), f"next_ready_in {wait}, delayed for {future}"
 
 
-MODEL_SETTINGS = settings(max_examples=100, stateful_step_count=40, deadline=None, report_multiple_bugs=False,
+MODEL_SETTINGS = settings(max_examples=75, stateful_step_count=35, deadline=None, report_multiple_bugs=False,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
