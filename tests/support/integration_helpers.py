@@ -160,10 +160,12 @@ def run_script(tmp_path: Path, code: str, timeout: float = 60.0, name: str = "ca
                           env=script_env(), cwd=str(tmp_path))
 
 
-def start_script(tmp_path: Path, code: str, name: str = "caller.py", **kwargs: Any) -> subprocess.Popen[str]:
+def start_script(tmp_path: Path, code: str, name: str = "caller.py", args: Iterable[str] = (),
+                 **kwargs: Any) -> subprocess.Popen[str]:
+    """Start ``code`` as ``__main__`` of a fresh interpreter, stdout/stderr piped (text)."""
     path = write_script(tmp_path, code, name)
-    return subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=script_env(), cwd=str(tmp_path), **kwargs)
+    return subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=script_env(), cwd=str(tmp_path), **kwargs)
 
 
 def read_line_with(proc: subprocess.Popen[str], marker: str, timeout: float = 30.0) -> str:
