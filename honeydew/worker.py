@@ -171,6 +171,7 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
             continue
         q, job = held.popleft()
         _run_one(q, job, queues[q], spec, state, reply, token, slot)
+        granted[q] += 1  # Done/Failed hands the job's credit back to that queue
         if context._take_restart():
             # hand back anything prefetched, then go: the monitor starts a fresh worker
             for q2, other in held:

@@ -438,8 +438,15 @@ class QueueMachine(RuleBasedStateMachine):
         del self.pending[got.id]
         self.reserved[got.id] = m.payload
 
-    @rule(id=st.sampled_from(IDS))
-    def ack(self, id: str) -> None:
+    def _pick(self, data: st.DataObject, likely: dict[str, object]) -> str:
+        """Mostly an id in ``likely`` (a reserved job to ack, a pending one to cancel), sometimes any id."""
+        if likely and data.draw(st.integers(0, 3), label="likely") > 0:
+            return data.draw(st.sampled_from(sorted(likely)), label="id")
+        return data.draw(st.sampled_from(IDS), label="id")
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        id = self._pick(data, self.reserved)
         got = self.q.ack(id)
         if id in self.reserved:
             assert got is not None and got.id == id
@@ -448,8 +455,9 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             assert got is None
 
-    @rule(id=st.sampled_from(IDS), how=st.sampled_from(["tail", "front", "delay"]), delay=st.sampled_from([0.0, 1, 4]))
-    def nack(self, id: str, how: str, delay: float) -> None:
+    @rule(data=st.data(), how=st.sampled_from(["tail", "front", "delay"]), delay=st.sampled_from([0.0, 1, 4]))
+    def nack(self, data: st.DataObject, how: str, delay: float) -> None:
+        id = self._pick(data, self.reserved)
         if how == "front":
             got = self.q.nack(id, front=True)
             ready_at = 0.0
@@ -466,8 +474,9 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             assert got is None
 
-    @rule(id=st.sampled_from(IDS))
-    def cancel(self, id: str) -> None:
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        id = self._pick(data, self.pending)
         assert self.q.cancel(id) is (id in self.pending)
         if id in self.pending:
             del self.pending[id]
