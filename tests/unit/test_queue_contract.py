@@ -368,7 +368,7 @@ class ModelJob:
     key: int  # FIFO key: enqueue/nack order; front nacks get ever smaller keys
 
 
-IDS = [f"j{i}" for i in range(6)]
+IDS = [f"j{i}" for i in range(8)]
 DELAYS = st.sampled_from([None, None, 0.0, 1.0, 2.5, 5.0])  # None: ready now; else ready_at = now + d
 
 
@@ -416,6 +416,11 @@ class QueueMachine(RuleBasedStateMachine):
         self.q.enqueue(Job(id, payload), ready_at)
         self.gone.discard(id)
         self._put(id, payload, ready_at)
+
+    @rule(ids=st.lists(st.sampled_from(IDS), min_size=2, max_size=4, unique=True), delay=DELAYS)
+    def enqueue_several(self, ids: list[str], delay: float | None) -> None:
+        for id in ids:
+            self.enqueue(id, delay)
 
     @rule()
     def reserve(self) -> None:
