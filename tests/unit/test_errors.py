@@ -204,6 +204,15 @@ def test_crash_names_the_job_once() -> None:
     assert str(to_exception(f, "job-77")).count("job-77") == 1
 
 
+def test_timeout_failure() -> None:
+    f = Failure.timeout("j5", 2.5, 99, "SIGKILL")
+    assert f.kind == "timeout"
+    assert f.mro == Failure.from_exception(JobTimeout("t")).mro  # the hard-coded MRO is the real one
+    exc = to_exception(f, "j5")
+    assert type(exc) is JobTimeout
+    assert "j5" in str(exc) and "99" in str(exc)
+
+
 def test_signal_name() -> None:
     assert signal_name(-9) == "SIGKILL"
     assert signal_name(-15) == "SIGTERM"

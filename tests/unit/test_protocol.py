@@ -31,6 +31,7 @@ BY_ANNOTATION: dict[str, st.SearchStrategy[Any]] = {
     "bytes": st.binary(max_size=64),
     "int": st.integers(min_value=-(2**63), max_value=2**63),
     "bool": st.booleans(),
+    "float": st.floats(allow_nan=False),
     "int | None": st.none() | st.integers(min_value=-255, max_value=255),
     "str | None": st.none() | st.text(max_size=10),
     "tuple[Any, ...]": failure_tuples,

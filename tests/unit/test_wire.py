@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from honeydew._wire import CHUNK, FIRST, LAST, Endpoint, Outbox, pack, socketpair
-from honeydew.protocol import Cancel, Credit, Done, Enqueue, Result, StopWorker, WorkerDied, encode
+from honeydew.protocol import Credit, Done, Hello, Result, Settled, StopWorker, encode
 
 TIMEOUT = 20.0
 
@@ -93,7 +93,7 @@ def result_with_frame_of(n: int) -> Result:
 
 def test_several_messages_travel_in_one_frame(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
-    msgs = [Enqueue("j1", b"payload", "tok"), Cancel("j2"), StopWorker(), WorkerDied(12, -9, "SIGKILL")]
+    msgs = [Result("j1", b"payload"), Done("j2"), StopWorker(), Credit(3, 12, 2), Hello(7), Settled(4)]
     assert len(pack(msgs)) == 1
     a.send(*msgs)
     got = b.recv()
