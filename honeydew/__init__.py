@@ -7,8 +7,17 @@ process tree, every message and one job's life.
 
 from . import dispatchers, queues
 from .context import JobInfo, current_job, restart_worker
-from .errors import (HoneydewError, JobLost, JobTimeout, PoolClosed, QueueFull, RemoteError, SerializationError,
-                     UnknownTask, WorkerCrashed)
+from .errors import (
+                     HoneydewError,
+                     JobLost,
+                     JobTimeout,
+                     PoolClosed,
+                     QueueFull,
+                     RemoteError,
+                     SerializationError,
+                     UnknownTask,
+                     WorkerCrashed,
+)
 from .failure_modes import Abandon, FailureMode, Requeue, Retry
 from .pool import JobFuture, Pool
 from .tasks import task

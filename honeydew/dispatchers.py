@@ -36,9 +36,12 @@ class Dispatcher(abc.ABC):
         """Total credits held, over all workers."""
 
 
-class _Deque(Dispatcher):
+class _Rotation(Dispatcher):
+    """Workers in a rotation, each with a credit count; O(workers) at worst, O(1) typically."""
+
     def __init__(self) -> None:
-        self._units: deque[int] = deque()
+        self._order: deque[int] = deque()   # workers holding credit, least recently used first
+        self._credits: dict[int, int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -46,29 +49,52 @@ class _Deque(Dispatcher):
     def check_in(self, worker: int, credits: int = 1) -> None:
         if credits < 1:
             raise ValueError(f"credits must be >= 1, got {credits}")
-        self._units.extend([worker] * credits)
+        held = self._credits.get(worker, 0)
+        self._credits[worker] = held + credits
+        if held:
+            self._order.remove(worker)
+        self._order.append(worker)  # it just came back: the most recently used
+
+    def _take(self, worker: int) -> int:
+        left = self._credits[worker] - 1
+        if left:
+            self._credits[worker] = left
+        else:
+            del self._credits[worker]
+        return worker
 
     def remove(self, worker: int) -> int:
-        before = len(self._units)
-        self._units = deque(w for w in self._units if w != worker)
-        return before - len(self._units)
+        held = self._credits.pop(worker, 0)
+        if held:
+            self._order.remove(worker)
+        return held
 
     def credits(self, worker: int) -> int:
-        return self._units.count(worker)
+        return self._credits.get(worker, 0)
 
     def __len__(self) -> int:
-        return len(self._units)
+        return sum(self._credits.values())
 
 
-class LRU(_Deque):
+class LRU(_Rotation):
     """Least recently used first: jobs spread evenly over the idle workers (the default)."""
 
     def check_out(self) -> int | None:
-        return self._units.popleft() if self._units else None
+        if not self._order:
+            return None
+        worker = self._order.popleft()
+        if self._credits[worker] > 1:
+            self._order.append(worker)  # still has credit: to the back of the rotation
+        return self._take(worker)
 
 
-class MRU(_Deque):
+class MRU(_Rotation):
     """Most recently used first: jobs go to the warmest worker (good for caches); the others idle."""
 
     def check_out(self) -> int | None:
-        return self._units.pop() if self._units else None
+        if not self._order:
+            return None
+        worker = self._order[-1]
+        if self._credits[worker] == 1:
+            self._order.pop()
+        return self._take(worker)

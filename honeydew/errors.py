@@ -67,6 +67,9 @@ class RemoteError(HoneydewError):
         self.remote_message = message
         self.traceback_text = traceback_text
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (RemoteError, (self.type_name, self.remote_message, self.traceback_text))
+
 
 class WorkerCrashed(HoneydewError):
     """The worker process died while it held the job."""
@@ -166,10 +169,25 @@ class Failure(NamedTuple):
             mro=_CRASH_MRO,
         )
 
+    @classmethod
+    def timeout(cls, job_id: str, limit: float, pid: int | None, sig: str | None) -> Failure:
+        how = f" (it ended by {sig})" if sig else ""
+        return cls(
+            kind="timeout",
+            type_name="honeydew.errors.JobTimeout",
+            message=f"job {job_id} ran past its {limit:g}s limit; its worker pid {pid} was stopped{how}",
+            traceback="",
+            signal_name=sig,
+            pid=pid,
+            mro=_TIMEOUT_MRO,
+        )
+
     def describe(self) -> str:
         return f"{self.type_name}: {self.message}"
 
 
+_TIMEOUT_MRO = ("honeydew.errors.JobTimeout", "honeydew.errors.HoneydewError", "builtins.Exception",
+                "builtins.BaseException", "builtins.object")
 _CRASH_MRO = ("honeydew.errors.WorkerCrashed", "honeydew.errors.HoneydewError", "builtins.Exception",
               "builtins.BaseException", "builtins.object")
 
@@ -188,9 +206,9 @@ def _safe_str(exc: BaseException) -> str:
 def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type: ignore[type-arg]
     """Rebuild, in the caller, the exception that the failure record stands for."""
     f = Failure._make(f)
-    where = f" (job {job_id})" if job_id else ""
+    where = f" (job {job_id})" if job_id and job_id not in f.message else ""
     if f.kind == "crashed":
-        return WorkerCrashed(f.message if job_id in f.message else f.message + where, exitcode=f.exitcode, signal_name=f.signal_name, pid=f.pid)
+        return WorkerCrashed(f.message + where, exitcode=f.exitcode, signal_name=f.signal_name, pid=f.pid)
     if f.kind == "lost":
         return JobLost(f.message + where)
     if f.kind == "timeout":

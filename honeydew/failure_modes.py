@@ -9,11 +9,15 @@ possibly after a delay; the delay is a timestamp in the queue, it never blocks a
 from __future__ import annotations
 
 import abc
+import math
 import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
 from .errors import Failure, qualname
+
+#: The longest redelivery delay honoured (a year); longer ones, even infinite, are cut to it.
+MAX_DELAY = 365 * 86400.0
 
 
 class GiveUp(NamedTuple):
@@ -104,7 +108,8 @@ class Retry(FailureMode):
         if isinstance(times, bool) or not isinstance(times, int) or times < 0:
             raise ValueError(f"times must be an int >= 0, got {times!r}; e.g. {example}")
         if not callable(backoff):
-            if isinstance(backoff, bool) or not isinstance(backoff, numbers.Real) or backoff < 0:
+            if (isinstance(backoff, bool) or not isinstance(backoff, numbers.Real) or not math.isfinite(backoff)
+                    or backoff < 0):
                 raise ValueError(f"backoff must be seconds >= 0 or a callable(attempt) -> seconds, got {backoff!r}; "
                                  f"e.g. {example}")
         if isinstance(on, type):
@@ -124,8 +129,12 @@ class Retry(FailureMode):
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
         if callable(self.backoff):
-            return max(0.0, float(self.backoff(attempt)))
-        return float(self.backoff) * 2 ** (attempt - 1)
+            delay = float(self.backoff(attempt))
+        else:
+            delay = float(self.backoff) * 2.0 ** min(attempt - 1, 64)
+        if math.isnan(delay):
+            return 0.0
+        return min(max(0.0, delay), MAX_DELAY)
 
     def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
         if retries < self.times and self.matches(failure):

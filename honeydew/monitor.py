@@ -1,15 +1,24 @@
-"""The worker monitor: forks one worker, watches it, restarts it.  Single-threaded.
+"""The worker monitor: forks one worker, watches it, stops it when told, restarts it.  Single-threaded.
 
-One monitor per worker slot, forked by the supervisor.  It waits on one ``poll`` over the
-worker's pidfd (death is noticed even if a task's own child still holds the worker's sockets
-open), the worker's status socket (``InitOk``/``InitFailed``/``Leaving``) and its supervisor
-socket (end of file = the supervisor is gone).
+One monitor per worker slot, forked by the supervisor.  It is a child subreaper, so everything its
+worker starts stays its descendant even after a double fork or ``setsid``.  It waits on one
+``poll`` over:
 
-When the worker dies the monitor reaps it and writes ``WorkerDied`` on the worker's own socket
-to every queue: the queue reads it after everything the worker wrote before dying, and hands the
-jobs the worker held to the failure mode.  Then it starts a new worker, at once after a crash or
-a ``restart_worker()``, after a back-off after a failed ``init`` (``init_retry_secs``, doubling up
-to a cap, reset by a successful ``init``), and not at all after a clean stop.
+* the worker's pidfd: death is noticed even if a task's own child still holds the worker's sockets;
+* the worker's status socket: ``InitOk``/``InitFailed``, ``JobStarted``/``JobEnded`` (jobs with a
+  time limit), ``Leaving``;
+* one socket per queue process: ``KillWorker`` (a running job was cancelled);
+* its supervisor socket: end of file means the supervisor is gone;
+* a deadline: the running job's limit, or ``init_timeout``.
+
+Stopping a worker (limit passed, job cancelled, init hung) sends SIGTERM to the worker's process
+group and every other descendant, then SIGKILL after ``kill_grace_secs``.  When the worker is gone
+the monitor kills and reaps whatever it left running (its whole tree dies with it), then writes
+``WorkerDied`` on the worker's own socket to every queue: the queue reads it after everything the
+worker wrote before dying, and hands the jobs the worker held to the failure mode.  Then it
+starts a new worker: at once after a crash, a stop or a recycle; after a back-off after a failed
+``init`` (``init_retry_secs``, doubling up to ``init_retry_max_secs``, reset by a successful
+``init``); not at all after a clean stop of the pool.
 """
 
 from __future__ import annotations
@@ -18,14 +27,18 @@ import logging
 import os
 import random
 import select
+import signal
+import time
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
+
+import psutil
 
 from . import worker
-from ._process import EXIT_OK, EXIT_PARENT_GONE, become, exit_status, kill_and_reap
+from ._process import EXIT_OK, EXIT_PARENT_GONE, become, exit_status, reap_strays, set_subreaper
 from ._wire import Endpoint, socketpair
 from .errors import Failure, signal_name
-from .protocol import InitFailed, InitOk, Leaving, WorkerDied, WorkerStarted
+from .protocol import InitFailed, InitOk, JobEnded, JobStarted, KillWorker, Leaving, WorkerDied, WorkerStarted
 from .tasks import WorkerSpec
 
 
@@ -34,12 +47,17 @@ class MonitorConfig:
     slot: int
     spec: WorkerSpec
     queues: list[Endpoint]      # the worker's ends of its sockets to each queue
+    kills: list[Endpoint]       # this monitor's ends of its sockets from each queue (KillWorker)
     reply: Endpoint             # the worker's end of the reply socket to the caller
     supervisor: Endpoint        # this monitor's socket to the supervisor
     token: str
     prefetch: int
     init_retry_secs: float
     init_retry_max_secs: float
+    init_timeout: float | None
+    kill_grace_secs: float
+    max_jobs: int | None
+    max_memory: int | None
 
 
 def backoff(cfg: MonitorConfig, failures: int) -> float:
@@ -51,86 +69,218 @@ def backoff(cfg: MonitorConfig, failures: int) -> float:
 
 def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
     become(f"hd-monitor-{cfg.slot}", parent=supervisor_pid)
-    log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
+    set_subreaper()
     me = os.getpid()
+    log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
     failures = 0
     while True:
-        mon_sock, wrk_sock = socketpair()
-        pid = os.fork()
-        if pid == 0:
-            mon_sock.close()
-            cfg.supervisor.sock.close()
-            worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
-                                           cfg.token, cfg.prefetch), me)
-        wrk_sock.close()
-        status = Endpoint(mon_sock)
-        cfg.supervisor.send(WorkerStarted(pid))
-        init_ok, leaving, init_failure, code = _watch(cfg, pid, status, log)
-        mon_sock.close()
-        died = WorkerDied(pid, code, signal_name(code))
+        watch = _Watch(cfg, log, me)
+        try:
+            watch.start()
+        except OSError as e:  # fork failed (EAGAIN, ENOMEM): back off like a failed init
+            failures += 1
+            delay = backoff(cfg, failures)
+            log.error("worker %d: cannot fork a worker (%s); retrying in %.1fs", cfg.slot, e, delay)
+            _pause(cfg, delay)
+            continue
+        outcome = watch.wait()
+        if outcome.leaving is not None and outcome.code == 0:
+            outcome.reason = "left"
+        died = WorkerDied(watch.pid, outcome.code, signal_name(outcome.code), outcome.reason, outcome.job_id)
         for q in cfg.queues:
             try:
                 q.send(died)
             except OSError:
                 pass
-        if leaving is False and code == 0:
-            os._exit(EXIT_OK)
-        if leaving is True and code == 0:
+        if outcome.leaving is False and outcome.code == 0:
+            os._exit(EXIT_OK)  # the pool is stopping
+        if outcome.leaving is True and outcome.code == 0:
             failures = 0
             continue
-        if init_ok:
+        if outcome.init_ok:
             failures = 0
-            log.warning("worker %d: %s; starting a new one", cfg.slot, Failure.crash(code, pid, "serving jobs").message)
+            what = Failure.crash(outcome.code, watch.pid, "serving jobs").message
+            if outcome.reason and outcome.reason != "left":
+                what = f"worker pid {watch.pid} was stopped ({outcome.reason} of job {outcome.job_id})"
+            log.warning("worker %d: %s; starting a new one", cfg.slot, what)
             continue
         failures += 1
         delay = backoff(cfg, failures)
-        if init_failure is not None:
-            why = f"init raised {Failure._make(init_failure).describe()}"
+        if outcome.init_failure is not None:
+            why = f"init raised {Failure._make(outcome.init_failure).describe()}"
+        elif outcome.reason == "init timeout":
+            why = f"init did not finish within init_timeout={cfg.init_timeout}s"
         else:
-            why = Failure.crash(code, pid, "running init").message
+            why = Failure.crash(outcome.code, watch.pid, "running init").message
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
-        if select.select([cfg.supervisor.fd], [], [], delay)[0]:
-            os._exit(EXIT_PARENT_GONE)  # the supervisor socket is readable only at end of file
+        _pause(cfg, delay)
 
 
-def _watch(cfg: MonitorConfig, pid: int, status: Endpoint, log: logging.Logger) -> tuple[bool, bool | None, tuple | None, int | None]:  # type: ignore[type-arg]
-    """Wait for the worker to exit; returns (init succeeded, Leaving.recycle or None, init failure, exit code)."""
-    fd = os.pidfd_open(pid)
-    init_ok = False
-    leaving: bool | None = None
-    init_failure = None
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    poller.register(status.fd, select.POLLIN)
-    poller.register(cfg.supervisor.fd, select.POLLIN)
-    alive = True
+def _pause(cfg: MonitorConfig, delay: float) -> None:
+    if select.select([cfg.supervisor.fd], [], [], delay)[0]:
+        os._exit(EXIT_PARENT_GONE)  # the supervisor socket is readable only at end of file
 
-    def read_status() -> None:
-        nonlocal init_ok, leaving, init_failure
+
+class _Outcome:
+    __slots__ = ("init_ok", "leaving", "init_failure", "code", "reason", "job_id")
+
+    def __init__(self) -> None:
+        self.init_ok = False
+        self.leaving: bool | None = None
+        self.init_failure: tuple[Any, ...] | None = None
+        self.code: int | None = None
+        self.reason = ""
+        self.job_id = ""
+
+
+class _Watch:
+    """One worker's life, from fork to reaping."""
+
+    def __init__(self, cfg: MonitorConfig, log: logging.Logger, me: int) -> None:
+        self.cfg = cfg
+        self.me = me
+        self.log = log
+        self.pid = 0
+        self.out = _Outcome()
+        self.deadline: float | None = None   # when to start stopping the worker
+        self.deadline_why = ("", "")         # (reason, job id) for that deadline
+        self.kill_at: float | None = None    # when to escalate to SIGKILL
+
+    def start(self) -> None:
+        cfg = self.cfg
+        mon_sock, wrk_sock = socketpair()
         try:
-            msgs = status.recv(block=False)
+            pid = os.fork()
+        except OSError:
+            mon_sock.close()
+            wrk_sock.close()
+            raise
+        if pid == 0:
+            mon_sock.close()
+            for ep in (cfg.supervisor, *cfg.kills):
+                ep.sock.close()
+            worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
+                                           cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory), self.me)
+        wrk_sock.close()
+        self.pid = pid
+        self.status = Endpoint(mon_sock)
+        cfg.supervisor.send(WorkerStarted(pid))
+        if cfg.init_timeout:
+            self.deadline = time.monotonic() + cfg.init_timeout
+            self.deadline_why = ("init timeout", "")
+
+    def wait(self) -> _Outcome:
+        cfg = self.cfg
+        fd = os.pidfd_open(self.pid)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self.status.fd, select.POLLIN)
+        poller.register(cfg.supervisor.fd, select.POLLIN)
+        kill_fds = {ep.fd: ep for ep in cfg.kills}
+        for kfd in kill_fds:
+            poller.register(kfd, select.POLLIN)
+        try:
+            alive = True
+            while alive:
+                timeout = None
+                due = min((t for t in (self.deadline, self.kill_at) if t is not None), default=None)
+                if due is not None:
+                    timeout = max(0, int((due - time.monotonic()) * 1000) + 1)
+                for ready, _ in poller.poll(timeout):
+                    if ready == fd:
+                        alive = False
+                    elif ready == self.status.fd:
+                        self._read_status()
+                    elif ready in kill_fds:
+                        self._read_kills(kill_fds[ready])
+                    elif ready == cfg.supervisor.fd:
+                        self._signal_tree(signal.SIGKILL)
+                        os._exit(EXIT_PARENT_GONE)
+                now = time.monotonic()
+                if alive and self.deadline is not None and now >= self.deadline:
+                    self._stop(*self.deadline_why)
+                if alive and self.kill_at is not None and now >= self.kill_at:
+                    self._signal_tree(signal.SIGKILL)
+                    self.kill_at = None
+            self._read_status()
+            _, st = os.waitpid(self.pid, 0)
+            self.out.code = exit_status(st)
+            self._bury_leftovers()
+            return self.out
+        finally:
+            os.close(fd)
+            self.status.sock.close()
+
+    def _read_status(self) -> None:
+        try:
+            msgs = self.status.recv(block=False)
+        except EOFError:
+            return
+        out = self.out
+        for m in msgs:
+            t = type(m)
+            if t is JobStarted:
+                self.deadline = time.monotonic() + m.timeout
+                self.deadline_why = ("timeout", m.job_id)
+            elif t is JobEnded:
+                self.deadline = None
+            elif t is InitOk:
+                out.init_ok = True
+                self.deadline = None
+            elif t is InitFailed:
+                out.init_failure = m.failure
+            elif t is Leaving:
+                out.leaving = m.recycle
+
+    def _read_kills(self, ep: Endpoint) -> None:
+        try:
+            msgs = ep.recv(block=False)
         except EOFError:
             return
         for m in msgs:
-            if type(m) is InitOk:
-                init_ok = True
-            elif type(m) is InitFailed:
-                init_failure = m.failure
-            elif type(m) is Leaving:
-                leaving = m.recycle
+            if type(m) is KillWorker and m.pid == self.pid and not self.out.reason:
+                self._stop(m.reason, m.job_id)
 
-    try:
-        while alive:
-            for ready, _ in poller.poll():
-                if ready == status.fd:
-                    read_status()
-                elif ready == fd:
-                    alive = False
-                elif ready == cfg.supervisor.fd:
-                    kill_and_reap(pid, grace=0)
-                    os._exit(EXIT_PARENT_GONE)
-        read_status()
-        _, st = os.waitpid(pid, 0)
-        return init_ok, leaving, init_failure, exit_status(st)
-    finally:
-        os.close(fd)
+    def _stop(self, reason: str, job_id: str) -> None:
+        """SIGTERM the worker's tree now, SIGKILL after the grace period."""
+        if self.out.reason:
+            return
+        self.out.reason, self.out.job_id = reason, job_id
+        self.deadline = None
+        self.log.warning("worker %d (pid %d): stopping it (%s%s)", self.cfg.slot, self.pid, reason,
+                         f" of job {job_id}" if job_id else "")
+        grace = self.cfg.kill_grace_secs
+        self._signal_tree(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        self.kill_at = time.monotonic() + grace if grace > 0 else None
+
+    def _signal_tree(self, sig: int) -> None:
+        """Signal the worker's process group and every descendant of this monitor."""
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            kids = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            kids = []
+        for p in kids:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+
+    def _bury_leftovers(self) -> None:
+        """The worker is gone: kill and reap whatever it started."""
+        try:
+            kids = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            kids = []
+        for p in kids:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if kids:
+            psutil.wait_procs(kids, timeout=2.0)
+        reap_strays(set())
+

@@ -44,7 +44,8 @@ from .worker import CALL, MAP
 log = logging.getLogger("honeydew.pool")
 
 _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
-            "num_queues", "max_pending", "prefetch", "start_method")
+            "num_queues", "max_pending", "prefetch", "job_timeout", "init_timeout", "kill_grace_secs",
+            "max_jobs_per_worker", "max_memory_per_worker", "start_method")
 _EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -75,10 +76,17 @@ class JobFuture(Future):  # type: ignore[type-arg]
         return super().exception(0)
 
     def cancel(self) -> bool:
+        """Cancel the job: a queued job never starts; a running one has its worker stopped
+        (SIGTERM, then SIGKILL) and replaced.  False if the job already finished."""
         if not super().cancel():
             return False
-        self._pool._cancel(self)
+        self._pool._cancel(self, running=True)
         return True
+
+    def _cancel_queued(self) -> None:
+        """Cancel only if not started yet (a map whose iteration was abandoned)."""
+        if super().cancel():
+            self._pool._cancel(self, running=False)
 
 
 class _Supervisor:
@@ -116,18 +124,20 @@ class Options:
     """Per-job options, kept apart from the task's own keyword arguments:
     ``pool.options(timeout=5).call("get", "bucket", "key")``."""
 
-    def __init__(self, pool: Pool, timeout: float | None) -> None:
+    def __init__(self, pool: Pool, timeout: float | None, job_timeout: float | None, block: bool) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._job_timeout = pool._job_timeout if job_timeout is None else float(job_timeout)
+        self._block = block
 
     def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return self._pool._call(fn, args, kwargs, self._timeout)
+        return self._pool._call(fn, args, kwargs, self._timeout, self._job_timeout)
 
     def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        return self._pool._cast(fn, args, kwargs, True, self._timeout)
+        return self._pool._cast(fn, args, kwargs, self._block, self._timeout, self._job_timeout)
 
     def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
-        return self._pool._submit(fn, args, kwargs, True, self._timeout)
+        return self._pool._submit(fn, args, kwargs, self._block, self._timeout, self._job_timeout)
 
 
 class Pool:
@@ -141,6 +151,8 @@ class Pool:
                  init_retry_secs: float = 5.0, init_retry_max_secs: float = 300.0, queue: Queue | None = None,
                  dispatcher: Dispatcher | None = None, failure_mode: FailureMode | None = None,
                  num_queues: int = 1, max_pending: int | None = None, prefetch: int = 1,
+                 job_timeout: float | None = None, init_timeout: float | None = None, kill_grace_secs: float = 1.0,
+                 max_jobs_per_worker: int | None = None, max_memory_per_worker: int | None = None,
                  start_method: str = "auto", **unknown: Any) -> None:
         self._started = False
         if unknown:
@@ -154,9 +166,16 @@ class Pool:
         _check_int("prefetch", prefetch, 1)
         if max_pending is not None:
             _check_int("max_pending", max_pending, 1)
-        for name, value in (("init_retry_secs", init_retry_secs), ("init_retry_max_secs", init_retry_max_secs)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}; e.g. {_EXAMPLE}")
+        for name, value in (("init_retry_secs", init_retry_secs), ("init_retry_max_secs", init_retry_max_secs),
+                            ("kill_grace_secs", kill_grace_secs)):
+            _check_secs(name, value, allow_none=False)
+        for name, value in (("job_timeout", job_timeout), ("init_timeout", init_timeout)):
+            _check_secs(name, value, allow_none=True, positive=True)
+        if max_jobs_per_worker is not None:
+            _check_int("max_jobs_per_worker", max_jobs_per_worker, 1)
+        if max_memory_per_worker is not None:
+            _check_int("max_memory_per_worker", max_memory_per_worker, 1)
+        self._job_timeout = float(job_timeout or 0.0)
         queue = Memory() if queue is None else queue
         dispatcher = LRU() if dispatcher is None else dispatcher
         failure_mode = Abandon() if failure_mode is None else failure_mode
@@ -183,19 +202,22 @@ class Pool:
         self._bg: threading.Thread | None = None
         self._fn_cache: dict[int, tuple[Any, bytes]] = {}
         self._inbox = Inbox(self)
-        self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method)
+        self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method,
+                    init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker)
         self._started = True
         _live_pools.add(self)
 
     # ---------------------------------------------------------------- starting
 
     def _start(self, queue: Queue, dispatcher: Dispatcher, failure_mode: FailureMode, prefetch: int,
-               init_retry_secs: float, init_retry_max_secs: float, start_method: str) -> None:
+               init_retry_secs: float, init_retry_max_secs: float, start_method: str, init_timeout: float | None,
+               kill_grace_secs: float, max_jobs: int | None, max_memory: int | None) -> None:
         nq, nw = self.num_queues, self.num_workers
         control = socketpair()
         callers = [socketpair() for _ in range(nq)]
         links = [[socketpair() for _ in range(nw)] for _ in range(nq)]       # [i][j]: (queue end, worker end)
         replies = [socketpair() for _ in range(nw)]                          # (caller end, worker end)
+        kills = [[socketpair() for _ in range(nw)] for _ in range(nq)]       # [i][j]: (queue end, monitor end)
         life_r, life_w = os.pipe()
         cfg = supervisor.SupervisorConfig(
             token=self._token, spec=self._spec, num_workers=nw, num_queues=nq, queue=queue, dispatcher=dispatcher,
@@ -204,7 +226,11 @@ class Pool:
             lifeline=life_r, control=control[1].fileno(), queue_callers=[b.fileno() for _, b in callers],
             queue_workers=[[a.fileno() for a, _ in links[i]] for i in range(nq)],
             worker_queues=[[links[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
-            worker_replies=[b.fileno() for _, b in replies])
+            worker_replies=[b.fileno() for _, b in replies],
+            queue_monitors=[[a.fileno() for a, _ in kills[i]] for i in range(nq)],
+            monitor_queues=[[kills[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
+            init_timeout=float(init_timeout) if init_timeout else None, kill_grace_secs=float(kill_grace_secs),
+            max_jobs=max_jobs, max_memory=max_memory)
         threads = len(os.listdir("/proc/self/task"))
         use_fork = start_method == "fork" or (start_method == "auto" and threads == 1)
         self.start_method = "fork" if use_fork else "spawn"
@@ -224,7 +250,7 @@ class Pool:
         # keep our ends; close the supervisor's
         os.close(life_r)
         for s in [control[1], *(b for _, b in callers), *(b for _, b in replies),
-                  *(s for row in links for pair in row for s in pair)]:
+                  *(s for row in links + kills for pair in row for s in pair)]:
             s.close()
         self._lifeline = life_w
         self._control = Endpoint(control[0])
@@ -254,25 +280,30 @@ class Pool:
     def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
         """Enqueue a job and return its id without waiting (fire and forget).  Blocks while
         ``max_pending`` jobs are outstanding."""
-        return self._cast(fn, args, kwargs, True, None)
+        return self._cast(fn, args, kwargs, True, None, self._job_timeout)
 
     def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run a job and return its result, or raise its exception (remote traceback on ``__cause__``).
         For a wait timeout: ``pool.options(timeout=5).call(...)``."""
-        return self._call(fn, args, kwargs, None)
+        return self._call(fn, args, kwargs, None, self._job_timeout)
 
     def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """Enqueue a job and return a ``concurrent.futures.Future`` for its outcome."""
-        return self._submit(fn, args, kwargs, True, None)
+        return self._submit(fn, args, kwargs, True, None, self._job_timeout)
 
-    def options(self, *, timeout: float | None = None) -> Options:
+    def options(self, *, timeout: float | None = None, job_timeout: float | None = None,
+                block: bool = True) -> Options:
         """Per-job options that can never collide with a task's keyword arguments:
-        ``timeout`` is how long ``call`` (and a blocked enqueue) waits before ``TimeoutError``."""
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout < 0):
-            raise ValueError(f"timeout must be seconds >= 0 or None, got {timeout!r}; "
-                             f"e.g. pool.options(timeout=5).call('get', 'bucket', 'key')")
-        return Options(self, timeout)
+        ``pool.options(timeout=5, job_timeout=60).call("get", "bucket", "key")``.
+
+        * ``timeout``: how long ``call`` (and an enqueue blocked by ``max_pending``) waits before
+          ``TimeoutError``; the job itself goes on.
+        * ``job_timeout``: the job's own run-time limit, enforced by its worker's monitor, which
+          stops the worker (SIGTERM, then SIGKILL) and hands the job to the failure mode as ``JobTimeout``.
+        * ``block``: False makes ``cast``/``submit`` raise ``QueueFull`` instead of waiting for room."""
+        _check_secs("timeout", timeout, allow_none=True)
+        _check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
+        return Options(self, timeout, job_timeout, bool(block))
 
     def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
             timeout: float | None = None) -> Iterator[Any]:
@@ -284,7 +315,7 @@ class Pool:
             _check_int("chunksize", chunksize, 1)
         ref = self._ref(fn)
         star = len(iterables) > 1
-        items = list(zip(*iterables)) if star else list(iterables[0])
+        items = list(zip(*iterables, strict=False)) if star else list(iterables[0])
         if chunksize is None:
             chunksize, extra = divmod(len(items), max(1, self.num_workers) * 4)
             chunksize += 1 if extra else 0
@@ -293,7 +324,7 @@ class Pool:
         try:
             for start in range(0, len(items), chunksize):
                 payload = self._dumps((MAP, ref, items[start:start + chunksize], star))
-                futures.append(self._enqueue(payload, True, True, timeout))
+                futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout))
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -318,7 +349,7 @@ class Pool:
         finally:
             for fut in futures:
                 if not fut.done():
-                    fut.cancel()
+                    fut._cancel_queued()
 
     def close(self) -> None:
         """Accept no more jobs; queued jobs still run.  Returns at once (``join`` waits)."""
@@ -410,12 +441,13 @@ class Pool:
         return self._dumps((CALL, self._ref(fn), args, kwargs))
 
     def _cast(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
-              timeout: float | None) -> str:
+              timeout: float | None, job_timeout: float) -> str:
         payload = self._payload(fn, args, kwargs)
-        return self._enqueue(payload, False, block, timeout)  # type: ignore[return-value]
+        return self._enqueue(payload, False, block, timeout, job_timeout)  # type: ignore[no-any-return]
 
-    def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> Any:
-        fut = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, is_async=False)
+    def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None,
+              job_timeout: float) -> Any:
+        fut = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, job_timeout, is_async=False)
         if not fut.done():
             self._wait(fut, timeout)
             if not fut.done():
@@ -423,10 +455,11 @@ class Pool:
         return Future.result(fut, 0)
 
     def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
-                timeout: float | None) -> JobFuture:
-        return self._enqueue(self._payload(fn, args, kwargs), True, block, timeout)  # type: ignore[return-value]
+                timeout: float | None, job_timeout: float) -> JobFuture:
+        return self._enqueue(self._payload(fn, args, kwargs), True, block, timeout,  # type: ignore[no-any-return]
+                             job_timeout)
 
-    def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None,
+    def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None, job_timeout: float,
                  is_async: bool = True) -> Any:
         if self._closed:
             raise PoolClosed(self._closed_reason())
@@ -448,7 +481,7 @@ class Pool:
                 if is_async:
                     self._async_started()
             try:
-                self._queues[q].send(Enqueue(job_id, payload, self._token if reply else ""))
+                self._queues[q].send(Enqueue(job_id, payload, self._token if reply else "", job_timeout))
             except OSError:
                 self._pending.pop(job_id, None)
                 self._room_back(q)
@@ -485,13 +518,13 @@ class Pool:
     def _wait(self, fut: Future, timeout: float | None) -> None:  # type: ignore[type-arg]
         self._inbox.wait(fut.done, timeout)
 
-    def _cancel(self, fut: JobFuture) -> None:
+    def _cancel(self, fut: JobFuture, running: bool) -> None:
         if self._pending.pop(fut.job_id, None) is not None:
             self._resolved(fut)
-            if not self._closed or not self._terminated:
+            if not self._terminated:
                 with self._queue_locks[fut._queue]:
                     try:
-                        self._queues[fut._queue].send(Cancel(fut.job_id))
+                        self._queues[fut._queue].send(Cancel(fut.job_id, running))
                     except OSError:
                         pass
             self._inbox.wake()
@@ -588,6 +621,15 @@ def _background(ref: weakref.ref[Pool]) -> None:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}; e.g. {_EXAMPLE}")
+
+
+def _check_secs(name: str, value: Any, *, allow_none: bool, positive: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        bound = "> 0" if positive else ">= 0"
+        none = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a number of seconds {bound}{none}, got {value!r}; e.g. {_EXAMPLE}")
 
 
 def _check_instance(name: str, value: Any, kind: type, example: str) -> None:

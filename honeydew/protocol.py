@@ -25,10 +25,13 @@ Failed                 worker              queue               queue ``i``<->wor
 Release                worker              queue               queue ``i``<->worker slot ``j``
 WorkerDied             monitor/supervisor  queue               queue ``i``<->worker slot ``j``
 WorkerStarted          monitor             supervisor          monitor ``j`` <-> supervisor
+KillWorker             queue               monitor             queue ``i`` -> monitor ``j``
+JobStarted             worker              monitor             worker -> monitor socket
+JobEnded               worker              monitor             worker -> monitor socket
 Result                 worker              caller              worker slot ``j`` -> caller
-InitOk                 worker              monitor             worker -> monitor pipe
-InitFailed             worker              monitor             worker -> monitor pipe
-Leaving                worker              monitor             worker -> monitor pipe
+InitOk                 worker              monitor             worker -> monitor socket
+InitFailed             worker              monitor             worker -> monitor socket
+Leaving                worker              monitor             worker -> monitor socket
 Drain                  caller              queue               caller<->queue ``i``
 Terminate              caller              supervisor          caller<->supervisor control
 QueueRestarted         supervisor          caller              caller<->supervisor control
@@ -44,19 +47,22 @@ from typing import Any, NamedTuple
 
 class Enqueue(NamedTuple):
     """A new job.  ``payload`` is the pickled ``(task, args, kwargs)``; the queue never opens it.
-    ``origin`` is the token of the pool whose caller waits for the outcome ('' for a cast)."""
+    ``origin`` is the token of the pool whose caller waits for the outcome ('' for a cast).
+    ``timeout`` is the job's run-time limit in seconds (0: none), enforced by the monitor."""
 
     TAG = 1
     job_id: str
     payload: bytes
     origin: str
+    timeout: float
 
 
 class Cancel(NamedTuple):
-    """Drop this job if it has not been dispatched yet."""
+    """Drop this job if it has not been dispatched yet; if ``running`` and it has, kill its worker."""
 
     TAG = 2
     job_id: str
+    running: bool
 
 
 class Resume(NamedTuple):
@@ -103,6 +109,7 @@ class Dispatch(NamedTuple):
     payload: bytes
     origin: str
     deliveries: int
+    timeout: float
 
 
 class StopWorker(NamedTuple):
@@ -124,18 +131,21 @@ class Credit(NamedTuple):
 
 
 class Done(NamedTuple):
-    """The job completed (its result, if wanted, was already sent to the caller).  Returns one credit."""
+    """The job completed (its result, if wanted, was already sent to the caller).  ``more``: the
+    job's credit comes back (False when the worker is about to leave)."""
 
     TAG = 31
     job_id: str
+    more: bool
 
 
 class Failed(NamedTuple):
-    """The task raised (or its result would not pickle).  Returns one credit."""
+    """The task raised (or its result would not pickle).  ``more`` as for ``Done``."""
 
     TAG = 32
     job_id: str
     failure: tuple[Any, ...]
+    more: bool
 
 
 class Release(NamedTuple):
@@ -150,12 +160,29 @@ class Release(NamedTuple):
 
 class WorkerDied(NamedTuple):
     """The worker ``pid`` of this slot is gone (``pid`` 0: whichever incarnation was current).
-    Written by the monitor after ``waitpid``, or by the supervisor when the monitor died too."""
+    Written by the monitor after ``waitpid``, or by the supervisor when the monitor died too.
+    ``reason`` is '' for a crash, ``timeout`` when the monitor stopped it because ``job_id`` ran
+    past its limit, ``cancelled`` when it was killed because ``job_id`` was cancelled, ``left``
+    when it exited on purpose (anything still charged to it never started)."""
 
     TAG = 40
     pid: int
     exitcode: int | None
     signal_name: str | None
+    reason: str
+    job_id: str
+
+
+# --------------------------------------------------------------------------- queue -> monitor
+
+
+class KillWorker(NamedTuple):
+    """Stop worker ``pid`` (its job ``job_id`` was cancelled while running)."""
+
+    TAG = 41
+    pid: int
+    job_id: str
+    reason: str
 
 
 # --------------------------------------------------------------------------- worker -> caller
@@ -180,6 +207,22 @@ class InitOk(NamedTuple):
 class InitFailed(NamedTuple):
     TAG = 61
     failure: tuple[Any, ...]
+
+
+class JobStarted(NamedTuple):
+    """The worker starts ``job_id``, which must finish within ``timeout`` seconds (sent only for
+    jobs with a limit: the monitor enforces it)."""
+
+    TAG = 63
+    job_id: str
+    timeout: float
+
+
+class JobEnded(NamedTuple):
+    """The job announced by ``JobStarted`` is over."""
+
+    TAG = 64
+    job_id: str
 
 
 class Leaving(NamedTuple):

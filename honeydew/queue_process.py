@@ -29,8 +29,23 @@ from ._wire import Endpoint, Outbox
 from .dispatchers import Dispatcher
 from .errors import Failure
 from .failure_modes import FailureMode, GiveUp, Redeliver
-from .protocol import (Cancel, Credit, Dispatch, Done, Drain, Enqueue, Failed, Hello, JobFailed, Release, Resume,
-                       Settled, StopWorker, WorkerDied)
+from .protocol import (
+    Cancel,
+    Credit,
+    Dispatch,
+    Done,
+    Drain,
+    Enqueue,
+    Failed,
+    Hello,
+    JobFailed,
+    KillWorker,
+    Release,
+    Resume,
+    Settled,
+    StopWorker,
+    WorkerDied,
+)
 from .queues.base import Job, Queue
 
 
@@ -43,6 +58,7 @@ class QueueConfig:
     failure_mode: FailureMode
     caller: Endpoint
     workers: list[Endpoint]       # the queue's end of each worker slot's socket
+    monitors: list[Endpoint]      # the queue's end of each monitor's kill socket
     count_settled: bool           # send Settled (the caller enforces max_pending)
     has_workers: bool
 
@@ -53,7 +69,9 @@ class _State:
     log: logging.Logger
     caller_out: Outbox
     worker_out: list[Outbox]
+    monitor_out: list[Outbox] = field(default_factory=list)
     reserved: list[dict[str, Job]] = field(default_factory=list)   # per slot
+    cancelled: set[str] = field(default_factory=set)               # running jobs being killed
     pids: list[int] = field(default_factory=list)                   # current worker pid per slot
     accepting: bool = True
     draining: bool = False
@@ -73,8 +91,8 @@ def run(cfg: QueueConfig, supervisor_pid: int) -> NoReturn:
 def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
     backend = cfg.backend
     backend.open()
-    st = _State(cfg, log, Outbox(cfg.caller), [Outbox(w) for w in cfg.workers],
-                [{} for _ in cfg.workers], [0] * len(cfg.workers), accepting=(cfg.gen == 0))
+    st = _State(cfg, log, Outbox(cfg.caller), [Outbox(w) for w in cfg.workers], [Outbox(m) for m in cfg.monitors],
+                [{} for _ in cfg.workers], pids=[0] * len(cfg.workers), accepting=(cfg.gen == 0))
     for out in st.worker_out:
         out.put(Hello(cfg.gen))
     poller = select.poll()
@@ -84,7 +102,8 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
         handlers[w.fd] = slot
         poller.register(w.fd, select.POLLIN)
     writing: set[int] = set()
-    outs = {cfg.caller.fd: st.caller_out, **{w.fd: st.worker_out[i] for i, w in enumerate(cfg.workers)}}
+    outs = {cfg.caller.fd: st.caller_out, **{w.fd: st.worker_out[i] for i, w in enumerate(cfg.workers)},
+            **{m.fd: st.monitor_out[i] for i, m in enumerate(cfg.monitors)}}
     try:
         while True:
             _dispatch(st)
@@ -110,8 +129,10 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
             if len(cfg.dispatcher):
                 wait = backend.next_ready_in(time.time())
                 if wait is not None:
-                    timeout = max(1, int(wait * 1000) + 1)
+                    timeout = max(1, int(min(wait, 3600.0) * 1000) + 1)  # poll() takes an int of ms
             for fd, ev in poller.poll(timeout):
+                if fd not in handlers:
+                    continue  # a monitor socket that was only watched for writability
                 if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     slot = handlers[fd]
                     ep = cfg.caller if slot is None else cfg.workers[slot]
@@ -159,10 +180,15 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
                 st.accepting = True
             continue
         if t is Enqueue:
-            backend.enqueue(Job(m.job_id, m.payload, m.origin))
+            backend.enqueue(Job(m.job_id, m.payload, m.origin, timeout=m.timeout))
         elif t is Cancel:
             if backend.cancel(m.job_id):
                 _settle(st)
+            elif m.running:
+                for slot, jobs in enumerate(st.reserved):
+                    if m.job_id in jobs and st.pids[slot]:
+                        st.cancelled.add(m.job_id)
+                        st.monitor_out[slot].put(KillWorker(st.pids[slot], m.job_id, "cancelled"))
         elif t is Drain:
             st.draining = True
 
@@ -175,7 +201,8 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
         if t is Done:
             if reserved.pop(m.job_id, None) is not None:
                 backend.ack(m.job_id)
-                dispatcher.check_in(slot)
+                if m.more:
+                    dispatcher.check_in(slot)
                 _settle(st)
         elif t is Credit:
             if m.gen != st.cfg.gen:
@@ -183,13 +210,14 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
             if m.pid != st.pids[slot]:
                 if st.pids[slot] and reserved:
                     # no WorkerDied arrived for the previous incarnation: treat it as dead now
-                    _worker_died(st, slot, WorkerDied(st.pids[slot], None, None))
+                    _worker_died(st, slot, WorkerDied(st.pids[slot], None, None, "", ""))
                 st.pids[slot] = m.pid
             dispatcher.check_in(slot, m.count)
         elif t is Failed:
             job = reserved.pop(m.job_id, None)
             if job is not None:
-                dispatcher.check_in(slot)
+                if m.more:
+                    dispatcher.check_in(slot)
                 _failed(st, job, Failure._make(m.failure))
         elif t is Release:
             job = reserved.pop(m.job_id, None)
@@ -208,7 +236,17 @@ def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
     jobs = list(st.reserved[slot].values())
     st.reserved[slot].clear()
     for job in jobs:
-        _failed(st, job, Failure.crash(m.exitcode, m.pid or None, f"running job {job.id}"))
+        if job.id in st.cancelled:
+            st.cancelled.discard(job.id)
+            st.cfg.backend.ack(job.id)
+            _settle(st)
+        elif m.reason == "left":  # it never started: back to the head, not counted
+            job.deliveries -= 1
+            st.cfg.backend.nack(job.id, front=True)
+        elif m.reason == "timeout" and job.id == m.job_id:
+            _failed(st, job, Failure.timeout(job.id, job.timeout, m.pid, m.signal_name))
+        else:
+            _failed(st, job, Failure.crash(m.exitcode, m.pid or None, f"running job {job.id}"))
 
 
 def _failed(st: _State, job: Job, failure: Failure) -> None:
@@ -253,7 +291,7 @@ def _dispatch(st: _State) -> None:
             assert slot is not None
             job.deliveries += 1
             st.reserved[slot][job.id] = job
-            st.worker_out[slot].put(Dispatch(job.id, job.payload, job.origin, job.deliveries))
+            st.worker_out[slot].put(Dispatch(job.id, job.payload, job.origin, job.deliveries, job.timeout))
     if st.settled:
         st.caller_out.put(Settled(st.settled))
         st.settled = 0

@@ -57,16 +57,22 @@ class SupervisorConfig:
     init_retry_secs: float
     init_retry_max_secs: float
     count_settled: bool
+    init_timeout: float | None
+    kill_grace_secs: float
+    max_jobs: int | None
+    max_memory: int | None
     lifeline: int                      # read end; EOF = the caller died
     control: int                       # supervisor's end of the control socket
     queue_callers: list[int]           # queue i's end of its caller socket
     queue_workers: list[list[int]]     # [i][j]: queue i's end of its socket with worker slot j
     worker_queues: list[list[int]]     # [j][i]: worker slot j's end of its socket with queue i
     worker_replies: list[int]          # worker slot j's end of its reply socket
+    queue_monitors: list[list[int]]    # [i][j]: queue i's end of its kill socket to monitor j
+    monitor_queues: list[list[int]]    # [j][i]: monitor j's end of its kill socket from queue i
 
     def fds(self) -> set[int]:
         out = {self.lifeline, self.control, *self.queue_callers, *self.worker_replies}
-        for row in self.queue_workers + self.worker_queues:
+        for row in self.queue_workers + self.worker_queues + self.queue_monitors + self.monitor_queues:
             out.update(row)
         return out
 
@@ -109,6 +115,8 @@ class _Supervisor:
         self.queue_workers = [[ep(fd) for fd in row] for row in cfg.queue_workers]
         self.worker_queues = [[ep(fd) for fd in row] for row in cfg.worker_queues]
         self.worker_replies = [ep(fd) for fd in cfg.worker_replies]
+        self.queue_monitors = [[ep(fd) for fd in row] for row in cfg.queue_monitors]
+        self.monitor_queues = [[ep(fd) for fd in row] for row in cfg.monitor_queues]
         self.monitor_socks = [socketpair() for _ in range(cfg.num_workers)]  # (supervisor end, monitor end)
         self.children: dict[int, _Child] = {}   # by pidfd
         self.gens = [0] * cfg.num_queues
@@ -135,22 +143,27 @@ class _Supervisor:
 
     def _queue_child(self, i: int) -> None:
         cfg = self.cfg
-        keep = {self.queue_callers[i].fd, *(e.fd for e in self.queue_workers[i])}
+        keep = {self.queue_callers[i].fd, *(e.fd for e in self.queue_workers[i]),
+                *(e.fd for e in self.queue_monitors[i])}
         self._close_all_but(keep)
         queue_process.run(queue_process.QueueConfig(
             index=i, gen=self.gens[i], backend=cfg.queue, dispatcher=cfg.dispatcher,
             failure_mode=cfg.failure_mode, caller=self.queue_callers[i], workers=self.queue_workers[i],
-            count_settled=cfg.count_settled, has_workers=cfg.num_workers > 0), self.me)
+            monitors=self.queue_monitors[i], count_settled=cfg.count_settled,
+            has_workers=cfg.num_workers > 0), self.me)
 
     def _monitor_child(self, j: int) -> None:
         cfg = self.cfg
         mon_end = self.monitor_socks[j][1]
-        keep = {e.fd for e in self.worker_queues[j]} | {self.worker_replies[j].fd, mon_end.fileno()}
+        keep = {e.fd for e in self.worker_queues[j] + self.monitor_queues[j]}
+        keep |= {self.worker_replies[j].fd, mon_end.fileno()}
         self._close_all_but(keep)
         monitor.run(monitor.MonitorConfig(
-            slot=j, spec=cfg.spec, queues=self.worker_queues[j], reply=self.worker_replies[j],
-            supervisor=Endpoint(mon_end), token=cfg.token, prefetch=cfg.prefetch,
-            init_retry_secs=cfg.init_retry_secs, init_retry_max_secs=cfg.init_retry_max_secs), self.me)
+            slot=j, spec=cfg.spec, queues=self.worker_queues[j], kills=self.monitor_queues[j],
+            reply=self.worker_replies[j], supervisor=Endpoint(mon_end), token=cfg.token, prefetch=cfg.prefetch,
+            init_retry_secs=cfg.init_retry_secs, init_retry_max_secs=cfg.init_retry_max_secs,
+            init_timeout=cfg.init_timeout, kill_grace_secs=cfg.kill_grace_secs, max_jobs=cfg.max_jobs,
+            max_memory=cfg.max_memory), self.me)
 
     def _close_all_but(self, keep: set[int]) -> None:
         every = self.cfg.fds() | {fd for a, b in self.monitor_socks for fd in (a.fileno(), b.fileno())}
@@ -264,7 +277,7 @@ class _Supervisor:
                 code = exit_status(status)
             except ChildProcessError:
                 pass
-        died = WorkerDied(pid, code, signal_name(code))
+        died = WorkerDied(pid, code, signal_name(code), "", "")
         for ep in self.worker_queues[child.index]:
             try:
                 ep.send(died)

@@ -120,9 +120,18 @@ def make_spec(worker: Any, args: Any) -> WorkerSpec:
             raise TypeError(f"init arguments {args!r} were given but no worker; e.g. {example}")
         return WorkerSpec("none", "(none)", None, (), {})
     if isinstance(worker, type):
-        tasks = {}
-        for klass in reversed(worker.__mro__):
-            tasks.update(_marked(dict(vars(klass))))
+        names: set[str] = set()
+        for klass in worker.__mro__:
+            names.update(_marked(dict(vars(klass))))
+        # a subclass may override a task without repeating the decorator: run the override
+        tasks = {name: getattr(worker, name) for name in names}
+        try:
+            inspect.signature(worker).bind(*args)
+        except TypeError as e:
+            raise TypeError(f"{worker.__qualname__}(*args) does not take the arguments {args!r}: {e}; "
+                            f"e.g. {example}") from None
+        except ValueError:  # no signature available (a builtin base class)
+            pass
         return WorkerSpec("class", worker.__qualname__, worker, args, tasks)
     if isinstance(worker, types.ModuleType) or hasattr(worker, "__dict__") and not callable(worker):
         ns = dict(vars(worker))

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import select
+import signal
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -30,8 +31,21 @@ from . import context
 from ._process import EXIT_INIT_FAILED, EXIT_OK, become
 from ._wire import Endpoint
 from .errors import Failure, qualname
-from .protocol import (Credit, Dispatch, Done, Failed, Hello, InitFailed, InitOk, Leaving, Release, Result,
-                       StopWorker)
+from .protocol import (
+    Credit,
+    Dispatch,
+    Done,
+    Failed,
+    Hello,
+    InitFailed,
+    InitOk,
+    JobEnded,
+    JobStarted,
+    Leaving,
+    Release,
+    Result,
+    StopWorker,
+)
 from .tasks import WorkerSpec
 
 #: The first item of a job's payload: what kind of job it is.
@@ -48,6 +62,28 @@ class WorkerConfig:
     monitor: Endpoint        # to this worker's monitor
     token: str               # the pool's own jobs carry this origin
     prefetch: int
+    max_jobs: int | None = None      # recycle after this many jobs
+    max_memory: int | None = None    # recycle when RSS exceeds this many bytes after a job
+
+
+class _WarmStop(BaseException):
+    """SIGTERM while idle: leave now (SIGTERM during a job: leave after it)."""
+
+
+_busy = False
+_term_requested = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _term_requested
+    _term_requested = True
+    if not _busy:
+        raise _WarmStop
+
+
+def _rss() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def dumps(value: Any) -> bytes:
@@ -102,6 +138,8 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
     """The worker's whole life; never returns."""
     name = f"hd-worker-{cfg.slot}"
     become(name, parent=monitor_pid)
+    os.setpgid(0, 0)  # its own process group: a timeout stops the task's children with it
+    signal.signal(signal.SIGTERM, _on_sigterm)
     log = logging.getLogger(f"honeydew.worker.{cfg.slot}")
     pid = os.getpid()
     try:
@@ -133,7 +171,6 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
     poller = select.poll()
     for ep in queues:
         poller.register(ep.fd, select.POLLIN)
-    spec, reply, token, slot = cfg.spec, cfg.reply, cfg.token, cfg.slot
 
     def top_up() -> None:
         for q in range(nq):
@@ -144,6 +181,8 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
     def take(q: int, msgs: list[Any]) -> None:
         for m in msgs:
             if type(m) is Dispatch:
+                if gens[q] < 0:
+                    continue  # sent to this slot's previous worker: the queue has dealt with it
                 granted[q] -= 1
                 if len(held) >= capacity:
                     queues[q].send(Release(m.job_id))
@@ -153,9 +192,24 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
                 gens[q] = m.gen
                 granted[q] = 0
                 stopped[q] = False
-            elif type(m) is StopWorker:
+            elif type(m) is StopWorker and gens[q] >= 0:
                 stopped[q] = True
 
+    try:
+        return _loop(cfg, state, pid, log, queues, held, granted, stopped, top_up, take, poller, by_fd)
+    except _WarmStop:
+        for q2, other in held:
+            queues[q2].send(Release(other.job_id))
+        log.info("worker %d (pid %d): SIGTERM while idle; leaving for a fresh worker", cfg.slot, pid)
+        return True
+
+
+def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: list[Endpoint],
+          held: deque[tuple[int, Any]], granted: list[int], stopped: list[bool], top_up: Any, take: Any,
+          poller: Any, by_fd: dict[int, int]) -> bool:
+    global _busy
+    spec, reply, token, slot = cfg.spec, cfg.reply, cfg.token, cfg.slot
+    jobs_done = 0
     while True:
         if not held:
             if all(stopped):
@@ -169,14 +223,35 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
                     stopped[q] = True
                     poller.unregister(fd)
             continue
+        _busy = True
         q, job = held.popleft()
-        _run_one(q, job, queues[q], spec, state, reply, token, slot)
-        granted[q] += 1  # Done/Failed hands the job's credit back to that queue
+        if job.timeout > 0:
+            cfg.monitor.send(JobStarted(job.job_id, job.timeout))
+        outcome = _run_one(job, spec, state, reply, token, slot)
+        if job.timeout > 0:
+            cfg.monitor.send(JobEnded(job.job_id))
+        jobs_done += 1
+        why = None
         if context._take_restart():
-            # hand back anything prefetched, then go: the monitor starts a fresh worker
+            why = "restart_worker() was called"
+        elif _term_requested:
+            why = "SIGTERM"
+        elif cfg.max_jobs is not None and jobs_done >= cfg.max_jobs:
+            why = f"max_jobs_per_worker={cfg.max_jobs} reached"
+        elif cfg.max_memory is not None and _rss() > cfg.max_memory:
+            why = f"RSS {_rss() // 1024} KiB above max_memory_per_worker={cfg.max_memory // 1024} KiB"
+        more = why is None
+        queues[q].send(Done(job.job_id, more) if outcome is None else Failed(job.job_id, tuple(outcome), more))
+        if more:
+            granted[q] += 1  # the job's credit goes back to that queue
+        else:
+            # hand back anything prefetched, unstarted, then go: the monitor starts a fresh worker
+            # (jobs still in flight to us are handed back by the queue when the monitor reports us gone)
             for q2, other in held:
                 queues[q2].send(Release(other.job_id))
+            log.info("worker %d (pid %d) recycles: %s", slot, pid, why)
             return True
+        _busy = False
         # pick up whatever arrived meanwhile without blocking (keeps credit accounting current)
         for i, ep in enumerate(queues):
             if not stopped[i]:
@@ -189,8 +264,8 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
                     take(i, msgs)
 
 
-def _run_one(q: int, job: Dispatch, queue: Endpoint, spec: WorkerSpec, state: Any, reply: Endpoint,
-             token: str, slot: int) -> None:
+def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, reply: Endpoint, token: str, slot: int) -> Failure | None:
+    """Run one job; send its result to the caller if one waits.  Returns the failure, or None."""
     job_id = job.job_id
     context._enter(context.JobInfo(job_id, job.deliveries, slot))
     try:
@@ -198,36 +273,29 @@ def _run_one(q: int, job: Dispatch, queue: Endpoint, spec: WorkerSpec, state: An
             payload = pickle.loads(job.payload)
             fn = _callable(payload[1])
         except BaseException as e:
-            _fail(queue, job_id, Failure.from_exception(e, kind="serialization")._replace(
+            return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
-                        f"{qualname(type(e))}: {e}"))
-            return
+                        f"{qualname(type(e))}: {e}")
         try:
             if payload[0] == CALL:
                 value = spec.invoke(fn, payload[2], payload[3], state)
             else:
                 value = _run_chunk(fn, payload[2], payload[3], spec, state)
         except BaseException as e:
-            _fail(queue, job_id, Failure.from_exception(e))
-            return
+            return Failure.from_exception(e)
         finally:
             payload = None
         if job.origin == token:
             try:
                 blob = dumps(value)
             except BaseException as e:
-                _fail(queue, job_id, Failure.from_exception(e, kind="serialization")._replace(
+                return Failure.from_exception(e, kind="serialization")._replace(
                     type_name="honeydew.errors.SerializationError",
                     message=f"the result of job {job_id} (a {qualname(type(value))}) could not be pickled: "
-                            f"{qualname(type(e))}: {e}"))
-                return
+                            f"{qualname(type(e))}: {e}")
             value = None
             reply.send(Result(job_id, blob))
-        queue.send(Done(job_id))
+        return None
     finally:
         context._enter(None)
-
-
-def _fail(queue: Endpoint, job_id: str, failure: Failure) -> None:
-    queue.send(Failed(job_id, tuple(failure)))

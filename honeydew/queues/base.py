@@ -16,14 +16,16 @@ from typing import Any
 class Job:
     """One job as the queue sees it: an id, an opaque payload and its delivery bookkeeping."""
 
-    __slots__ = ("id", "payload", "origin", "deliveries", "failures")
+    __slots__ = ("id", "payload", "origin", "deliveries", "failures", "timeout")
 
-    def __init__(self, id: str, payload: bytes, origin: str = "", deliveries: int = 0, failures: int = 0) -> None:
+    def __init__(self, id: str, payload: bytes, origin: str = "", deliveries: int = 0, failures: int = 0,
+                 timeout: float = 0.0) -> None:
         self.id = id
         self.payload = payload
-        self.origin = origin
-        self.deliveries = deliveries
-        self.failures = failures
+        self.origin = origin        # the token of the pool whose caller waits ('' for a cast)
+        self.deliveries = deliveries  # times handed to a worker
+        self.failures = failures    # times a Retry sent it back
+        self.timeout = timeout      # run-time limit in seconds, 0 for none
 
     def __repr__(self) -> str:
         return f"<Job {self.id} deliveries={self.deliveries} failures={self.failures}>"
@@ -62,7 +64,8 @@ class Queue(abc.ABC):
     @abc.abstractmethod
     def nack(self, job_id: str, ready_at: float = 0.0, *, front: bool = False) -> Job | None:
         """Put a reserved job back: at the head when ``front`` (it never started), else at the
-        tail, ready from ``ready_at`` (a ``time.time()`` stamp; 0 means now).  Returns it, or ``None`` if it was not reserved."""
+        tail, ready from ``ready_at`` (a ``time.time()`` stamp; 0 means now).  Returns it, or ``None``
+        if it was not reserved."""
 
     @abc.abstractmethod
     def get_reserved(self, job_id: str) -> Job | None:

@@ -77,9 +77,12 @@ class Memory(Queue):
         return self._pending.pop(job_id, None) is not None
 
     def next_ready_in(self, now: float) -> float | None:
-        if not self._delayed:
+        delayed, pending = self._delayed, self._pending
+        while delayed and pending.get(delayed[0][2].id) is not delayed[0][2]:
+            heapq.heappop(delayed)  # cancelled while delayed
+        if not delayed:
             return None
-        return max(0.0, self._delayed[0][0] - now)
+        return max(0.0, delayed[0][0] - now)
 
     def take_pending(self) -> list[Job]:
         jobs = list(self._pending.values())

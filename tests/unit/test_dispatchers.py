@@ -121,10 +121,10 @@ def test_mru_returns_the_most_recent(order: list[int]) -> None:
     for w in order:
         d.check_in(w)
     assert d.check_out() == order[-1]
-    # a worker that comes back is again the most recent
+    # a worker that comes back is again the most recent, and stays the warmest while it has credit
     d.check_in(order[0])
     assert d.check_out() == order[0]
-    assert [d.check_out() for _ in range(len(order) - 1)] == list(reversed(order[1:-1])) + [order[0]]
+    assert [d.check_out() for _ in range(len(order) - 1)] == [order[0]] + list(reversed(order[1:-1]))
 
 
 def test_mru_keeps_the_warm_worker_busy() -> None:

@@ -93,7 +93,7 @@ def result_with_frame_of(n: int) -> Result:
 
 def test_several_messages_travel_in_one_frame(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
-    msgs = [Result("j1", b"payload"), Done("j2"), StopWorker(), Credit(3, 12, 2), Hello(7), Settled(4)]
+    msgs = [Result("j1", b"payload"), Done("j2", True), StopWorker(), Credit(3, 12, 2), Hello(7), Settled(4)]
     assert len(pack(msgs)) == 1
     a.send(*msgs)
     got = b.recv()
@@ -104,18 +104,18 @@ def test_several_messages_travel_in_one_frame(pair: tuple[Endpoint, Endpoint]) -
 
 def test_several_frames_in_order(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
-    a.send(Done("1"))
-    a.send(Done("2"), Done("3"))
+    a.send(Done("1", True))
+    a.send(Done("2", True), Done("3", True))
     a.send(Credit(0, 5, 2))
-    assert recv_n(b, 4) == [Done("1"), Done("2"), Done("3"), Credit(0, 5, 2)]
+    assert recv_n(b, 4) == [Done("1", True), Done("2", True), Done("3", True), Credit(0, 5, 2)]
 
 
 def test_both_directions(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
-    a.send(Done("a->b"))
-    b.send(Done("b->a"))
-    assert b.recv() == [Done("a->b")]
-    assert a.recv() == [Done("b->a")]
+    a.send(Done("a->b", True))
+    b.send(Done("b->a", True))
+    assert b.recv() == [Done("a->b", True)]
+    assert a.recv() == [Done("b->a", True)]
 
 
 def test_nonblocking_recv_on_empty_socket(pair: tuple[Endpoint, Endpoint]) -> None:
@@ -151,22 +151,23 @@ def test_frame_sizes_at_chunk_boundaries(pair: tuple[Endpoint, Endpoint], n: int
         msg = result_with_frame_of(n)
         assert frame_len([msg]) == n
         assert len(pack([msg])) == math.ceil(n / CHUNK)
-    sender = Sender(a, [[msg], [Done("after")]])
+    sender = Sender(a, [[msg], [Done("after", True)]])
     sender.start()
-    assert recv_n(b, 2) == [msg, Done("after")]
+    assert recv_n(b, 2) == [msg, Done("after", True)]
     sender.finish()
 
 
 def test_five_megabyte_result_reassembles(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
     value = random.Random(5).randbytes(5 * 1024 * 1024)
-    sender = Sender(a, [[Done("before")], [Result("big", value), Done("same frame")], [Done("after")]])
+    frames = [[Done("before", True)], [Result("big", value), Done("same frame", True)], [Done("after", True)]]
+    sender = Sender(a, frames)
     sender.start()
     got = recv_n(b, 4)
     sender.finish()
     assert [type(m) for m in got] == [Done, Result, Done, Done]
     assert got[1].job_id == "big" and got[1].value == value
-    assert got[2:] == [Done("same frame"), Done("after")]
+    assert got[2:] == [Done("same frame", True), Done("after", True)]
 
 
 def test_blocking_recv_waits_for_the_whole_frame(pair: tuple[Endpoint, Endpoint]) -> None:
@@ -189,8 +190,8 @@ def test_first_packet_without_the_rest_is_dropped(pair: tuple[Endpoint, Endpoint
     """A writer killed after the first packet of a frame: the next whole frame is read, the partial dropped."""
     a, b = pair
     send_raw(a, FIRST, b"half a pickle")
-    a.send(Done("whole"))
-    assert recv_n(b, 1) == [Done("whole")]
+    a.send(Done("whole", True))
+    assert recv_n(b, 1) == [Done("whole", True)]
     assert_nothing_more(b)
 
 
@@ -200,9 +201,9 @@ def test_partial_frame_then_new_multi_packet_frame(pair: tuple[Endpoint, Endpoin
     packets = pack([big])
     for p in packets[:-1]:  # all but the last packet of a frame: the writer died there
         a.sock.sendmsg(p)
-    sender = Sender(a, [[Result("next", big.value)], [Done("x")]])
+    sender = Sender(a, [[Result("next", big.value)], [Done("x", True)]])
     sender.start()
-    assert recv_n(b, 2) == [Result("next", big.value), Done("x")]
+    assert recv_n(b, 2) == [Result("next", big.value), Done("x", True)]
     sender.finish()
 
 
@@ -212,8 +213,8 @@ def test_partial_frame_dropped_while_reading_nonblocking(pair: tuple[Endpoint, E
     send_raw(a, FIRST, b"a")
     send_raw(a, 0, b"b")
     assert b.recv(block=False) == []  # mid-frame: nothing complete yet
-    a.send(Done("whole"))
-    assert recv_n(b, 1) == [Done("whole")]
+    a.send(Done("whole", True))
+    assert recv_n(b, 1) == [Done("whole", True)]
 
 
 def test_orphan_continuations_are_dropped(pair: tuple[Endpoint, Endpoint]) -> None:
@@ -221,10 +222,10 @@ def test_orphan_continuations_are_dropped(pair: tuple[Endpoint, Endpoint]) -> No
     a, b = pair
     send_raw(a, 0, b"middle")
     send_raw(a, LAST, b"last")
-    a.send(Done("1"))
+    a.send(Done("1", True))
     send_raw(a, LAST, b"another orphan")
-    a.send(Done("2"))
-    assert recv_n(b, 2) == [Done("1"), Done("2")]
+    a.send(Done("2", True))
+    assert recv_n(b, 2) == [Done("1", True), Done("2", True)]
     assert_nothing_more(b)
 
 
@@ -233,8 +234,8 @@ def test_reader_resumes_after_losing_the_head_of_a_frame(pair: tuple[Endpoint, E
     packets = pack([Result("big", bytes(3 * CHUNK))])
     for p in packets[1:]:  # the first packet was read by a reader that then died
         a.sock.sendmsg(p)
-    a.send(Done("ok"))
-    assert recv_n(b, 1) == [Done("ok")]
+    a.send(Done("ok", True))
+    assert recv_n(b, 1) == [Done("ok", True)]
 
 
 # --------------------------------------------------------------------------- end of file
@@ -251,10 +252,10 @@ def test_eof(pair: tuple[Endpoint, Endpoint]) -> None:
 
 def test_messages_before_eof_are_delivered(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
-    a.send(Done("1"))
-    a.send(Done("2"))
+    a.send(Done("1", True))
+    a.send(Done("2", True))
     a.sock.close()
-    assert b.recv() == [Done("1"), Done("2")]
+    assert b.recv() == [Done("1", True), Done("2", True)]
     with pytest.raises(EOFError):
         b.recv()
 
@@ -263,7 +264,7 @@ def test_send_to_a_closed_peer(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
     b.sock.close()
     with pytest.raises((BrokenPipeError, ConnectionResetError)):
-        a.send(Done("x"))
+        a.send(Done("x", True))
 
 
 # --------------------------------------------------------------------------- Outbox
@@ -275,11 +276,11 @@ def test_outbox_sends_in_order(pair: tuple[Endpoint, Endpoint]) -> None:
     assert not out
     assert out.flush() is True
     for i in range(5):
-        out.put(Done(str(i)))
+        out.put(Done(str(i), True))
     assert out
     assert out.flush() is True
     assert not out
-    assert recv_n(b, 5) == [Done(str(i)) for i in range(5)]
+    assert recv_n(b, 5) == [Done(str(i), True) for i in range(5)]
 
 
 def test_outbox_never_blocks_and_completes_after_the_reader_drains(pair: tuple[Endpoint, Endpoint]) -> None:
@@ -301,8 +302,8 @@ def test_outbox_never_blocks_and_completes_after_the_reader_drains(pair: tuple[E
     assert out.flush() is False  # still full: nobody read
     # more messages queue up behind the stuck frame
     for i in range(3):
-        out.put(Done(f"late-{i}"))
-        sent.append(Done(f"late-{i}"))
+        out.put(Done(f"late-{i}", True))
+        sent.append(Done(f"late-{i}", True))
     # the reader drains; the writer flushes whenever the socket is writable
     got: list[Any] = []
     done = False
@@ -323,7 +324,7 @@ def test_outbox_to_a_closed_peer(pair: tuple[Endpoint, Endpoint]) -> None:
     a, b = pair
     b.sock.close()
     out = Outbox(a)
-    out.put(Done("x"))
+    out.put(Done("x", True))
     with pytest.raises((BrokenPipeError, ConnectionResetError)):
         out.flush()
 
