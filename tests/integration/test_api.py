@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 
 import pytest
 from support import integration_helpers as H
@@ -186,8 +187,11 @@ def test_class_worker_keeps_state_per_worker():
 
 def test_class_worker_each_worker_has_its_own_instance():
     with honeydew.Pool(W.Counter, [0], num_workers=2, dispatcher=honeydew.dispatchers.LRU()) as pool:
+        # both workers ready (each has taken a job), then sequential calls alternate (LRU)
+        H.wait_until(lambda: len(set(pool.map(lambda _x, c: (time.sleep(0.1), c.pid)[1], [0, 1], chunksize=1))) == 2,
+                     10, what="both workers to serve")
         # a plain callable sent to a class worker gets the instance appended
-        owners = [pool.call(lambda c: (c.pid, c.incr())) for _ in range(6)]
+        owners = [pool.call(lambda c: (c.pid, c.incr())) for _ in range(10)]
     by_pid: dict[int, list[int]] = {}
     for pid, value in owners:
         by_pid.setdefault(pid, []).append(value)
@@ -226,6 +230,36 @@ def test_module_without_init_gets_no_state():
     with honeydew.Pool(ns, num_workers=1) as pool:
         assert pool.call("hello", "you") == "hello you"
         assert pool.call(lambda: "no state appended") == "no state appended"
+
+
+# --- invalid options ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"num_workers": -1}, ValueError),
+    ({"num_workers": "2"}, ValueError),
+    ({"num_queues": 0}, ValueError),
+    ({"max_pending": 0}, ValueError),
+    ({"init_retry_secs": -1}, ValueError),
+    ({"start_method": "forkserver"}, ValueError),
+    ({"failure_mode": honeydew.Requeue}, TypeError),
+    ({"dispatcher": "LRU"}, TypeError),
+    ({"no_such_option": 1}, TypeError),
+])
+def test_invalid_options_raise_before_any_process_starts(kwargs, exc):
+    with pytest.raises(exc) as info:
+        honeydew.Pool(**kwargs)
+    assert "honeydew." in str(info.value) or "must be" in str(info.value)
+    assert H.pool_processes() == []
+
+
+def test_invalid_worker_raises_before_any_process_starts():
+    with pytest.raises(TypeError):
+        honeydew.Pool(42)
+    with pytest.raises(TypeError):
+        honeydew.Pool(W, "not-a-list")
+    with pytest.raises(TypeError):
+        honeydew.Pool(W, [1, 2, 3])      # init(prefix) takes one argument
+    assert H.pool_processes() == []
 
 
 # --- workers defined in __main__ ----------------------------------------------------------------

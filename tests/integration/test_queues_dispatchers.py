@@ -72,23 +72,28 @@ def test_two_queues_with_a_killed_queue(tmp_path):
         assert [pool.options(timeout=20).call(H.echo, i) for i in range(6)] == list(range(6))
 
 
+def _both_ready(pool: honeydew.Pool) -> None:
+    """Wait until both workers have finished init and take jobs."""
+    H.wait_until(lambda: len(set(pool.map(H.nap_pid, [0.1, 0.1], chunksize=1))) == 2, 10, what="both workers")
+
+
 def test_lru_spreads_sequential_calls_over_idle_workers():
     with honeydew.Pool(num_workers=2, dispatcher=honeydew.dispatchers.LRU()) as pool:
-        H.wait_until(lambda: len(H.by_name("hd-worker-0") + H.by_name("hd-worker-1")) == 2, 10)
+        _both_ready(pool)
         pids = [pool.call(H.getpid) for _ in range(20)]
     assert len(set(pids)) == 2
 
 
 def test_lru_is_the_default():
     with honeydew.Pool(num_workers=2) as pool:
-        H.wait_until(lambda: len(H.by_name("hd-worker-0") + H.by_name("hd-worker-1")) == 2, 10)
+        _both_ready(pool)
         pids = [pool.call(H.getpid) for _ in range(20)]
     assert len(set(pids)) == 2
 
 
 def test_mru_sends_sequential_calls_to_one_worker():
     with honeydew.Pool(num_workers=2, dispatcher=honeydew.dispatchers.MRU()) as pool:
-        H.wait_until(lambda: len(H.by_name("hd-worker-0") + H.by_name("hd-worker-1")) == 2, 10)
+        _both_ready(pool)
         pool.call(H.getpid)
         pids = [pool.call(H.getpid) for _ in range(20)]
     assert len(set(pids)) == 1, pids

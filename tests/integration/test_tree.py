@@ -87,6 +87,27 @@ def test_sigkill_worker_mid_job(tmp_path):
         assert H.one("hd-worker-0").pid == new_pid
 
 
+@pytest.mark.timeout(60)
+def test_worker_death_is_seen_even_when_a_task_child_holds_its_sockets(tmp_path):
+    """The worker's own child outlives it holding its sockets open: the monitor still sees the death
+    (pidfd/waitpid, not only end-of-file) and the job fails promptly."""
+    pidfile = tmp_path / "holder.pid"
+    with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
+        try:
+            with pytest.raises(honeydew.WorkerCrashed) as info:
+                pool.options(timeout=10).call(H.fork_holder_then_die, 30, str(pidfile))
+            assert info.value.signal_name == "SIGKILL"
+            holder = int(pidfile.read_text())
+            assert H.wait_gone([holder], 0) == [holder]          # still holding the sockets
+            assert pool.options(timeout=10).call(H.echo, "next") == "next"
+        finally:
+            if pidfile.exists():
+                try:
+                    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
 def test_sigkill_worker_found_by_task_pid():
     with honeydew.Pool(W, [], num_workers=1, init_retry_secs=0.05) as pool:
         pid = pool.call("whoami")
@@ -107,16 +128,16 @@ def test_sigkill_monitor_kills_its_worker_fails_the_job_and_is_restarted(tmp_pat
         monitor = H.one("hd-monitor-0")
         os.kill(monitor.pid, signal.SIGKILL)
         with pytest.raises(honeydew.WorkerCrashed):
-            fut.result(timeout=20)
+            fut.result(timeout=10)
         assert H.wait_gone([worker_pid], 5) == []
         new_monitor = H.wait_until(lambda: [p for p in H.by_name("hd-monitor-0") if p.pid != monitor.pid], 10)
         assert len(new_monitor) == 1
-        assert pool.options(timeout=20).call(H.echo, "after") == "after"
-        assert pool.options(timeout=20).call(H.getpid) != worker_pid
+        assert pool.options(timeout=10).call(H.echo, "after") == "after"
+        assert pool.options(timeout=10).call(H.getpid) != worker_pid
         # the replacement monitor keeps working: its worker can crash and be replaced too
         with pytest.raises(honeydew.WorkerCrashed):
-            pool.options(timeout=20).call(H.always_crash, str(tmp_path))
-        assert pool.options(timeout=20).call(H.echo, "again") == "again"
+            pool.options(timeout=10).call(H.always_crash, str(tmp_path))
+        assert pool.options(timeout=10).call(H.echo, "again") == "again"
         H.finish(pool)
     finally:
         pool.terminate()
@@ -130,7 +151,7 @@ def test_sigkill_monitor_while_idle_then_serve(tmp_path):
         monitor = H.one("hd-monitor-0")
         os.kill(monitor.pid, signal.SIGKILL)
         assert H.wait_gone([worker_pid], 5) == []
-        assert pool.options(timeout=20).call(H.echo, "after") == "after"
+        assert pool.options(timeout=10).call(H.echo, "after") == "after"
         H.finish(pool)
     finally:
         pool.terminate()

@@ -405,3 +405,13 @@ def crash_once_then_report(directory: str, markers: list[str], *_state: Any) -> 
     if honeydew.current_job().deliveries == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return [os.path.exists(m) for m in markers]
+
+
+def fork_holder_then_die(seconds: float, pidfile: str, *_state: Any) -> None:
+    """Fork a child that keeps every inherited socket open for ``seconds``, then SIGKILL the worker."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(seconds)
+        os._exit(0)
+    Path(pidfile).write_text(str(child))
+    os.kill(os.getpid(), signal.SIGKILL)
