@@ -79,6 +79,27 @@ def become(name: str, *, parent: int | None) -> None:
             os._exit(EXIT_PARENT_GONE)
 
 
+class SignalPipe:
+    """SIGTERM made pollable: the handler only counts, and a wakeup pipe makes the process's single
+    ``poll`` return, where the loop reads :attr:`count`."""
+
+    def __init__(self, sig: int = signal.SIGTERM) -> None:
+        self.count = 0
+        self.fd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
+        signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.count += 1
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.fd, 64):
+                pass
+        except OSError:
+            pass
+
+
 def set_subreaper() -> None:
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 

@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import psutil
 
 from . import worker
-from ._process import EXIT_OK, EXIT_PARENT_GONE, become, exit_status, reap_strays, set_subreaper
+from ._process import EXIT_OK, EXIT_PARENT_GONE, SignalPipe, become, exit_status, reap_strays, set_subreaper
 from ._wire import Endpoint, socketpair
 from .errors import Failure, signal_name
 from .protocol import InitFailed, InitOk, JobEnded, JobStarted, KillWorker, Leaving, WorkerDied, WorkerStarted
@@ -70,18 +70,21 @@ def backoff(cfg: MonitorConfig, failures: int) -> float:
 def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
     become(f"hd-monitor-{cfg.slot}", parent=supervisor_pid)
     set_subreaper()
+    term = SignalPipe()  # SIGTERM: the pool is shutting down; start no new worker
     me = os.getpid()
     log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
     failures = 0
     while True:
-        watch = _Watch(cfg, log, me)
+        if term.count:
+            os._exit(EXIT_OK)
+        watch = _Watch(cfg, log, me, term)
         try:
             watch.start()
         except OSError as e:  # fork failed (EAGAIN, ENOMEM): back off like a failed init
             failures += 1
             delay = backoff(cfg, failures)
             log.error("worker %d: cannot fork a worker (%s); retrying in %.1fs", cfg.slot, e, delay)
-            _pause(cfg, delay)
+            _pause(cfg, delay, term)
             continue
         outcome = watch.wait()
         if outcome.leaving is not None and outcome.code == 0:
@@ -92,7 +95,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
                 q.send(died)
             except OSError:
                 pass
-        if outcome.leaving is False and outcome.code == 0:
+        if (outcome.leaving is False and outcome.code == 0) or term.count:
             os._exit(EXIT_OK)  # the pool is stopping
         if outcome.leaving is True and outcome.code == 0:
             failures = 0
@@ -113,12 +116,16 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         else:
             why = Failure.crash(outcome.code, watch.pid, "running init").message
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
-        _pause(cfg, delay)
+        _pause(cfg, delay, term)
 
 
-def _pause(cfg: MonitorConfig, delay: float) -> None:
-    if select.select([cfg.supervisor.fd], [], [], delay)[0]:
+def _pause(cfg: MonitorConfig, delay: float, term: SignalPipe) -> None:
+    """Wait ``delay`` seconds; leave at once if the supervisor is gone or the pool shuts down."""
+    ready = select.select([cfg.supervisor.fd, term.fd], [], [], delay)[0]
+    if cfg.supervisor.fd in ready:
         os._exit(EXIT_PARENT_GONE)  # the supervisor socket is readable only at end of file
+    if term.fd in ready:
+        os._exit(EXIT_OK)
 
 
 class _Outcome:
@@ -136,9 +143,10 @@ class _Outcome:
 class _Watch:
     """One worker's life, from fork to reaping."""
 
-    def __init__(self, cfg: MonitorConfig, log: logging.Logger, me: int) -> None:
+    def __init__(self, cfg: MonitorConfig, log: logging.Logger, me: int, term: SignalPipe) -> None:
         self.cfg = cfg
         self.me = me
+        self.term = term
         self.log = log
         self.pid = 0
         self.out = _Outcome()
@@ -176,6 +184,7 @@ class _Watch:
         poller.register(fd, select.POLLIN)
         poller.register(self.status.fd, select.POLLIN)
         poller.register(cfg.supervisor.fd, select.POLLIN)
+        poller.register(self.term.fd, select.POLLIN)
         kill_fds = {ep.fd: ep for ep in cfg.kills}
         for kfd in kill_fds:
             poller.register(kfd, select.POLLIN)
@@ -196,6 +205,10 @@ class _Watch:
                     elif ready == cfg.supervisor.fd:
                         self._signal_tree(signal.SIGKILL)
                         os._exit(EXIT_PARENT_GONE)
+                    elif ready == self.term.fd:
+                        self.term.drain()  # shutting down: the worker finishes its job, then the queue stops it
+                        if not self.out.init_ok:
+                            self._stop("shutdown during init", "")
                 now = time.monotonic()
                 if alive and self.deadline is not None and now >= self.deadline:
                     self._stop(*self.deadline_why)

@@ -19,6 +19,8 @@ import itertools
 import logging
 import os
 import pickle
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,16 +34,17 @@ import cloudpickle
 from . import supervisor
 from ._inbox import _EXC, Inbox
 from ._process import close_fds_except, exit_status, pidfd
-from ._wire import Endpoint, socketpair
+from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
 from .errors import JobLost, PoolClosed, QueueFull, SerializationError, to_exception
 from .failure_modes import Abandon, FailureMode
-from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Terminate
+from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, Terminate
 from .queues import Memory, Queue
 from .tasks import WorkerSpec, make_spec
 from .worker import CALL, MAP
 
 log = logging.getLogger("honeydew.pool")
+_SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-built: signal handlers stay simple
 
 _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
             "num_queues", "max_pending", "prefetch", "job_timeout", "init_timeout", "kill_grace_secs",
@@ -206,6 +209,7 @@ class Pool:
                     init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker)
         self._started = True
         _live_pools.add(self)
+        _SigtermHandler.install()
 
     # ---------------------------------------------------------------- starting
 
@@ -373,6 +377,7 @@ class Pool:
                                f"pending (see the log for workers in init back-off); pool.terminate() stops it")
         self._supervisor.reap(True)
         self._shutdown_bg()
+        _SigtermHandler.uninstall_if_idle()
 
     def terminate(self) -> None:
         """Stop now: running jobs are killed, waiting callers get ``PoolClosed``, no process is left."""
@@ -390,6 +395,7 @@ class Pool:
             self._supervisor.reap(True)
         self._fail_all(lambda fut: PoolClosed(f"job {fut.job_id}: the pool was terminated"))
         self._shutdown_bg()
+        _SigtermHandler.uninstall_if_idle()
 
     def __enter__(self) -> Pool:
         return self
@@ -600,6 +606,57 @@ class Pool:
                 self.terminate()
             except Exception:
                 pass
+
+
+class _SigtermHandler:
+    """SIGTERM sent to the process that owns the pools (``kill PID``, a container runtime): warm
+    shutdown of every live pool (running jobs finish, no new job starts, queued in-memory jobs are
+    reported lost); a second SIGTERM stops them now and then ends this process as SIGTERM would.
+
+    Installed only from the main thread and only over the default disposition: a program that
+    handles SIGTERM itself keeps its handler (it can call ``pool.close()``/``terminate()``)."""
+
+    installed = False
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.installed or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return
+            signal.signal(signal.SIGTERM, cls._handle)
+        except ValueError:
+            return
+        cls.installed = True
+        cls.count = 0
+
+    @classmethod
+    def uninstall_if_idle(cls) -> None:
+        if not cls.installed or any(not p._inbox.supervisor_gone for p in list(_live_pools)):
+            return
+        try:
+            if signal.getsignal(signal.SIGTERM) == cls._handle:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:
+            return
+        cls.installed = False
+
+    @classmethod
+    def _handle(cls, signum: int, frame: Any) -> None:
+        cls.count += 1
+        log.warning("honeydew: SIGTERM %s", "(warm shutdown of every pool)" if cls.count == 1 else "again (stop now)")
+        for pool in list(_live_pools):
+            pool._closed = True
+            try:
+                pool._control.sock.send(_SHUTDOWN_PACKET, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        if cls.count >= 2:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            cls.installed = False
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _background(ref: weakref.ref[Pool]) -> None:

@@ -34,6 +34,7 @@ InitFailed             worker              monitor             worker -> monitor
 Leaving                worker              monitor             worker -> monitor socket
 Drain                  caller              queue               caller<->queue ``i``
 Terminate              caller              supervisor          caller<->supervisor control
+Shutdown               caller              supervisor          caller<->supervisor control
 QueueRestarted         supervisor          caller              caller<->supervisor control
 =====================  ==================  ==================  =================================
 """
@@ -255,6 +256,12 @@ class WorkerStarted(NamedTuple):
 
 class Terminate(NamedTuple):
     TAG = 81
+
+
+class Shutdown(NamedTuple):
+    """The calling process got SIGTERM: warm shutdown (a second one: stop now)."""
+
+    TAG = 83
 
 
 class QueueRestarted(NamedTuple):

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ._process import EXIT_OK, become, log_exception_and_exit
+from ._process import EXIT_OK, SignalPipe, become, log_exception_and_exit
 from ._wire import Endpoint, Outbox
 from .dispatchers import Dispatcher
 from .errors import Failure
@@ -74,7 +74,8 @@ class _State:
     cancelled: set[str] = field(default_factory=set)               # running jobs being killed
     pids: list[int] = field(default_factory=list)                   # current worker pid per slot
     accepting: bool = True
-    draining: bool = False
+    draining: bool = False        # Drain: finish every job, then stop
+    shutting_down: bool = False   # SIGTERM: finish running jobs, start nothing new, then stop
     settled: int = 0
 
 
@@ -95,9 +96,11 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
                 [{} for _ in cfg.workers], pids=[0] * len(cfg.workers), accepting=(cfg.gen == 0))
     for out in st.worker_out:
         out.put(Hello(cfg.gen))
+    term = SignalPipe()
     poller = select.poll()
-    handlers: dict[int, Any] = {cfg.caller.fd: None}
+    handlers: dict[int, Any] = {cfg.caller.fd: None, term.fd: "signal"}
     poller.register(cfg.caller.fd, select.POLLIN)
+    poller.register(term.fd, select.POLLIN)
     for slot, w in enumerate(cfg.workers):
         handlers[w.fd] = slot
         poller.register(w.fd, select.POLLIN)
@@ -122,7 +125,7 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
                     elif not done and fd not in writing:
                         writing.add(fd)
                         poller.modify(fd, select.POLLIN | select.POLLOUT)
-            if st.draining and _finished(st):
+            if (st.draining and _finished(st)) or (st.shutting_down and _shut_down(st)):
                 _stop_workers(st, outs)
                 return
             timeout = None
@@ -135,6 +138,12 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
                     continue  # a monitor socket that was only watched for writability
                 if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
                     slot = handlers[fd]
+                    if slot == "signal":
+                        term.drain()
+                        if term.count and not st.shutting_down:
+                            log.warning("SIGTERM: finishing the running jobs; starting no new one")
+                            st.shutting_down = True
+                        continue
                     ep = cfg.caller if slot is None else cfg.workers[slot]
                     try:
                         msgs = ep.recv(block=False)
@@ -156,6 +165,18 @@ def _finished(st: _State) -> bool:
                                       "the pool closed with no workers to run this job", ""))
         return True
     return len(st.cfg.backend) == 0 and not any(st.reserved)
+
+
+def _shut_down(st: _State) -> bool:
+    """Warm shutdown: done once no job runs.  An in-memory queue's waiting jobs are reported lost;
+    a durable queue keeps them for the next pool."""
+    if any(st.reserved):
+        return False
+    if not st.cfg.backend.durable:
+        for job in st.cfg.backend.take_pending():
+            _give_up(st, job, Failure("lost", "honeydew.errors.JobLost",
+                                      f"job {job.id} was never started: the pool was shut down by SIGTERM", ""))
+    return True
 
 
 def _stop_workers(st: _State, outs: dict[int, Outbox]) -> None:
@@ -281,7 +302,7 @@ def _settle(st: _State) -> None:
 
 def _dispatch(st: _State) -> None:
     backend, dispatcher = st.cfg.backend, st.cfg.dispatcher
-    if len(dispatcher) and len(backend):
+    if len(dispatcher) and len(backend) and not st.shutting_down:
         now = time.time()
         while len(dispatcher):
             job = backend.reserve(now)

@@ -31,12 +31,21 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from . import monitor, queue_process
-from ._process import EXIT_OK, EXIT_PARENT_GONE, become, exit_status, kill_and_reap, reap_strays, set_subreaper
+from ._process import (
+    EXIT_OK,
+    EXIT_PARENT_GONE,
+    SignalPipe,
+    become,
+    exit_status,
+    kill_and_reap,
+    reap_strays,
+    set_subreaper,
+)
 from ._wire import Endpoint, Outbox, socketpair
 from .dispatchers import Dispatcher
 from .errors import signal_name
 from .failure_modes import FailureMode
-from .protocol import QueueRestarted, Terminate, WorkerDied, WorkerStarted
+from .protocol import QueueRestarted, Shutdown, Terminate, WorkerDied, WorkerStarted
 from .queues.base import Queue
 from .tasks import WorkerSpec
 
@@ -121,6 +130,9 @@ class _Supervisor:
         self.children: dict[int, _Child] = {}   # by pidfd
         self.gens = [0] * cfg.num_queues
         self.pending_restart: list[tuple[float, _Child]] = []
+        self.term = SignalPipe()
+        self.shutdown_requests = 0   # Shutdown messages from the caller (its own SIGTERMs)
+        self.shutting_down = False
 
     # ---------------------------------------------------------------- starting children
 
@@ -167,7 +179,7 @@ class _Supervisor:
 
     def _close_all_but(self, keep: set[int]) -> None:
         every = self.cfg.fds() | {fd for a, b in self.monitor_socks for fd in (a.fileno(), b.fileno())}
-        every |= set(self.children)
+        every |= set(self.children) | {self.term.fd, self.term.wfd}
         for fd in every - keep:
             try:
                 os.close(fd)
@@ -189,6 +201,7 @@ class _Supervisor:
         poller = select.poll()
         poller.register(cfg.lifeline, select.POLLIN)
         poller.register(self.control.fd, select.POLLIN)
+        poller.register(self.term.fd, select.POLLIN)
         for fd in self.children:
             poller.register(fd, select.POLLIN)
         for fd in mon_by_fd:
@@ -209,6 +222,13 @@ class _Supervisor:
                         msgs = [Terminate()]
                     if any(type(m) is Terminate for m in msgs):
                         self._kill_all()
+                        return EXIT_OK
+                    self.shutdown_requests += sum(1 for m in msgs if type(m) is Shutdown)
+                    if self._signalled():
+                        return EXIT_OK
+                elif fd == self.term.fd:
+                    self.term.drain()
+                    if self._signalled():
                         return EXIT_OK
                 elif fd in mon_by_fd:
                     j = mon_by_fd[fd]
@@ -242,6 +262,27 @@ class _Supervisor:
                     pass
         return EXIT_OK
 
+    def _signalled(self) -> bool:
+        """SIGTERM (to us, or to the caller, which says ``Shutdown``): the first starts a warm
+        shutdown, the second of either kind stops now.  True when everything was killed.
+
+        A SIGTERM to the whole process group reaches both the caller and us: that is one request
+        of each kind, so still a warm shutdown."""
+        if max(self.term.count, self.shutdown_requests) >= 2:
+            self.log.warning("second SIGTERM: stopping every pool process now")
+            self._kill_all()
+            return True
+        if (self.term.count or self.shutdown_requests) and not self.shutting_down:
+            self.shutting_down = True
+            self.pending_restart.clear()
+            self.log.warning("SIGTERM: warm shutdown (running jobs finish, no new job starts)")
+            for child in self.children.values():
+                try:
+                    os.kill(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        return False
+
     def _exited(self, child: _Child) -> None:
         try:
             _, status = os.waitpid(child.pid, 0)
@@ -252,6 +293,11 @@ class _Supervisor:
             return  # finished on purpose
         what = f"{child.kind} {child.index} (pid {child.pid})"
         how = f"was killed by {signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
+        if self.shutting_down:
+            self.log.warning("%s %s during shutdown", what, how)
+            if child.kind == "monitor":
+                self._bury_worker(child)
+            return
         self.log.warning("%s %s; restarting it", what, how)
         if child.kind == "monitor":
             self._bury_worker(child)
