@@ -1,0 +1,411 @@
+"""From raw trials to what is published: metrics (median and spread), targets, table, JSON, chart."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .systems import HONEYDEW, MP, PPE, SERIAL, SYSTEMS, WORKERS
+
+MiB = 1024 * 1024
+
+Raw = dict[str, dict[str, list[dict[str, Any]]]]   # kind -> system -> one entry per repeat
+
+
+@dataclass(frozen=True)
+class Metric:
+    id: str
+    title: str
+    unit: str
+    better: str                    # "lower" or "higher"
+    kind: str                      # the trial kind it comes from
+    systems: tuple[str, ...]
+    get: Callable[[dict[str, Any], int, Raw], float | None]   # (trial result, repeat index, raw) -> value
+
+
+def _field(name: str, scale: float = 1.0) -> Callable[[dict[str, Any], int, Raw], float | None]:
+    def get(r: dict[str, Any], i: int, raw: Raw) -> float | None:
+        v = r.get(name)
+        return None if v is None else v * scale
+    return get
+
+
+def _median_of(name: str, scale: float = 1.0) -> Callable[[dict[str, Any], int, Raw], float | None]:
+    def get(r: dict[str, Any], i: int, raw: Raw) -> float | None:
+        v = r.get(name)
+        return None if not v else statistics.median(v) * scale
+    return get
+
+
+def _efficiency(r: dict[str, Any], i: int, raw: Raw) -> float | None:
+    serial = raw.get("map_cpu", {}).get(SERIAL, [])
+    if i >= len(serial) or not serial[i].get("ok"):
+        return None
+    return serial[i]["result"]["wall_s"] / (r["wall_s"] * WORKERS)
+
+
+def _lost(r: dict[str, Any], i: int, raw: Raw) -> float | None:
+    return float(r["lost_in_kill"] + r["stream_lost"])
+
+
+ALL = SYSTEMS
+CPU = (SERIAL, *SYSTEMS)
+HD = (HONEYDEW,)
+FIRE = (HONEYDEW, MP)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("call_p50_us", "call latency p50 (no-op round trip)", "µs", "lower", "latency", ALL, _field("p50_us")),
+    Metric("call_p99_us", "call latency p99", "µs", "lower", "latency", ALL, _field("p99_us")),
+    Metric("submit_collect_jobs_per_s", "submit 50k no-ops then collect", "jobs/s", "higher", "throughput", ALL,
+           _field("jobs_per_s")),
+    Metric("fire_and_forget_jobs_per_s", "fire-and-forget until drained (cast; mp: apply_async, close+join)",
+           "jobs/s", "higher", "cast", FIRE, _field("jobs_per_s")),
+    Metric("map_tiny_wall_s", "map over 200k tiny items, wall", "s", "lower", "map_tiny", ALL, _field("wall_s")),
+    Metric("map_tiny_items_per_s", "map over tiny items, rate", "items/s", "higher", "map_tiny", ALL,
+           _field("items_per_s")),
+    Metric("map_cpu_wall_s", "map over 400 CPU-bound items (~20 ms), wall", "s", "lower", "map_cpu", CPU,
+           _field("wall_s")),
+    Metric("map_cpu_efficiency", "CPU efficiency = serial / (wall x 2 workers)", "", "higher", "map_cpu", ALL,
+           _efficiency),
+    Metric("first_result_ms", "Pool(...) to first result", "ms", "lower", "start_stop", ALL,
+           _field("first_result_ms")),
+    Metric("stop_ms", "leaving `with` to every pool process gone", "ms", "lower", "start_stop", ALL,
+           _field("stop_ms")),
+    Metric("recovery_serving_ms", "SIGKILL to the re-run starting on the replacement", "ms", "lower", "recovery",
+           HD, _field("serving_ms")),
+    Metric("recovery_rerun_done_ms", "SIGKILL to the re-run's result in the caller", "ms", "lower", "recovery", HD,
+           _field("rerun_done_ms")),
+    Metric("recovery_init_ms", "replacement worker's init time", "ms", "lower", "recovery", HD, _field("init_ms")),
+    Metric("recovery_jobs_lost", "jobs lost (kill trial + stream with kills)", "jobs", "lower", "recovery", HD,
+           _lost),
+    Metric("worker_uss_mib", "idle worker USS (median of the workers)", "MiB", "lower", "memory", ALL,
+           _median_of("worker_uss", 1 / MiB)),
+    Metric("monitor_uss_mib", "idle monitor USS (honeydew)", "MiB", "lower", "memory", HD,
+           _median_of("monitor_uss", 1 / MiB)),
+    Metric("tree_uss_mib", "whole pool tree USS (every pool process)", "MiB", "lower", "memory", ALL,
+           _field("tree_uss", 1 / MiB)),
+    Metric("enqueue_rate_low", "enqueue rate at ~10k pending (cast, absorbed by the queue)", "jobs/s", "higher",
+           "scale", HD, _field("rate_low")),
+    Metric("enqueue_rate_high", "enqueue rate at ~1M pending", "jobs/s", "higher", "scale", HD,
+           _field("rate_high")),
+    Metric("bytes_per_pending_job", "queue process USS growth per pending job", "B", "lower", "scale", HD,
+           _field("bytes_per_job")),
+)
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    v = sorted(values)
+    if not v:
+        return {"n": 0, "median": None, "min": None, "max": None, "q1": None, "q3": None, "samples": []}
+    if len(v) >= 2:
+        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive")
+    else:
+        q1 = q3 = v[0]
+    return {"n": len(v), "median": statistics.median(v), "min": v[0], "max": v[-1], "q1": q1, "q3": q3,
+            "samples": values}
+
+
+def metrics(raw: Raw) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for m in METRICS:
+        per: dict[str, Any] = {}
+        for s in m.systems:
+            entries = raw.get(m.kind, {}).get(s)
+            if entries is None:
+                continue
+            values: list[float] = []
+            errors: list[str] = []
+            for i, e in enumerate(entries):
+                if not e.get("ok"):
+                    errors.append(e.get("error", "?").strip().splitlines()[-1][:300])
+                    continue
+                v = m.get(e["result"], i, raw)
+                if v is None or (isinstance(v, float) and math.isnan(v)):
+                    errors.append("no value")
+                    continue
+                values.append(v)
+            per[s] = summarize(values) | {"errors": errors}
+        if per:
+            out[m.id] = {"title": m.title, "unit": m.unit, "better": m.better, "systems": per}
+    return out
+
+
+# --------------------------------------------------------------------------- targets
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    text: str
+    op: str            # "<=" or ">="
+    threshold: float
+
+
+TARGETS = (
+    Target("call_p50", "honeydew call p50 <= 0.5 x mp.Pool.apply p50", "<=", 0.5),
+    Target("call_p99", "honeydew call p99 <= 0.5 x mp.Pool.apply p99", "<=", 0.5),
+    Target("submit_vs_mp", "submit+collect >= 1.5 x mp.Pool.apply_async", ">=", 1.5),
+    Target("submit_vs_ppe", "submit+collect >= 3 x ProcessPoolExecutor.submit", ">=", 3.0),
+    Target("map_tiny", "map over tiny items >= 0.8 x mp.Pool.map (default chunking), by speed", ">=", 0.8),
+    Target("cpu_efficiency", "CPU-bound map efficiency >= 0.95", ">=", 0.95),
+    Target("first_result", "time to first result <= 2 x mp.Pool's", "<=", 2.0),
+    Target("recovery", "Requeue: 0 lost and replacement serving <= 50 ms + init (ratio to that budget)", "<=", 1.0),
+    Target("scale", "enqueue rate at 1M pending >= 0.8 x rate at 10k", ">=", 0.8),
+    Target("worker_uss", "idle worker USS <= mp.Pool worker's", "<=", 1.0),
+)
+
+
+def _med(ms: dict[str, Any], metric: str, system: str) -> float | None:
+    return ms.get(metric, {}).get("systems", {}).get(system, {}).get("median")
+
+
+def _samples(ms: dict[str, Any], metric: str, system: str) -> list[float]:
+    return list(ms.get(metric, {}).get("systems", {}).get(system, {}).get("samples", []))
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _paired(a: list[float], b: list[float], f: Callable[[float, float], float]) -> list[float]:
+    return [f(x, y) for x, y in zip(a, b, strict=False) if y]
+
+
+def targets(ms: dict[str, Any], raw: Raw) -> list[dict[str, Any]]:
+    """Each target as a ratio of medians from this run, with the per-repeat paired ratios."""
+    out = []
+    for t in TARGETS:
+        detail = ""
+        paired: list[float] = []
+        if t.id in ("call_p50", "call_p99"):
+            key = "call_p50_us" if t.id == "call_p50" else "call_p99_us"
+            a, b = _med(ms, key, HONEYDEW), _med(ms, key, MP)
+            value = _ratio(a, b)
+            paired = _paired(_samples(ms, key, HONEYDEW), _samples(ms, key, MP), lambda x, y: x / y)
+            detail = f"honeydew {_fmt(a)} µs vs mp.Pool {_fmt(b)} µs"
+        elif t.id in ("submit_vs_mp", "submit_vs_ppe"):
+            other = MP if t.id == "submit_vs_mp" else PPE
+            key = "submit_collect_jobs_per_s"
+            a, b = _med(ms, key, HONEYDEW), _med(ms, key, other)
+            value = _ratio(a, b)
+            paired = _paired(_samples(ms, key, HONEYDEW), _samples(ms, key, other), lambda x, y: x / y)
+            detail = f"honeydew {_fmt(a)} jobs/s vs {other} {_fmt(b)} jobs/s"
+        elif t.id == "map_tiny":
+            key = "map_tiny_wall_s"
+            a, b = _med(ms, key, HONEYDEW), _med(ms, key, MP)
+            value = _ratio(b, a)
+            paired = _paired(_samples(ms, key, MP), _samples(ms, key, HONEYDEW), lambda x, y: x / y)
+            detail = f"honeydew {_fmt(a)} s vs mp.Pool.map {_fmt(b)} s (speed ratio = mp wall / honeydew wall)"
+        elif t.id == "cpu_efficiency":
+            value = _med(ms, "map_cpu_efficiency", HONEYDEW)
+            paired = _samples(ms, "map_cpu_efficiency", HONEYDEW)
+            detail = (f"honeydew wall {_fmt(_med(ms, 'map_cpu_wall_s', HONEYDEW))} s, serial "
+                      f"{_fmt(_med(ms, 'map_cpu_wall_s', SERIAL))} s; mp.Pool efficiency "
+                      f"{_fmt(_med(ms, 'map_cpu_efficiency', MP))}")
+        elif t.id == "first_result":
+            key = "first_result_ms"
+            a, b = _med(ms, key, HONEYDEW), _med(ms, key, MP)
+            value = _ratio(a, b)
+            paired = _paired(_samples(ms, key, HONEYDEW), _samples(ms, key, MP), lambda x, y: x / y)
+            detail = f"honeydew {_fmt(a)} ms vs mp.Pool {_fmt(b)} ms"
+        elif t.id == "recovery":
+            serving = _med(ms, "recovery_serving_ms", HONEYDEW)
+            init = _med(ms, "recovery_init_ms", HONEYDEW)
+            lost = sum(_samples(ms, "recovery_jobs_lost", HONEYDEW))
+            n_lost = len(_samples(ms, "recovery_jobs_lost", HONEYDEW))
+            entries = [e for e in raw.get("recovery", {}).get(HONEYDEW, []) if e.get("ok")]
+            on_replacement = all(e["result"]["rerun_on_replacement"] for e in entries) and bool(entries)
+            budget = None if init is None else 50.0 + init
+            value = _ratio(serving, budget)
+            if value is not None and (lost > 0 or n_lost == 0 or not on_replacement):
+                value = math.inf
+            paired = _paired(_samples(ms, "recovery_serving_ms", HONEYDEW),
+                             [50.0 + x for x in _samples(ms, "recovery_init_ms", HONEYDEW)], lambda x, y: x / y)
+            detail = (f"serving {_fmt(serving)} ms (budget 50 + init {_fmt(init)} ms), re-run result "
+                      f"{_fmt(_med(ms, 'recovery_rerun_done_ms', HONEYDEW))} ms, jobs lost {lost:g} over {n_lost} "
+                      f"trials, re-run on the replacement: {on_replacement}")
+        elif t.id == "scale":
+            a, b = _med(ms, "enqueue_rate_high", HONEYDEW), _med(ms, "enqueue_rate_low", HONEYDEW)
+            value = _ratio(a, b)
+            paired = _paired(_samples(ms, "enqueue_rate_high", HONEYDEW), _samples(ms, "enqueue_rate_low", HONEYDEW),
+                             lambda x, y: x / y)
+            detail = (f"{_fmt(a)} jobs/s at ~1M pending vs {_fmt(b)} jobs/s at ~10k; "
+                      f"{_fmt(_med(ms, 'bytes_per_pending_job', HONEYDEW))} B per pending job")
+        elif t.id == "worker_uss":
+            key = "worker_uss_mib"
+            a, b = _med(ms, key, HONEYDEW), _med(ms, key, MP)
+            value = _ratio(a, b)
+            paired = _paired(_samples(ms, key, HONEYDEW), _samples(ms, key, MP), lambda x, y: x / y)
+            detail = f"honeydew worker {_fmt(a)} MiB vs mp.Pool worker {_fmt(b)} MiB"
+        else:  # pragma: no cover
+            raise KeyError(t.id)
+        ok = value is not None and (value <= t.threshold if t.op == "<=" else value >= t.threshold)
+        out.append({"id": t.id, "target": t.text, "op": t.op, "threshold": t.threshold,
+                    "measured": None if value is None or math.isinf(value) else value,
+                    "pass": bool(ok), "paired_ratios": paired, "detail": detail})
+    return out
+
+
+# --------------------------------------------------------------------------- printing
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    a = abs(v)
+    if a >= 1e5:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def table_rows(ms: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for mid, m in ms.items():
+        for s, st in m["systems"].items():
+            spread = f"{_fmt(st['min'])}–{_fmt(st['max'])}" if st["n"] else "n/a"
+            iqr = f"{_fmt(st['q1'])}–{_fmt(st['q3'])}" if st["n"] else "n/a"
+            err = f" ({len(st['errors'])} failed)" if st["errors"] else ""
+            rows.append([mid, s, _fmt(st["median"]), m["unit"], iqr, spread, f"{st['n']}{err}"])
+    return rows
+
+
+HEAD = ["measurement", "system", "median", "unit", "IQR", "min–max", "n"]
+
+
+def text_table(ms: dict[str, Any]) -> str:
+    rows = [HEAD, *table_rows(ms)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEAD))]
+    lines = []
+    last = None
+    for k, r in enumerate(rows):
+        if k > 1 and r[0] != last:
+            lines.append("")
+        cells = [r[0] if r[0] != last or k == 0 else "", *r[1:]]
+        lines.append("  ".join(c.ljust(w) if i < 2 or i == 3 else c.rjust(w) for i, (c, w) in
+                               enumerate(zip(cells, widths, strict=True))).rstrip())
+        last = r[0]
+    return "\n".join(lines)
+
+
+def text_targets(ts: list[dict[str, Any]]) -> str:
+    lines = []
+    for t in ts:
+        verdict = "PASS" if t["pass"] else "FAIL"
+        lines.append(f"{verdict}  {t['target']}: measured {_fmt(t['measured'])} (need {t['op']} {t['threshold']:g})"
+                     f" - {t['detail']}")
+    return "\n".join(lines)
+
+
+def markdown(ms: dict[str, Any], ts: list[dict[str, Any]]) -> str:
+    out = ["| target | measured | need | verdict | detail |", "| --- | --- | --- | --- | --- |"]
+    for t in ts:
+        out.append(f"| {t['target']} | {_fmt(t['measured'])} | {t['op']} {t['threshold']:g} | "
+                   f"{'PASS' if t['pass'] else 'FAIL'} | {t['detail']} |")
+    out += ["", "| " + " | ".join(HEAD) + " |", "|" + " --- |" * len(HEAD)]
+    last = None
+    for r in table_rows(ms):
+        cells = [r[0] if r[0] != last else "", *r[1:]]
+        out.append("| " + " | ".join(cells) + " |")
+        last = r[0]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- chart
+
+def chart(ms: dict[str, Any], ts: list[dict[str, Any]], raw: Raw, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("call_p50_us", "call p50 (µs, lower is better)", False),
+              ("call_p99_us", "call p99 (µs)", False),
+              ("submit_collect_jobs_per_s", "submit + collect (jobs/s, higher is better)", False),
+              ("map_tiny_wall_s", "map 200k tiny items (s, log)", True),
+              ("map_cpu_efficiency", "CPU-bound map efficiency", False),
+              ("first_result_ms", "Pool() to first result (ms)", False),
+              ("stop_ms", "leave `with` to all gone (ms)", False),
+              ("worker_uss_mib", "idle worker USS (MiB)", False)]
+    fig, axes = plt.subplots(3, 4, figsize=(20, 12.5))
+    flat = list(axes.flat)
+    for ax, (mid, label, log) in zip(flat, panels, strict=False):
+        m = ms.get(mid)
+        ax.set_title(label, fontsize=10)
+        if not m:
+            ax.axis("off")
+            continue
+        names = [s for s in m["systems"] if m["systems"][s]["n"]]
+        med = [m["systems"][s]["median"] for s in names]
+        lo = [m["systems"][s]["median"] - m["systems"][s]["min"] for s in names]
+        hi = [m["systems"][s]["max"] - m["systems"][s]["median"] for s in names]
+        colors = ["#d98c00" if s == HONEYDEW else "#7a7a7a" if s == SERIAL else "#4c72b0" for s in names]
+        ax.bar(range(len(names)), med, yerr=[lo, hi], color=colors, capsize=3)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("ProcessPoolExecutor", "PPE") for n in names], rotation=30, fontsize=8)
+        if log:
+            ax.set_yscale("log")
+    # tree USS
+    ax = flat[8]
+    m = ms.get("tree_uss_mib")
+    ax.set_title("whole pool tree USS (MiB)", fontsize=10)
+    if m:
+        names = [s for s in m["systems"] if m["systems"][s]["n"]]
+        ax.bar(range(len(names)), [m["systems"][s]["median"] for s in names],
+               color=["#d98c00" if s == HONEYDEW else "#4c72b0" for s in names])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.replace("ProcessPoolExecutor", "PPE") for n in names], rotation=30, fontsize=8)
+    else:
+        ax.axis("off")
+    # scale curve
+    ax = flat[9]
+    ax.set_title("honeydew enqueue rate vs pending jobs", fontsize=10)
+    for k, e in enumerate(raw.get("scale", {}).get(HONEYDEW, [])):
+        if e.get("ok"):
+            segs = e["result"]["segments"]
+            ax.plot([s["pending_before"] for s in segs], [s["rate"] for s in segs], marker=".", label=f"repeat {k + 1}")
+    ax.set_xlabel("jobs pending before the segment")
+    ax.set_ylabel("jobs/s")
+    ax.set_ylim(bottom=0)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    # recovery
+    ax = flat[10]
+    ax.set_title("recovery after SIGKILL (ms)", fontsize=10)
+    names = ["recovery_serving_ms", "recovery_rerun_done_ms"]
+    vals = [_med(ms, n, HONEYDEW) or 0 for n in names]
+    ax.bar([0, 1], vals, color="#d98c00")
+    ax.axhline(50 + (_med(ms, "recovery_init_ms", HONEYDEW) or 0), color="red", ls="--", lw=1, label="50 ms + init")
+    ax.set_xticks([0, 1])
+    ax.set_xticklabels(["serving", "re-run done"], fontsize=8)
+    ax.legend(fontsize=8)
+    # targets
+    ax = flat[11]
+    ax.set_title("targets: measured / required (>= 1 passes)", fontsize=10)
+    scores, labels, colors = [], [], []
+    for t in ts:
+        v = t["measured"]
+        if v is None or v == 0:
+            s = 0.0
+        else:
+            s = t["threshold"] / v if t["op"] == "<=" else v / t["threshold"]
+        scores.append(s)
+        labels.append(t["id"])
+        colors.append("#55a868" if t["pass"] else "#c44e52")
+    ax.barh(range(len(scores)), scores, color=colors)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

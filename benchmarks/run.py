@@ -1,0 +1,398 @@
+"""Benchmarks of honeydew against multiprocessing.Pool, ProcessPoolExecutor, loky, pebble and mpire.
+
+``python -m benchmarks.run [--smoke] [--only NAME ...] [--repeats N] [--systems S ...] [--out DIR]``
+(``make bench`` runs it in full; ``make bench-smoke`` the tiny version).
+
+One run, one machine, 2 workers for every system, each side's default options.  Every system runs
+in its own long-lived host process (:mod:`benchmarks.host`); the runner drives them in turn, so
+the repeats are interleaved (A B C ... A B C ..., the order rotated by one each repeat).  It prints
+a table of medians with their spread, every target with PASS/FAIL and its measured ratio, and
+writes ``results.json``, ``results.png`` and ``results.md`` into the output directory
+(``benchmarks/results/`` for a full run, ``benchmarks/results/local/`` otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import report, tasks
+from .systems import HONEYDEW, MP, SERIAL, SYSTEMS, WORKERS
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: family -> the trial kinds it runs, in order
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "latency": ("latency",),
+    "throughput": ("throughput", "cast"),
+    "map": ("map_tiny", "map_cpu"),
+    "start_stop": ("start_stop",),
+    "recovery": ("recovery",),
+    "memory": ("memory",),
+    "scale": ("scale",),
+}
+
+KIND_SYSTEMS: dict[str, tuple[str, ...]] = {
+    "latency": SYSTEMS, "throughput": SYSTEMS, "cast": (HONEYDEW, MP), "map_tiny": SYSTEMS,
+    "map_cpu": (SERIAL, *SYSTEMS), "start_stop": SYSTEMS, "recovery": (HONEYDEW,), "memory": SYSTEMS,
+    "scale": (HONEYDEW,),
+}
+
+FULL: dict[str, dict[str, Any]] = {
+    "latency": {"calls": 5000},
+    "throughput": {"jobs": 50_000},
+    "cast": {"jobs": 50_000},
+    "map_tiny": {"items": 200_000, "items_chunks_of_one": 10_000},
+    "map_cpu": {"items": 400},
+    "start_stop": {"stop_deadline_s": 10.0},
+    "recovery": {"stream_jobs": 2000, "stream_kills": 3, "stream_nap_s": 0.001},
+    "memory": {"idle_s": 0.5},
+    "scale": {"low": 10_000, "high": 1_000_000, "segment": 50_000},
+}
+SMOKE: dict[str, dict[str, Any]] = {
+    "latency": {"calls": 100},
+    "throughput": {"jobs": 200},
+    "cast": {"jobs": 200},
+    "map_tiny": {"items": 2000, "items_chunks_of_one": 500},
+    "map_cpu": {"items": 4},
+    "start_stop": {"stop_deadline_s": 10.0},
+    "recovery": {"stream_jobs": 100, "stream_kills": 1, "stream_nap_s": 0.001},
+    "memory": {"idle_s": 0.05},
+    "scale": {"low": 1000, "high": 10_000, "segment": 3000},
+}
+#: default repeats per family (full run); --repeats overrides them all
+REPEATS = {"latency": 5, "throughput": 3, "map": 3, "start_stop": 5, "recovery": 5, "memory": 3, "scale": 2}
+SMOKE_REPEATS = 2
+TIMEOUT = {"scale": 300.0}
+DEFAULT_TIMEOUT = 150.0
+SMOKE_TIMEOUT = 60.0
+
+
+# --------------------------------------------------------------------------- hosts
+
+class Host:
+    """The runner's handle on one system's host process."""
+
+    def __init__(self, name: str, logdir: Path) -> None:
+        self.name = name
+        self.log_path = logdir / f"host-{name.replace('.', '_')}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.buf = b""
+        self.helpers: list[str] = []
+        self.ready = False
+
+    def launch(self) -> None:
+        """Start the host process (it then imports its library and makes one throwaway pool)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.host", self.name], cwd=ROOT, env=env,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         start_new_session=True)
+        self.buf = b""
+        self.ready = False
+
+    def _start(self, timeout: float) -> None:
+        if self.proc is None:
+            self.launch()
+        ready = self._read(timeout)
+        if not ready.get("ok"):
+            raise RuntimeError(f"host {self.name} did not start: {ready.get('error')}")
+        self.helpers = ready.get("helpers", [])
+        self.ready = True
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.name}: no reply within {timeout:.0f}s")
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    raise EOFError(f"{self.name}: the host exited (code {self.proc.wait()}); "
+                                   f"log tail:\n{self.tail()}")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, kind: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Run one trial; any failure (an exception, a hang, a dead host) becomes an error entry."""
+        try:
+            if not self.ready:
+                self._start(timeout)
+            assert self.proc is not None and self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps({"kind": kind, "params": params}) + "\n").encode())
+            self.proc.stdin.flush()
+            return self._read(timeout)
+        except (TimeoutError, EOFError, OSError, RuntimeError) as e:
+            stacks = self.kill(dump=isinstance(e, TimeoutError))
+            return {"ok": False, "error": f"{type(e).__name__}: {e}\n{stacks}"}
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self, dump: bool) -> str:
+        """Stop this host and every process under it (after dumping their stacks if it hung)."""
+        if self.proc is None:
+            return ""
+        import psutil
+        stacks = ""
+        try:
+            tree = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.Error:
+            tree = []
+        if dump and tree:
+            stacks = dump_stacks([p.pid for p in tree])
+            with open(self.log_path, "a") as f:
+                f.write(stacks)
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        self.proc = None
+        self.ready = False
+        return stacks
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b'{"kind": "exit"}\n')
+            self.proc.stdin.flush()
+            self.proc.stdin.close()
+            self.proc.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill(dump=False)
+        self.proc = None
+        self.ready = False
+
+
+def dump_stacks(pids: list[int]) -> str:
+    """Stacks of hung processes: py-spy if installed (every thread, native waits too), else SIGUSR1
+    (honeydew processes and the hosts dump their Python stacks to their stderr = the host log)."""
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    out = []
+    for pid in pids:
+        if spy:
+            try:
+                r = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20)
+                out.append(f"--- py-spy dump {pid}\n{r.stdout}{r.stderr}")
+                continue
+            except (OSError, subprocess.TimeoutExpired) as e:
+                out.append(f"--- py-spy dump {pid} failed: {e}")
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+    if not spy:
+        time.sleep(0.5)
+        out.append("(stacks dumped by SIGUSR1 into the host log)")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- the run
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        mem = None
+    return {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu": cpu, "mem_bytes": mem,
+            "python": platform.python_version(), "implementation": platform.python_implementation(),
+            "kernel": platform.release(), "platform": platform.platform()}
+
+
+def versions() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dist in ("honeydew", "loky", "pebble", "mpire", "matplotlib", "psutil", "cloudpickle", "threadpoolctl"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "honeydew"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10)
+        out["git_commit"] = head.stdout.strip() or None
+        out["honeydew_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        out["git_commit"] = None
+    import honeydew
+    out["honeydew_path"] = str(Path(honeydew.__file__).parent)
+    return out
+
+
+def _cpu_busy(before: tuple[float, float] | None = None) -> Any:
+    """Machine-wide (busy, total) CPU seconds from /proc/stat; with ``before``, the busy fraction
+    since then (all CPUs; the benchmark itself keeps at most about 2 busy, so a much higher value
+    means something else competed for the machine)."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])
+    busy = total - fields[3] - fields[4]
+    if before is None:
+        return busy, total
+    return (busy - before[0]) / max(1e-9, total - before[1])
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes and 2 repeats: checks the harness (< 30 s)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                    help=f"run only these families or trial kinds: {', '.join(FAMILIES)} "
+                         f"(kinds: {', '.join(KIND_SYSTEMS)})")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (default: per family)")
+    ap.add_argument("--systems", nargs="+", metavar="S", default=None,
+                    help=f"only these systems (default all): {', '.join(SYSTEMS)}")
+    ap.add_argument("--out", type=Path, default=None, help="output directory")
+    args = ap.parse_args(argv)
+    kinds = [k for f in FAMILIES.values() for k in f]
+    for name in args.only or ():
+        if name not in FAMILIES and name not in kinds:
+            ap.error(f"unknown measurement {name!r}; choose from {', '.join([*FAMILIES, *kinds])}")
+    for s in args.systems or ():
+        if s not in SYSTEMS:
+            ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    return args
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """(family, kind, repeats) in the order they run."""
+    out = []
+    for fam, kinds in FAMILIES.items():
+        for kind in kinds:
+            if args.only and fam not in args.only and kind not in args.only:
+                continue
+            reps = args.repeats or (SMOKE_REPEATS if args.smoke else REPEATS[fam])
+            out.append((fam, kind, reps))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.monotonic()
+    now = _dt.datetime.now(_dt.timezone.utc)
+    sizes = SMOKE if args.smoke else FULL
+    partial = bool(args.smoke or args.only or args.systems)
+    out_dir: Path = args.out or (RESULTS / "local" if partial else RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logdir = Path(tempfile.mkdtemp(prefix="honeydew-bench-logs-"))
+    wanted = set(args.systems or SYSTEMS) | {SERIAL}
+    steps = plan(args)
+
+    print(f"honeydew benchmarks: {'SMOKE ' if args.smoke else ''}{WORKERS} workers per system, "
+          f"{os.cpu_count()} CPUs, Python {platform.python_version()}; host logs in {logdir}", flush=True)
+    iters = None
+    if any(kind == "map_cpu" for _, kind, _ in steps):
+        iters = tasks.calibrate_busy(0.020)
+        print(f"calibrated busy loop: {iters} iterations ~ 20 ms", flush=True)
+
+    hosts: dict[str, Host] = {}
+    for _, kind, _ in steps:  # start every host at once: their start-up is outside every timing
+        for s in KIND_SYSTEMS[kind]:
+            if s in wanted and s not in hosts:
+                hosts[s] = Host(s, logdir)
+                hosts[s].launch()
+    load_before = os.getloadavg()
+    cpu_before = _cpu_busy()
+    raw: report.Raw = {}
+    try:
+        for fam, kind, reps in steps:
+            systems = [s for s in KIND_SYSTEMS[kind] if s in wanted]
+            params = dict(sizes[kind])
+            if kind == "map_cpu":
+                params["iters"] = iters
+            timeout = SMOKE_TIMEOUT if args.smoke else TIMEOUT.get(fam, DEFAULT_TIMEOUT)
+            raw[kind] = {s: [] for s in systems}
+            t_kind = time.monotonic()
+            for r in range(reps):
+                order = systems[r % len(systems):] + systems[:r % len(systems)]
+                for s in order:
+                    host = hosts[s]
+                    entry = host.run(kind, params, timeout)
+                    raw[kind][s].append(entry)
+                    if not entry.get("ok"):
+                        print(f"  ! {kind} / {s} / repeat {r + 1} failed: "
+                              f"{entry.get('error', '').strip().splitlines()[0][:200]}", flush=True)
+            print(f"  {kind}: {reps} repeat(s) x {len(systems)} system(s) in {time.monotonic() - t_kind:.1f}s",
+                  flush=True)
+    finally:
+        for h in hosts.values():
+            h.close()
+
+    cpu_during = _cpu_busy(cpu_before)
+    ms = report.metrics(raw)
+    ts = report.targets(ms, raw)
+    elapsed = time.monotonic() - started
+    mach = machine()
+    vers = versions()
+    start_methods = sorted({e["result"].get("start_method") for k in raw.values() for e in k.get(HONEYDEW, [])
+                            if e.get("ok") and e["result"].get("start_method")})
+    meta = {
+        "date": now.isoformat(timespec="seconds"), "command": "python -m benchmarks.run " + " ".join(
+            sys.argv[1:] if argv is None else argv), "smoke": args.smoke, "partial": partial,
+        "workers": WORKERS, "machine": mach, "versions": vers, "sizes": sizes, "busy_iters_20ms": iters,
+        "repeats": {k: r for _, k, r in steps}, "elapsed_s": elapsed, "honeydew_start_methods": start_methods,
+        "host_helpers": {s: h.helpers for s, h in hosts.items() if h.helpers}, "host_logs": str(logdir),
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine_cpu_busy_during_run": cpu_during,
+    }
+    doc = {"meta": meta, "targets": ts, "metrics": ms, "raw": raw}
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
+    tmp.replace(out_dir / "results.json")
+    (out_dir / "results.md").write_text(report.markdown(ms, ts))
+    title = (f"honeydew vs peers, {WORKERS} workers - {mach['nproc']} CPUs, Python {mach['python']}, "
+             f"{now:%Y-%m-%d}{' (smoke)' if args.smoke else ''}")
+    try:
+        report.chart(ms, ts, raw, out_dir / "results.png", title)
+    except ImportError as e:
+        print(f"(no chart: {e}; `make bench` installs matplotlib)")
+
+    print()
+    print(report.text_table(ms))
+    print()
+    print(report.text_targets(ts))
+    passed = sum(t["pass"] for t in ts)
+    print(f"\n{passed}/{len(ts)} targets met; {elapsed:.0f}s; results in {out_dir}/results.json, results.png, "
+          f"results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

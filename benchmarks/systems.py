@@ -1,0 +1,182 @@
+"""One adapter per system: how each side does the same thing with its own default options.
+
+Every pool has ``WORKERS`` (2) workers; nothing else is tuned.  Leaving the pool is each side's
+own ``with`` exit (``__exit__``): honeydew close+join, ``multiprocessing.Pool`` terminate,
+``ProcessPoolExecutor``/loky ``shutdown(wait=True)``, pebble close+join, mpire terminate.
+Each adapter imports its library lazily, so a system's benchmark host loads only its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+WORKERS = 2
+
+HONEYDEW = "honeydew"
+MP = "mp.Pool"
+PPE = "ProcessPoolExecutor"
+LOKY = "loky"
+PEBBLE = "pebble"
+MPIRE = "mpire"
+SERIAL = "serial"
+
+#: Every system, in the order of the tables.
+SYSTEMS = (HONEYDEW, MP, PPE, LOKY, PEBBLE, MPIRE)
+PEERS = SYSTEMS[1:]
+
+
+class System:
+    """The operations a measurement needs.  ``open`` makes a fresh pool; ``exit`` leaves its
+    ``with`` block (so every side stops the way its users' code stops it)."""
+
+    name = ""
+    #: what ``call`` / ``submit`` / ``map`` are for this side, for the tables
+    call_api = submit_api = map_api = ""
+    #: True when ``map``'s default chunksize is 1 (one message per item)
+    map_chunks_of_one = False
+
+    def open(self) -> Any:
+        raise NotImplementedError
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def submit(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def collect(self, handle: Any) -> Any:
+        raise NotImplementedError
+
+    def map(self, pool: Any, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def exit(self, pool: Any) -> None:
+        pool.__exit__(None, None, None)
+
+
+class Honeydew(System):
+    name = HONEYDEW
+    call_api, submit_api, map_api = "pool.call", "pool.submit + result", "pool.map"
+
+    def open(self) -> Any:
+        import honeydew
+        return honeydew.Pool(num_workers=WORKERS).__enter__()
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.call(fn, *args)
+
+    def submit(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.submit(fn, *args)
+
+    def collect(self, handle: Any) -> Any:
+        return handle.result()
+
+    def map(self, pool: Any, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return list(pool.map(fn, items))
+
+
+class MpPool(System):
+    name = MP
+    call_api, submit_api, map_api = "Pool.apply", "Pool.apply_async + get", "Pool.map"
+
+    def open(self) -> Any:
+        import multiprocessing
+        return multiprocessing.Pool(WORKERS).__enter__()
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.apply(fn, args)
+
+    def submit(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.apply_async(fn, args)
+
+    def collect(self, handle: Any) -> Any:
+        return handle.get()
+
+    def map(self, pool: Any, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return pool.map(fn, items)
+
+
+class _Executor(System):
+    call_api, submit_api, map_api = "submit().result()", "submit + result", "Executor.map"
+    map_chunks_of_one = True
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.submit(fn, *args).result()
+
+    def submit(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.submit(fn, *args)
+
+    def collect(self, handle: Any) -> Any:
+        return handle.result()
+
+    def map(self, pool: Any, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return list(pool.map(fn, items))
+
+
+class ProcessPoolExecutor(_Executor):
+    name = PPE
+
+    def open(self) -> Any:
+        import concurrent.futures
+        return concurrent.futures.ProcessPoolExecutor(max_workers=WORKERS).__enter__()
+
+
+class Loky(_Executor):
+    name = LOKY
+
+    def open(self) -> Any:
+        import loky
+        return loky.ProcessPoolExecutor(max_workers=WORKERS).__enter__()
+
+
+class Pebble(System):
+    name = PEBBLE
+    call_api, submit_api, map_api = "schedule().result()", "schedule + result", "ProcessPool.map"
+    map_chunks_of_one = True
+
+    def open(self) -> Any:
+        import pebble
+        return pebble.ProcessPool(max_workers=WORKERS).__enter__()
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.schedule(fn, args).result()
+
+    def submit(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.schedule(fn, args)
+
+    def collect(self, handle: Any) -> Any:
+        return handle.result()
+
+    def map(self, pool: Any, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return list(pool.map(fn, items).result())
+
+
+class Mpire(System):
+    name = MPIRE
+    call_api, submit_api, map_api = "WorkerPool.apply", "apply_async + get", "WorkerPool.map"
+
+    def open(self) -> Any:
+        import mpire
+        return mpire.WorkerPool(n_jobs=WORKERS).__enter__()
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.apply(fn, args)
+
+    def submit(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return pool.apply_async(fn, args)
+
+    def collect(self, handle: Any) -> Any:
+        return handle.get()
+
+    def map(self, pool: Any, fn: Callable[..., Any], items: list[Any]) -> list[Any]:
+        return pool.map(fn, items)
+
+
+ADAPTERS: dict[str, type[System]] = {
+    HONEYDEW: Honeydew, MP: MpPool, PPE: ProcessPoolExecutor, LOKY: Loky, PEBBLE: Pebble, MPIRE: Mpire,
+}
+
+
+def adapter(name: str) -> System:
+    return ADAPTERS[name]()

@@ -1,0 +1,506 @@
+"""One trial of one measurement for one system.  Runs inside that system's benchmark host.
+
+Each trial makes a fresh pool (the measurements are per pool), warms it up the same way for every
+system (``_warm``: excluded from the timings), measures, leaves the pool by its own ``with`` exit,
+checks that the work was really done, and returns plain numbers.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import pickle
+import select
+import signal
+import socket
+import tempfile
+import time
+from typing import Any
+
+import psutil
+
+from . import tasks
+from .systems import HONEYDEW, MP, SERIAL, WORKERS, System, adapter
+
+ME = psutil.Process()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def descendants() -> dict[int, psutil.Process]:
+    try:
+        return {p.pid: p for p in ME.children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def single_threaded(name: str = HONEYDEW, deadline_s: float = 5.0) -> int:
+    """For honeydew, wait (bounded) until this host runs one OS thread again: honeydew's default
+    start method forks only from a single-threaded caller (as a user's script would be), and the
+    previous pool's result thread takes a moment to end.  Returns the thread count seen."""
+    end = time.monotonic() + deadline_s
+    n = len(os.listdir("/proc/self/task"))
+    while name == HONEYDEW and n > 1 and time.monotonic() < end:
+        time.sleep(0.002)
+        n = len(os.listdir("/proc/self/task"))
+    return n
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100.0 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def _warm(system: System, pool: Any) -> None:
+    """The same warm-up for every side, excluded from every timing: sequential round trips, then
+    a concurrent burst so that every worker has started and has run the task."""
+    for _ in range(20):
+        system.call(pool, tasks.noop)
+    handles = [system.submit(pool, tasks.noop) for _ in range(8 * WORKERS)]
+    for h in handles:
+        system.collect(h)
+
+
+def _start_method(pool: Any) -> str | None:
+    return getattr(pool, "start_method", None)
+
+
+def uss(p: psutil.Process) -> int | None:
+    try:
+        return p.memory_full_info().uss
+    except psutil.Error:
+        return None
+
+
+# --------------------------------------------------------------------------- 1. call latency
+
+def latency(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    system = adapter(name)
+    threads = single_threaded(name)
+    pool = system.open()
+    try:
+        _warm(system, pool)
+        n = p["calls"]
+        samples = [0] * n
+        clock = time.perf_counter_ns
+        call, noop = system.call, tasks.noop
+        for i in range(n):
+            t = clock()
+            call(pool, noop)
+            samples[i] = clock() - t
+    finally:
+        system.exit(pool)
+    samples.sort()
+    us = [s / 1000.0 for s in samples]
+    return {"calls": n, "p50_us": percentile(us, 50), "p90_us": percentile(us, 90), "p99_us": percentile(us, 99),
+            "max_us": us[-1], "mean_us": sum(us) / n, "threads_before": threads, "start_method": _start_method(pool)}
+
+
+# --------------------------------------------------------------------------- 2. throughput
+
+def throughput(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    system = adapter(name)
+    threads = single_threaded(name)
+    pool = system.open()
+    try:
+        _warm(system, pool)
+        n = p["jobs"]
+        submit, collect, noop = system.submit, system.collect, tasks.noop
+        t0 = time.perf_counter()
+        handles = [submit(pool, noop) for _ in range(n)]
+        t1 = time.perf_counter()
+        done = sum(1 for h in handles if collect(h) is None)
+        t2 = time.perf_counter()
+    finally:
+        system.exit(pool)
+    if done != n:
+        raise AssertionError(f"{name}: {done} of {n} results")
+    return {"jobs": n, "jobs_per_s": n / (t2 - t0), "submit_s": t1 - t0, "total_s": t2 - t0,
+            "threads_before": threads, "start_method": _start_method(pool)}
+
+
+def cast(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """Fire and forget until drained: honeydew ``cast`` N then close+join.  The reference for
+    ``mp.Pool`` is ``apply_async`` N (results never read) then close+join."""
+    system = adapter(name)
+    threads = single_threaded(name)
+    pool = system.open()
+    n = p["jobs"]
+    noop = tasks.noop
+    try:
+        _warm(system, pool)
+        if name == HONEYDEW:
+            fire = pool.cast
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fire(noop)
+        elif name == MP:
+            fire = pool.apply_async
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fire(noop)
+        else:
+            raise ValueError(f"no fire-and-forget measurement for {name}")
+        t1 = time.perf_counter()
+        pool.close()
+        pool.join()
+        t2 = time.perf_counter()
+    except BaseException:
+        system.exit(pool)
+        raise
+    return {"jobs": n, "jobs_per_s": n / (t2 - t0), "enqueue_s": t1 - t0, "total_s": t2 - t0,
+            "threads_before": threads, "start_method": _start_method(pool)}
+
+
+# --------------------------------------------------------------------------- 3. batch (map)
+
+def map_tiny(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """``map`` over tiny items.  Peers whose default chunksize is 1 run a smaller prefix of the
+    same items (``items_chunks_of_one``) and their wall time is scaled to the full count."""
+    system = adapter(name)
+    full = p["items"]
+    n = min(full, p["items_chunks_of_one"]) if system.map_chunks_of_one else full
+    items = list(range(n))
+    threads = single_threaded(name)
+    pool = system.open()
+    try:
+        _warm(system, pool)
+        system.map(pool, tasks.tiny, list(range(100)))  # warm the map path too (same for all)
+        t0 = time.perf_counter()
+        out = system.map(pool, tasks.tiny, items)
+        t1 = time.perf_counter()
+    finally:
+        system.exit(pool)
+    if len(out) != n or out[0] != 1 or out[-1] != n or sum(out) != n * (n + 1) // 2:
+        raise AssertionError(f"{name}: wrong map results")
+    wall = t1 - t0
+    return {"items": n, "full_items": full, "extrapolated": n != full, "wall_s": wall * full / n,
+            "measured_wall_s": wall, "items_per_s": n / wall, "threads_before": threads,
+            "start_method": _start_method(pool)}
+
+
+def map_cpu(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """``map`` over CPU-bound items (``busy(iters)``, about 20 ms each).  ``serial`` runs the same
+    items one after the other in the host itself: the numerator of the CPU efficiency."""
+    iters, n = p["iters"], p["items"]
+    items = [iters] * n
+    expect = tasks.busy(iters)
+    if name == SERIAL:
+        t0 = time.perf_counter()
+        out = [tasks.busy(x) for x in items]
+        wall = time.perf_counter() - t0
+        if out != [expect] * n:
+            raise AssertionError("serial: wrong results")
+        return {"items": n, "iters": iters, "wall_s": wall, "per_item_ms": wall / n * 1000}
+    system = adapter(name)
+    threads = single_threaded(name)
+    pool = system.open()
+    try:
+        _warm(system, pool)
+        t0 = time.perf_counter()
+        out = system.map(pool, tasks.busy, items)
+        wall = time.perf_counter() - t0
+    finally:
+        system.exit(pool)
+    if list(out) != [expect] * n:
+        raise AssertionError(f"{name}: wrong map results")
+    return {"items": n, "iters": iters, "wall_s": wall, "threads_before": threads,
+            "start_method": _start_method(pool)}
+
+
+# --------------------------------------------------------------------------- 4. start and stop
+
+def start_stop(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """``Pool(...)`` to the first result; then leaving ``with`` to every process of the pool gone
+    (each one's pidfd readable, i.e. exited), checked again with psutil afterwards."""
+    system = adapter(name)
+    threads = single_threaded(name)
+    before = set(descendants())
+    t0 = time.perf_counter()
+    pool = system.open()
+    system.call(pool, tasks.noop)
+    t1 = time.perf_counter()
+    procs = {pid: pr for pid, pr in descendants().items() if pid not in before}
+    fds: dict[int, int] = {}
+    for pid in procs:
+        try:
+            fds[os.pidfd_open(pid)] = pid
+        except ProcessLookupError:
+            pass
+    t2 = time.perf_counter()
+    system.exit(pool)
+    t3 = time.perf_counter()
+    deadline = t3 + p.get("stop_deadline_s", 10.0)
+    waiting = set(fds)
+    t4 = t3
+    while waiting:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            break
+        ready, _, _ = select.select(list(waiting), [], [], left)
+        waiting -= set(ready)
+        t4 = time.perf_counter()
+    for fd in fds:
+        os.close(fd)
+    time.sleep(0.05)
+    procs.update((pid, pr) for pid, pr in descendants().items() if pid not in before)  # any started late
+    leftovers = sorted(f"{pid}:{_name(pr)}" for pid, pr in procs.items() if alive(pr))
+    return {"first_result_ms": (t1 - t0) * 1000, "stop_ms": (t4 - t2) * 1000 if not waiting else None,
+            "exit_returned_ms": (t3 - t2) * 1000, "processes": len(procs), "leftovers": leftovers,
+            "threads_before": threads, "start_method": _start_method(pool)}
+
+
+def _name(p: psutil.Process) -> str:
+    try:
+        return p.name()
+    except psutil.Error:
+        return "?"
+
+
+# --------------------------------------------------------------------------- 6. memory
+
+def memory(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """USS of each idle worker (and, for honeydew, each monitor, the queue and the supervisor)
+    and of the whole tree, after the same warm-up and a short idle period."""
+    system = adapter(name)
+    threads = single_threaded(name)
+    before = set(descendants())
+    pool = system.open()
+    try:
+        _warm(system, pool)
+        time.sleep(p.get("idle_s", 0.5))
+        procs = {pid: pr for pid, pr in descendants().items() if pid not in before}
+        roles: dict[str, list[int]] = {}
+        total = 0
+        for pr in procs.values():
+            u = uss(pr)
+            if u is None:
+                continue
+            total += u
+            if name == HONEYDEW:
+                role = _name(pr).split("-")[1] if _name(pr).startswith("hd-") else "other"
+            else:
+                role = "worker" if pr.ppid() == ME.pid else "other"
+            roles.setdefault(role, []).append(u)
+    finally:
+        system.exit(pool)
+    out: dict[str, Any] = {"tree_uss": total, "processes": len(procs), "threads_before": threads,
+                           "start_method": _start_method(pool)}
+    for role, values in roles.items():
+        values.sort()
+        out[f"{role}_uss"] = values
+    return out
+
+
+# --------------------------------------------------------------------------- 5. recovery
+
+class _Reports:
+    """The host's end of the datagram socket the recovery worker reports to."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.backlog: list[tuple[Any, ...]] = []
+
+    def next(self, kind: str, timeout: float = 30.0, pid_not: set[int] | None = None) -> tuple[Any, ...]:
+        """The next report of ``kind`` (optionally from a pid not in ``pid_not``)."""
+        end = time.monotonic() + timeout
+        while True:
+            for i, r in enumerate(self.backlog):
+                if r[0] == kind and (not pid_not or r[1] not in pid_not):
+                    return self.backlog.pop(i)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {kind!r} report within {timeout}s (seen: {self.backlog})")
+            self.sock.settimeout(left)
+            try:
+                self.backlog.append(ast.literal_eval(self.sock.recv(4096).decode()))
+            except TimeoutError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def recovery(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """Under ``honeydew.Requeue``: worker A runs a job that hangs, worker B a job that blocks;
+    SIGKILL A.  Measured from the kill: the replacement's init, the re-run's start (the
+    replacement serving: B is still busy, so only the replacement can take it) and its result.
+    Then a stream of short jobs with workers SIGKILLed in the middle of it: jobs lost."""
+    import honeydew
+
+    from . import hd_worker
+    if name != HONEYDEW:
+        raise ValueError("recovery is measured for honeydew only")
+    threads = single_threaded()
+    with tempfile.TemporaryDirectory(prefix="hd-bench-") as tmp:
+        reports = _Reports(os.path.join(tmp, "r"))
+        try:
+            out = _recover_once(honeydew, hd_worker, reports, tmp)
+            out.update(_loss_stream(honeydew, hd_worker, reports.path, p))
+        finally:
+            reports.close()
+    out["threads_before"] = threads
+    return out
+
+
+def _recover_once(honeydew: Any, hd_worker: Any, reports: _Reports, tmp: str) -> dict[str, Any]:
+    pool = honeydew.Pool(hd_worker, [reports.path], num_workers=WORKERS, failure_mode=honeydew.Requeue())
+    start_method = pool.start_method
+    try:
+        first = {reports.next("init")[1] for _ in range(WORKERS)}
+        for _ in range(20):
+            pool.call(hd_worker.ping)
+        vic = pool.submit(hd_worker.victim)
+        _, pid_a, _, deliveries = reports.next("start")
+        release = os.path.join(tmp, "release")
+        blk = pool.submit(hd_worker.blocker, release)
+        _, pid_b, _, _ = reports.next("start", pid_not={pid_a})
+        if deliveries != 1 or {pid_a, pid_b} != first:
+            raise AssertionError(f"unexpected start: A={pid_a} B={pid_b} workers={first} deliveries={deliveries}")
+        t_kill = time.monotonic()
+        os.kill(pid_a, signal.SIGKILL)
+        _, pid_c, init_start, init_end = reports.next("init", pid_not=first)
+        _, pid_rerun, t_rerun, rerun_deliveries = reports.next("start")
+        result = vic.result(timeout=30)
+        t_done = time.monotonic()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"go", release)
+        finally:
+            s.close()
+        blk_pid = blk.result(timeout=30)
+        lost = 0 if (result == (pid_c, 2) and blk_pid == pid_b) else 1
+    finally:
+        pool.__exit__(None, None, None)
+    return {"rerun_done_ms": (t_done - t_kill) * 1000, "serving_ms": (t_rerun - t_kill) * 1000,
+            "init_ms": (init_end - init_start) * 1000, "kill_to_init_ms": (init_start - t_kill) * 1000,
+            "rerun_on_replacement": pid_rerun == pid_c and pid_c not in (pid_a, pid_b),
+            "rerun_deliveries": rerun_deliveries, "lost_in_kill": lost, "start_method": start_method}
+
+
+def _loss_stream(honeydew: Any, hd_worker: Any, report_path: str, p: dict[str, Any]) -> dict[str, Any]:
+    n, kills, nap = p["stream_jobs"], p["stream_kills"], p["stream_nap_s"]
+    pool = honeydew.Pool(hd_worker, [report_path], num_workers=WORKERS, failure_mode=honeydew.Requeue())
+    ok = failed = redelivered = killed = 0
+    try:
+        futures = [pool.submit(hd_worker.nap, nap) for _ in range(n)]
+        marks = {n * (k + 1) // (kills + 1) for k in range(kills)}
+        for i, fut in enumerate(futures):
+            if i in marks:
+                workers = [pr for pr in descendants().values() if _name(pr).startswith("hd-worker")]
+                if workers:
+                    try:
+                        workers[killed % len(workers)].send_signal(signal.SIGKILL)
+                        killed += 1
+                    except psutil.Error:
+                        pass
+            try:
+                d = fut.result(timeout=60)
+            except Exception:
+                failed += 1
+                continue
+            ok += 1
+            redelivered += d > 1
+    finally:
+        pool.__exit__(None, None, None)
+    return {"stream_jobs": n, "stream_ok": ok, "stream_lost": n - ok, "stream_failed": failed,
+            "stream_redelivered": redelivered, "stream_kills": killed}
+
+
+# --------------------------------------------------------------------------- 7. scale
+
+def _wait_for_process(before: set[int], prefix: str, timeout: float = 10.0) -> psutil.Process:
+    """The new descendant whose name starts with ``prefix`` (pool processes start asynchronously)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for pid, pr in descendants().items():
+            if pid not in before and _name(pr).startswith(prefix):
+                return pr
+        time.sleep(0.005)
+    raise TimeoutError(f"no {prefix}* process within {timeout}s")
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return chr(data[data.rindex(b")") + 2])
+
+
+def wait_idle(pid: int, timeout: float = 120.0) -> float:
+    """Wait until process ``pid`` sleeps (twice in a row, 0.2 ms apart): for the queue process
+    that means it has read everything it was sent (it only ever sleeps in ``poll``)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _state(pid) == "S":
+            time.sleep(0.0002)
+            if _state(pid) == "S":
+                return time.perf_counter()
+        else:
+            time.sleep(0.00005)
+    raise TimeoutError(f"process {pid} still busy after {timeout}s")
+
+
+def scale(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """``Pool(num_workers=0)``: every job stays pending in the queue process.  Enqueue (``cast``)
+    in segments, each timed from its first cast until the queue process has absorbed it; the
+    enqueue rate at ~10 k pending vs at ~1 M pending; queue process USS growth per pending job."""
+    import honeydew
+    if name != HONEYDEW:
+        raise ValueError("scale is measured for honeydew only")
+    threads = single_threaded()
+    before = set(descendants())
+    pool = honeydew.Pool(num_workers=0)
+    start_method = pool.start_method
+    try:
+        queue = _wait_for_process(before, "hd-queue")
+        wait_idle(queue.pid)
+        base = uss(queue) or 0
+        low, high, seg = p["low"], p["high"], p["segment"]
+        fire, noop = pool.cast, tasks.noop
+        segments = []
+        pending = 0
+        sizes = [low] + [seg] * ((high + seg - low + seg - 1) // seg)
+        for size in sizes:
+            t0 = time.perf_counter()
+            for _ in range(size):
+                fire(noop)
+            t1 = time.perf_counter()
+            t2 = wait_idle(queue.pid)
+            segments.append({"pending_before": pending, "jobs": size, "rate": size / (t2 - t0),
+                             "caller_rate": size / (t1 - t0)})
+            pending += size
+        top = uss(queue) or 0
+    finally:
+        pool.terminate()
+    at_low = next(s for s in segments if s["pending_before"] >= low)
+    at_high = next(s for s in segments if s["pending_before"] >= high)
+    import cloudpickle
+    payload = len(pickle.dumps((0, cloudpickle.dumps(noop, protocol=5), (), {}), protocol=5))
+    return {"segments": segments, "rate_low": at_low["rate"], "rate_high": at_high["rate"],
+            "pending_low": at_low["pending_before"], "pending_high": at_high["pending_before"],
+            "pending_total": pending, "queue_uss_base": base, "queue_uss_full": top,
+            "bytes_per_job": (top - base) / pending, "payload_bytes_approx": payload,
+            "threads_before": threads, "start_method": start_method}
+
+
+TRIALS = {
+    "latency": latency, "throughput": throughput, "cast": cast, "map_tiny": map_tiny, "map_cpu": map_cpu,
+    "start_stop": start_stop, "memory": memory, "recovery": recovery, "scale": scale,
+}
+
+
+def run_trial(kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    return TRIALS[kind](name, params)
+

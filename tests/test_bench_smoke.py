@@ -1,0 +1,99 @@
+"""The benchmark harness cannot rot: run its tiny smoke version and check what it writes.
+
+No timing assertion here (speed lives in ``make bench`` and docs/performance.md): only that a run
+completes, measures every measurement for honeydew and every peer, evaluates every target, and
+writes the JSON, the Markdown table and the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PEERS = {"mp.Pool", "ProcessPoolExecutor", "loky", "pebble", "mpire"}
+EVERYONE = {"honeydew", *PEERS}
+
+#: measurement -> the systems it must have (the issue's list; honeydew-only ones have no peer)
+EXPECTED = {
+    "call_p50_us": EVERYONE,
+    "call_p99_us": EVERYONE,
+    "submit_collect_jobs_per_s": EVERYONE,
+    "fire_and_forget_jobs_per_s": {"honeydew", "mp.Pool"},
+    "map_tiny_wall_s": EVERYONE,
+    "map_tiny_items_per_s": EVERYONE,
+    "map_cpu_wall_s": EVERYONE | {"serial"},
+    "map_cpu_efficiency": EVERYONE,
+    "first_result_ms": EVERYONE,
+    "stop_ms": EVERYONE,
+    "recovery_serving_ms": {"honeydew"},
+    "recovery_rerun_done_ms": {"honeydew"},
+    "recovery_init_ms": {"honeydew"},
+    "recovery_jobs_lost": {"honeydew"},
+    "worker_uss_mib": EVERYONE,
+    "monitor_uss_mib": {"honeydew"},
+    "tree_uss_mib": EVERYONE,
+    "enqueue_rate_low": {"honeydew"},
+    "enqueue_rate_high": {"honeydew"},
+    "bytes_per_pending_job": {"honeydew"},
+}
+TARGETS = {"call_p50", "call_p99", "submit_vs_mp", "submit_vs_ppe", "map_tiny", "cpu_efficiency", "first_result",
+           "recovery", "scale", "worker_uss"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str]:
+    pytest.importorskip("loky", reason="the bench extra is not installed (make bench installs it)")
+    pytest.importorskip("pebble")
+    pytest.importorskip("mpire")
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--repeats", "1", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, f"the smoke run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((out / "results.json").read_text()), out, proc.stdout
+
+
+@pytest.mark.timeout(180)
+def test_every_measurement_has_every_system(smoke: tuple[dict, Path, str]) -> None:
+    doc, _, _ = smoke
+    metrics = doc["metrics"]
+    assert set(EXPECTED) <= set(metrics), f"missing measurements: {set(EXPECTED) - set(metrics)}"
+    for name, systems in EXPECTED.items():
+        got = metrics[name]["systems"]
+        assert set(got) == systems, f"{name}: systems {sorted(got)}, expected {sorted(systems)}"
+        for system, stats in got.items():
+            assert not stats["errors"], f"{name} / {system} failed: {stats['errors']}"
+            assert stats["n"] >= 1 and stats["median"] is not None, f"{name} / {system}: no value"
+            assert stats["min"] <= stats["median"] <= stats["max"]
+
+
+@pytest.mark.timeout(180)
+def test_every_target_is_evaluated_and_printed(smoke: tuple[dict, Path, str]) -> None:
+    doc, _, stdout = smoke
+    targets = {t["id"]: t for t in doc["targets"]}
+    assert set(targets) == TARGETS
+    for t in targets.values():
+        assert isinstance(t["pass"], bool)
+        assert t["measured"] is not None, f"target {t['id']} was not measured: {t['detail']}"
+        assert ("PASS  " + t["target"]) in stdout or ("FAIL  " + t["target"]) in stdout
+
+
+@pytest.mark.timeout(180)
+def test_results_files_and_run_facts(smoke: tuple[dict, Path, str]) -> None:
+    doc, out, _ = smoke
+    assert (out / "results.png").stat().st_size > 10_000
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| target |" in (out / "results.md").read_text()
+    meta = doc["meta"]
+    assert meta["smoke"] is True and meta["workers"] == 2
+    assert meta["machine"]["nproc"] and meta["machine"]["python"]
+    assert meta["honeydew_start_methods"] == ["fork"]  # hosts are single-threaded, like a user's script
+    # the recovery trial really killed a worker and the job really ran again on its replacement
+    for entry in doc["raw"]["recovery"]["honeydew"]:
+        assert entry["result"]["rerun_on_replacement"] and entry["result"]["rerun_deliveries"] == 2
