@@ -3,8 +3,10 @@ cancelling queued futures, ``max_pending`` back-pressure."""
 
 from __future__ import annotations
 
+import os
 import threading
 
+import psutil
 import pytest
 from support import integration_helpers as H
 from support import workers as W
@@ -170,16 +172,37 @@ def test_cancel_a_queued_future_removes_its_job(tmp_path):
     assert not marker.exists()
 
 
-def test_cancel_a_running_future_returns_false(tmp_path):
-    """concurrent.futures semantics: a running job cannot be cancelled; its result still arrives."""
-    with honeydew.Pool(num_workers=1) as pool:
+def test_cancel_a_running_future_stops_its_worker(tmp_path):
+    """Cancelling a running job stops its worker (SIGTERM, then SIGKILL) and a new one serves."""
+    with honeydew.Pool(num_workers=1, kill_grace_secs=0.2) as pool:
         running, pid = _block(pool, tmp_path)
         try:
-            assert running.cancel() is False
-            assert not running.cancelled()
+            assert running.cancel() is True
+            assert running.cancelled()
+            H.wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 20,
+                         what="the cancelled job's worker to be stopped")
         finally:
             _unblock(tmp_path)
-        assert running.result(timeout=20) == pid
+        assert pool.call(os.getpid) != pid
+
+
+def test_cancel_racing_the_end_of_a_running_job(tmp_path):
+    """The job may finish before the cancel reaches its monitor: then the worker is left alone (it
+    is never killed in place of the next job); either way the pool serves and closes cleanly."""
+    with honeydew.Pool(num_workers=1) as pool:
+        running, pid = _block(pool, tmp_path)
+        assert running.cancel() is True
+        _unblock(tmp_path)
+        assert all(isinstance(pool.call(os.getpid), int) for _ in range(5))
+
+
+def test_cancel_a_finished_future_returns_false():
+    with honeydew.Pool(num_workers=1) as pool:
+        fut = pool.submit(H.echo, "done")
+        assert fut.result(timeout=20) == "done"
+        assert fut.cancel() is False
+        assert not fut.cancelled()
+        assert pool.call(H.echo, 1) == 1
 
 
 def test_cancel_many_queued_futures(tmp_path):
