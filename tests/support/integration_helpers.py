@@ -415,3 +415,17 @@ def fork_holder_then_die(seconds: float, pidfile: str, *_state: Any) -> None:
         os._exit(0)
     Path(pidfile).write_text(str(child))
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_on(value: Any, bad: Any, *_state: Any) -> Any:
+    """SIGKILL the worker when ``value == bad``; else return ``value``."""
+    if value == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+
+
+def nap_pid_slot(seconds: float, *_state: Any) -> tuple[int, int]:
+    time.sleep(seconds)
+    return honeydew.current_job().worker, os.getpid()
