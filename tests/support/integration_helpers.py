@@ -424,8 +424,6 @@ def crash_on(value: Any, bad: Any, *_state: Any) -> Any:
     return value
 
 
-
-
 def nap_pid_slot(seconds: float, *_state: Any) -> tuple[int, int]:
     time.sleep(seconds)
     return honeydew.current_job().worker, os.getpid()
