@@ -35,6 +35,7 @@ from typing import Any, NoReturn
 import psutil
 
 from . import worker
+from ._jobslot import REPLYING, JobSlot
 from ._process import EXIT_OK, EXIT_PARENT_GONE, SignalPipe, become, exit_status, reap_strays, set_subreaper
 from ._wire import Endpoint, socketpair
 from .errors import Failure, signal_name
@@ -157,18 +158,21 @@ class _Watch:
     def start(self) -> None:
         cfg = self.cfg
         mon_sock, wrk_sock = socketpair()
+        self.running = JobSlot()
         try:
             pid = os.fork()
         except OSError:
             mon_sock.close()
             wrk_sock.close()
+            self.running.close()
             raise
         if pid == 0:
             mon_sock.close()
             for ep in (cfg.supervisor, *cfg.kills):
                 ep.sock.close()
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
-                                           cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory), self.me)
+                                           self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory),
+                       self.me)
         wrk_sock.close()
         self.pid = pid
         self.status = Endpoint(mon_sock)
@@ -211,18 +215,28 @@ class _Watch:
                             self._stop("shutdown during init", "")
                 now = time.monotonic()
                 if alive and self.deadline is not None and now >= self.deadline:
-                    self._stop(*self.deadline_why)
+                    reason, job_id = self.deadline_why
+                    self.deadline = None
+                    if not job_id or self.running.current() == job_id:
+                        self._stop(reason, job_id)
                 if alive and self.kill_at is not None and now >= self.kill_at:
-                    self._signal_tree(signal.SIGKILL)
                     self.kill_at = None
+                    # only if the job we stopped it for still runs: a worker that finished it is
+                    # leaving by itself after its current job (it got SIGTERM), never killed in its place
+                    if not self.out.job_id or self.running.current() == self.out.job_id:
+                        self._signal_tree(signal.SIGKILL)
             self._read_status()
             _, st = os.waitpid(self.pid, 0)
             self.out.code = exit_status(st)
+            state, job_id = self.running.read()
+            if state == REPLYING and job_id and not self.out.reason:
+                self.out.reason, self.out.job_id = "replying", job_id  # acked, but its result never left
             self._bury_leftovers()
             return self.out
         finally:
             os.close(fd)
             self.status.sock.close()
+            self.running.close()
 
     def _read_status(self) -> None:
         try:
@@ -251,7 +265,7 @@ class _Watch:
         except EOFError:
             return
         for m in msgs:
-            if type(m) is KillWorker and m.pid == self.pid and not self.out.reason:
+            if type(m) is KillWorker and m.pid == self.pid and self.running.current() == m.job_id:
                 self._stop(m.reason, m.job_id)
 
     def _stop(self, reason: str, job_id: str) -> None:

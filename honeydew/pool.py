@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import supervisor
+from . import _boot, supervisor
 from ._inbox import _EXC, Inbox
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
@@ -276,6 +276,7 @@ class Pool:
             os.close(r)
         with os.fdopen(w, "wb") as f:
             pickle.dump(list(sys.path), f)
+            pickle.dump(_boot.logging_setup(), f)
             f.write(blob)
         return popen.pid, popen
 

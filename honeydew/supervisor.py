@@ -194,8 +194,8 @@ class _Supervisor:
             self._fork(_Child("queue", i))
         for j in range(cfg.num_workers):
             self._fork(_Child("monitor", j))
-        for _, mon_end in self.monitor_socks:
-            mon_end.close()  # only monitors hold it: EOF tells them we are gone
+        # we keep each monitor's end too (a restarted monitor inherits it); a monitor sees EOF on it
+        # when the supervisor's end is closed, i.e. when we are gone
         mon_by_fd = {s.fileno(): j for j, (s, _) in enumerate(self.monitor_socks)}
         monitor_eps = [Endpoint(s) for s, _ in self.monitor_socks]
         poller = select.poll()

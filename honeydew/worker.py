@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import cloudpickle
 
 from . import context
+from ._jobslot import JobSlot
 from ._process import EXIT_INIT_FAILED, EXIT_OK, become
 from ._wire import Endpoint
 from .errors import Failure, qualname
@@ -60,6 +61,7 @@ class WorkerConfig:
     queues: list[Endpoint]   # one per queue process, index = queue number
     reply: Endpoint          # to the caller
     monitor: Endpoint        # to this worker's monitor
+    slot_memory: JobSlot     # the running job's id, read by the monitor
     token: str               # the pool's own jobs carry this origin
     prefetch: int
     max_jobs: int | None = None      # recycle after this many jobs
@@ -192,8 +194,8 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
                 gens[q] = m.gen
                 granted[q] = 0
                 stopped[q] = False
-            elif type(m) is StopWorker and gens[q] >= 0:
-                stopped[q] = True
+            elif type(m) is StopWorker:
+                stopped[q] = True  # final whichever worker it was meant for: that queue has exited
 
     try:
         return _loop(cfg, state, pid, log, queues, held, granted, stopped, top_up, take, poller, by_fd)
@@ -225,9 +227,11 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             continue
         _busy = True
         q, job = held.popleft()
+        running = cfg.slot_memory
+        running.start(job.job_id)
         if job.timeout > 0:
             cfg.monitor.send(JobStarted(job.job_id, job.timeout))
-        outcome = _run_one(job, spec, state, reply, token, slot)
+        outcome, blob = _run_one(job, spec, state, token, slot)
         if job.timeout > 0:
             cfg.monitor.send(JobEnded(job.job_id))
         jobs_done += 1
@@ -241,7 +245,18 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         elif cfg.max_memory is not None and _rss() > cfg.max_memory:
             why = f"RSS {_rss() // 1024} KiB above max_memory_per_worker={cfg.max_memory // 1024} KiB"
         more = why is None
-        queues[q].send(Done(job.job_id, more) if outcome is None else Failed(job.job_id, tuple(outcome), more))
+        if outcome is not None:
+            queues[q].send(Failed(job.job_id, tuple(outcome), more))
+        elif blob is None:
+            queues[q].send(Done(job.job_id, more))
+        else:
+            # ack first, so the queue has this worker's credit back before the caller can send its
+            # next job; the slot says "replying" until the result is out (a death here is reported)
+            running.replying()
+            queues[q].send(Done(job.job_id, more))
+            reply.send(Result(job.job_id, blob))
+        running.end()
+        blob = None
         if more:
             granted[q] += 1  # the job's credit goes back to that queue
         else:
@@ -264,8 +279,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
                     take(i, msgs)
 
 
-def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, reply: Endpoint, token: str, slot: int) -> Failure | None:
-    """Run one job; send its result to the caller if one waits.  Returns the failure, or None."""
+def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int) -> tuple[Failure | None, bytes | None]:
+    """Run one job.  Returns (its failure or None, the pickled result if a caller waits for it)."""
     job_id = job.job_id
     context._enter(context.JobInfo(job_id, job.deliveries, slot))
     try:
@@ -276,26 +291,24 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, reply: Endpoint, token
             return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
-                        f"{qualname(type(e))}: {e}")
+                        f"{qualname(type(e))}: {e}"), None
         try:
             if payload[0] == CALL:
                 value = spec.invoke(fn, payload[2], payload[3], state)
             else:
                 value = _run_chunk(fn, payload[2], payload[3], spec, state)
         except BaseException as e:
-            return Failure.from_exception(e)
+            return Failure.from_exception(e), None
         finally:
             payload = None
-        if job.origin == token:
-            try:
-                blob = dumps(value)
-            except BaseException as e:
-                return Failure.from_exception(e, kind="serialization")._replace(
-                    type_name="honeydew.errors.SerializationError",
-                    message=f"the result of job {job_id} (a {qualname(type(value))}) could not be pickled: "
-                            f"{qualname(type(e))}: {e}")
-            value = None
-            reply.send(Result(job_id, blob))
-        return None
+        if job.origin != token:
+            return None, None
+        try:
+            return None, dumps(value)
+        except BaseException as e:
+            return Failure.from_exception(e, kind="serialization")._replace(
+                type_name="honeydew.errors.SerializationError",
+                message=f"the result of job {job_id} (a {qualname(type(value))}) could not be pickled: "
+                        f"{qualname(type(e))}: {e}"), None
     finally:
         context._enter(None)

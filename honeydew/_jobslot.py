@@ -1,0 +1,68 @@
+"""The running job's id, shared between a worker and its monitor without a message or a lock.
+
+The monitor maps a small anonymous shared page before forking the worker.  The worker writes the
+job id it starts and clears it when the job ends; a sequence number, bumped after each write (odd
+while a job runs), lets the monitor detect a torn read and retry.  Nothing blocks, and a worker
+killed mid-write leaves at worst a value the monitor reads as "no job".
+
+It also marks the moment between a job's ``Done`` (sent first, so the queue hands the credit out
+again at once) and its ``Result`` reaching the caller: a worker that dies in that window has its
+job reported by the monitor (``WorkerDied(reason="replying")``) and re-run by the queue.
+
+The monitor reads it only when it must act on one job: a cancel (``KillWorker``), a passed time
+limit, or a death.  It stops the worker only if that job is still the one running, and escalates to SIGKILL
+only if it still is when the grace period ends, so a job that finished meanwhile is never killed
+in place of the next one.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+
+_SIZE = 256
+_HEAD = struct.Struct("=QHB")  # sequence, id length, state
+_MAX_ID = _SIZE - _HEAD.size
+IDLE, RUNNING, REPLYING = 0, 1, 2
+
+
+class JobSlot:
+    __slots__ = ("_buf", "_seq")
+
+    def __init__(self) -> None:
+        self._buf = mmap.mmap(-1, _SIZE)
+        self._seq = 0
+
+    def start(self, job_id: str) -> None:
+        """Worker: ``job_id`` starts now."""
+        raw = job_id.encode()[:_MAX_ID]
+        self._seq += 1
+        self._buf[_HEAD.size:_HEAD.size + len(raw)] = raw
+        _HEAD.pack_into(self._buf, 0, self._seq, len(raw), RUNNING)
+
+    def replying(self) -> None:
+        """Worker: the job is acked and its result is about to go to the caller."""
+        self._seq += 1
+        _HEAD.pack_into(self._buf, 0, self._seq, _HEAD.unpack_from(self._buf, 0)[1], REPLYING)
+
+    def end(self) -> None:
+        """Worker: the job is over (and its result, if any, sent)."""
+        self._seq += 1
+        _HEAD.pack_into(self._buf, 0, self._seq, 0, IDLE)
+
+    def read(self) -> tuple[int, str | None]:
+        """Monitor: (state, job id)."""
+        for _ in range(100):
+            seq, n, state = _HEAD.unpack_from(self._buf, 0)
+            raw = bytes(self._buf[_HEAD.size:_HEAD.size + n])
+            if _HEAD.unpack_from(self._buf, 0)[0] == seq:
+                return state, (raw.decode(errors="replace") if n else None)
+        return IDLE, None
+
+    def current(self) -> str | None:
+        """Monitor: the id of the job running now, or None."""
+        state, job_id = self.read()
+        return job_id if state == RUNNING else None
+
+    def close(self) -> None:
+        self._buf.close()
