@@ -134,7 +134,7 @@ class Inbox:
     def _on_reply(self, ep: Any, work: list[_Work]) -> None:
         pending = self.pool._pending
         try:
-            msgs = ep.recv(block=False)
+            msgs = ep.recv(block=False, frames=1)
         except EOFError:
             self.poller.unregister(ep.fd)
             self.handlers.pop(ep.fd, None)

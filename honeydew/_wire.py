@@ -79,14 +79,16 @@ class Endpoint:
         for packet in pack(list(msgs)):
             sendmsg(packet)
 
-    def recv(self, block: bool = True, limit: int = 512) -> list[Any]:
-        """Every complete message now readable, up to ``limit`` packets (waiting for at least one
-        whole frame if ``block``).
+    def recv(self, block: bool = True, frames: int = 512) -> list[Any]:
+        """The messages of up to ``frames`` complete frames now readable (waiting for the first
+        one if ``block``).  Readers that expect one frame at a time pass ``frames=1`` and let their
+        level-triggered ``poll`` bring them back for more: that saves a failing read per wake-up.
 
         Raises ``EOFError`` when the other end is closed everywhere."""
         out: list[Any] = []
         recv = self.sock.recv
-        for _ in range(limit):
+        done = 0
+        while done < frames:
             try:
                 data = recv(CHUNK + 1, socket.MSG_DONTWAIT if (out or not block) else 0)
             except (BlockingIOError, InterruptedError):
@@ -102,6 +104,7 @@ class Endpoint:
                 self._parts = None
                 if head & LAST:
                     out.extend(map(decode, pickle.loads(memoryview(data)[1:])))
+                    done += 1
                 else:
                     self._parts = [data[1:]]
             elif self._parts is not None:
@@ -110,6 +113,7 @@ class Endpoint:
                     frame = b"".join(self._parts)
                     self._parts = None
                     out.extend(map(decode, pickle.loads(frame)))
+                    done += 1
         return out
 
 

@@ -92,6 +92,36 @@ class JobFuture(Future):  # type: ignore[type-arg]
             self._pool._cancel(self, running=False)
 
 
+class _CallSlot:
+    """What ``call`` waits on: a bare result slot (a ``Future`` without its condition and
+    callbacks, which nobody can reach here)."""
+
+    __slots__ = ("job_id", "_queue", "_done", "_ok", "_value")
+    _is_async = False
+
+    def __init__(self, job_id: str, queue: int) -> None:
+        self.job_id = job_id
+        self._queue = queue
+        self._done = False
+        self._ok = False
+        self._value: Any = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._ok, self._value, self._done = True, value, True
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._ok, self._value, self._done = False, exc, True
+
+    def outcome(self) -> Any:
+        if self._ok:
+            return self._value
+        exc, self._value = self._value, None
+        raise exc
+
+
 class _Supervisor:
     """The caller's view of the supervisor process: pid, pidfd, how to reap it."""
 
@@ -193,7 +223,7 @@ class Pool:
         self._token = os.urandom(6).hex()
         self._ids = itertools.count(1)
         self._rr = itertools.count()
-        self._pending: dict[str, tuple[JobFuture, int]] = {}
+        self._pending: dict[str, tuple[JobFuture | _CallSlot, int]] = {}
         self._queue_locks = [threading.Lock() for _ in range(num_queues)]
         self._closed = False
         self._terminated = False
@@ -454,12 +484,12 @@ class Pool:
 
     def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None,
               job_timeout: float) -> Any:
-        fut = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, job_timeout, is_async=False)
-        if not fut.done():
-            self._wait(fut, timeout)
-            if not fut.done():
-                raise TimeoutError(f"job {fut.job_id} did not finish within {timeout}s (it goes on running)")
-        return Future.result(fut, 0)
+        slot = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, job_timeout, is_async=False)
+        if not slot._done:
+            self._inbox.wait(slot.done, timeout)
+            if not slot._done:
+                raise TimeoutError(f"job {slot.job_id} did not finish within {timeout}s (it goes on running)")
+        return slot.outcome()
 
     def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
                 timeout: float | None, job_timeout: float) -> JobFuture:
@@ -483,7 +513,7 @@ class Pool:
                 self._room_back(q)
                 raise PoolClosed(self._closed_reason())
             if reply:
-                fut = JobFuture(self, job_id, q, is_async)
+                fut = JobFuture(self, job_id, q, is_async) if is_async else _CallSlot(job_id, q)
                 self._pending[job_id] = (fut, q)
                 if is_async:
                     self._async_started()
@@ -537,7 +567,7 @@ class Pool:
             self._inbox.wake()
 
     def _resolved(self, fut: Future) -> None:  # type: ignore[type-arg]
-        if getattr(fut, "_is_async", False):
+        if fut._is_async:  # type: ignore[attr-defined]
             with self._count_lock:
                 self._async -= 1
                 if self._async == 0:

@@ -148,7 +148,7 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
                         continue
                     ep = cfg.caller if slot is None else cfg.workers[slot]
                     try:
-                        msgs = ep.recv(block=False)
+                        msgs = ep.recv(block=False, frames=512 if slot is None else 1)
                     except EOFError:
                         poller.unregister(fd)  # the caller is gone; the supervisor will stop us
                         continue

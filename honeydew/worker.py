@@ -220,7 +220,7 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             for fd, _ in poller.poll():
                 q = by_fd[fd]
                 try:
-                    take(q, queues[q].recv(block=False))
+                    take(q, queues[q].recv(block=False, frames=1))
                 except EOFError:
                     stopped[q] = True
                     poller.unregister(fd)
@@ -267,16 +267,6 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             log.info("worker %d (pid %d) recycles: %s", slot, pid, why)
             return True
         _busy = False
-        # pick up whatever arrived meanwhile without blocking (keeps credit accounting current)
-        for i, ep in enumerate(queues):
-            if not stopped[i]:
-                try:
-                    msgs = ep.recv(block=False)
-                except EOFError:
-                    stopped[i] = True
-                    continue
-                if msgs:
-                    take(i, msgs)
 
 
 def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int) -> tuple[Failure | None, bytes | None]:
