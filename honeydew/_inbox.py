@@ -106,6 +106,10 @@ class Inbox:
                     finally:
                         cv.acquire()
                     cv.notify_all()
+                    if self.leading:
+                        # another thread took the lead while we resolved (outside the lock) and may be
+                        # asleep in poll() waiting for a job we just resolved: wake it to look again
+                        self.wake()
 
     def _poll(self, timeout: float | None, work: list[_Work]) -> None:
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
