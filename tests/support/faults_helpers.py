@@ -1,0 +1,552 @@
+"""Helpers and tasks for tests/faults: stage-specific faults, process trees, fd/memory probes, scripts.
+
+This module is also a worker module (``honeydew.Pool(F, [flag_dir])``): ``init`` fails while
+``<flag_dir>/fail-init`` exists and hangs while ``<flag_dir>/hang-init`` exists, so a test (or the
+chaos machine) toggles init failures with a file.  Its plain functions take a trailing ``*_state``
+so that they run on a worker-less pool and on a pool with state alike.  Importable, so everything
+here pickles by reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import gc
+import os
+import signal
+import subprocess
+import sys
+import termios
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+import honeydew
+from support.integration_helpers import (  # noqa: F401  (re-exported for the fault tests)
+    by_name,
+    one,
+    pool_processes,
+    read_line_with,
+    run_script,
+    script_env,
+    start_script,
+    wait_gone,
+    wait_until,
+    write_script,
+)
+
+# --- the fault catalogue's ways to die ----------------------------------------------------------
+
+#: crash=SIGKILL-self, exit=os._exit(13), exit0=os._exit(0), raise, segfault
+FAULTS = ("kill", "exit", "exit0", "raise", "segv")
+#: what the caller sees for a worker that died that way: (WorkerCrashed.exitcode, .signal_name)
+CRASHES = {"kill": (-9, "SIGKILL"), "exit": (13, None), "exit0": (0, None), "segv": (-11, "SIGSEGV")}
+
+
+class FaultRaised(Exception):
+    """What the ``raise`` fault raises (an ordinary, picklable exception)."""
+
+
+def crash_now(how: str) -> None:
+    """Misbehave the way ``how`` says, right now, in this process."""
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # never reached: SIGKILL to self is delivered before kill() returns
+    if how == "exit":
+        os._exit(13)
+    if how == "exit0":
+        os._exit(0)
+    if how == "segv":
+        ctypes.string_at(0)
+    if how == "raise":
+        raise FaultRaised(f"fault {how!r} in pid {os.getpid()}")
+    raise ValueError(f"unknown fault {how!r}")
+
+
+class CrashOnUnpickle:
+    """Pickles fine anywhere; *unpickling* it (in the worker, decoding the arguments) calls
+    ``crash_now(how)``."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (crash_now, (self.how,))
+
+
+class CrashOnPickle:
+    """Built in the worker as a task's result; *pickling* it there calls ``crash_now(how)``."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        crash_now(self.how)
+        return (str, ())  # only for how="raise"... which raised above; never reached
+
+
+class RaiseInCaller:
+    """Pickles fine in the worker; unpickling it (in the caller, decoding the result) calls a
+    function that raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (raise_in_caller, ("this result refuses to be rebuilt",))
+
+
+def raise_in_caller(message: str) -> None:
+    raise FaultRaised(message)
+
+
+class CrashInCaller:
+    """Pickles fine in the worker; unpickling it calls ``crash_now(how)`` in the *caller*.  Only
+    ever returned to a caller that is a throw-away script."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (crash_now, (self.how,))
+
+
+def fault_task(how: str, *_state: Any) -> None:
+    crash_now(how)
+
+
+def echo(value: Any, *_state: Any) -> Any:
+    return value
+
+
+def echo_len(value: Any, *_state: Any) -> int:
+    return len(value)
+
+
+def getpid(*_state: Any) -> int:
+    return os.getpid()
+
+
+def return_crash_on_pickle(how: str, *_state: Any) -> CrashOnPickle:
+    return CrashOnPickle(how)
+
+
+def return_raise_in_caller(*_state: Any) -> RaiseInCaller:
+    return RaiseInCaller()
+
+
+def return_crash_in_caller(how: str, *_state: Any) -> CrashInCaller:
+    return CrashInCaller(how)
+
+
+def big_bytes(n: int, *_state: Any) -> bytes:
+    return b"r" * n
+
+
+# --- a module that exists only in the worker (or only in the caller) ---------------------------
+
+def make_module(directory: str, name: str) -> str:
+    """Write ``<directory>/<name>.py`` defining ``Thing`` and ``Oops`` (an exception)."""
+    Path(directory, f"{name}.py").write_text(
+        "class Thing:\n"
+        "    def __init__(self, v):\n"
+        "        self.v = v\n\n"
+        "class Oops(Exception):\n"
+        "    pass\n")
+    return name
+
+
+def _import_from(directory: str, name: str) -> Any:
+    import importlib
+
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    importlib.invalidate_caches()
+    return importlib.import_module(name)
+
+
+def return_worker_only_thing(directory: str, *_state: Any) -> Any:
+    """A result whose class lives in a module only this worker can import."""
+    name = make_module(directory, f"hd_worker_only_{uuid.uuid4().hex}")
+    return _import_from(directory, name).Thing(42)
+
+
+def raise_worker_only_exception(directory: str, *_state: Any) -> None:
+    """An exception whose class lives in a module only this worker can import."""
+    name = make_module(directory, f"hd_worker_only_{uuid.uuid4().hex}")
+    raise _import_from(directory, name).Oops("raised from a worker-only module")
+
+
+# --- the at-least-once window and a partial frame -----------------------------------------------
+
+def record_run(directory: str, tag: str = "run") -> None:
+    """One file per run: ``<tag>-<job id>-<pid>-<random>`` (or ``<tag>-nojob-...`` outside a job)."""
+    try:
+        jid = honeydew.current_job().id
+    except RuntimeError:
+        jid = "nojob"
+    Path(directory, f"{tag}-{jid}-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
+
+
+def count_runs(directory: Path | str, tag: str = "run", job_id: str | None = None) -> int:
+    pattern = f"{tag}-{job_id}-*" if job_id else f"{tag}-*"
+    return len(list(Path(directory).glob(pattern)))
+
+
+def die_after_result_before_done(directory: str, *_state: Any) -> int:
+    """Record the run; on the first delivery, SIGKILL this worker right after its ``Result`` went
+    to the caller and before its ``Done`` reaches the queue (a profile hook on the worker's send of
+    the ``Done`` for this job).  Returns the delivery number."""
+    record_run(directory)
+    job = honeydew.current_job()
+    if job.deliveries == 1:
+        from honeydew.protocol import Done
+
+        def hook(frame: Any, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code.co_name == "send":
+                msgs = frame.f_locals.get("msgs") or ()
+                if any(type(m) is Done and m.job_id == job.id for m in msgs):
+                    Path(directory, f"killed-{job.id}").touch()
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        sys.setprofile(hook)
+    return job.deliveries
+
+
+def die_midway_through_result(n: int, packets: int, *_state: Any) -> bytes:
+    """Return ``n`` bytes; SIGKILL this worker after ``packets`` packets of the result frame were
+    written to the caller's socket (a partial frame is left behind)."""
+    sent = [0]
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and getattr(arg, "__name__", "") == "sendmsg":
+            sent[0] += 1
+            if sent[0] > packets:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    value = b"p" * n
+    sys.setprofile(hook)
+    return value
+
+
+# --- tasks that block, ignore signals, start process trees --------------------------------------
+
+def announce_then_wait(flag: str, release: str, timeout: float, *_state: Any) -> int:
+    """Write our pid to ``flag``, then wait (at most ``timeout`` s) for ``release`` to exist."""
+    Path(flag).write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def ignore_term_and_sleep(flag: str, seconds: float, *_state: Any) -> int:
+    """Ignore SIGTERM for real (not the worker's deferral), announce, overrun any sane limit."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(flag).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+_CHILD = r"""
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pidfile = sys.argv[1]
+gc = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
+    start_new_session=True)
+with open(pidfile, "a") as f:
+    f.write(f"child {os.getpid()}\ngrandchild {gc.pid}\n")
+time.sleep(600)
+"""
+
+_tree_children: list[subprocess.Popen[bytes]] = []
+
+
+def spawn_tree(pidfile: str, mode: str, *_state: Any) -> int:
+    """Start a child (which starts a grandchild in its own session) and a second child in its own
+    session; every one ignores SIGTERM.  Their pids, and ours, go to ``pidfile``.  Then:
+    ``hang`` (ignore SIGTERM and sleep: for timeouts, cancel and outside kills) or ``die``
+    (SIGKILL ourselves)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    a = subprocess.Popen([sys.executable, "-c", _CHILD, pidfile])
+    b = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"],
+                         start_new_session=True)
+    _tree_children.extend([a, b])
+    with open(pidfile, "a") as f:
+        f.write(f"session-child {b.pid}\n")
+    deadline = time.monotonic() + 30
+    while "grandchild" not in Path(pidfile).read_text():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the child never reported its grandchild")
+        time.sleep(0.01)
+    with open(pidfile, "a") as f:
+        f.write(f"worker {os.getpid()}\n")
+    if mode == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(600)
+    return os.getpid()
+
+
+def tree_pids(pidfile: Path) -> dict[str, int]:
+    """``{'worker': pid, 'child': pid, 'grandchild': pid, 'session-child': pid}`` once all are known."""
+    out: dict[str, int] = {}
+    if pidfile.exists():
+        for line in pidfile.read_text().splitlines():
+            role, pid = line.split()
+            out[role] = int(pid)
+    return out
+
+
+# --- memory, descriptors, the worker's own view ------------------------------------------------
+
+class Marker:
+    """Instances are counted in a process with :func:`count_markers` (finds leaked references)."""
+
+    def __init__(self, size: int = 0) -> None:
+        self.blob = b"m" * size
+
+
+def take_marker(marker: Marker, *_state: Any) -> int:
+    return len(marker.blob)
+
+
+def make_marker(size: int, *_state: Any) -> Marker:
+    return Marker(size)
+
+
+def count_markers(*_state: Any) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is Marker)
+
+
+def rss_of_self(*_state: Any) -> int:
+    return psutil.Process().memory_info().rss
+
+
+_ballast: list[bytes] = []
+
+
+def grow(megabytes: int, *_state: Any) -> int:
+    """Keep ``megabytes`` MiB more alive in this worker (a leak); returns the pid."""
+    _ballast.append(os.urandom(1024) * (1024 * megabytes))
+    return os.getpid()
+
+
+def exhaust_memory_then_die(directory: str, *_state: Any) -> None:
+    """A poison job: record the run, allocate ~200 MB, then die the way the OOM killer kills."""
+    record_run(directory)
+    hog = bytearray(200 * 1024 * 1024)
+    hog[::4096] = b"x" * len(hog[::4096])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def exhaust_memory_error(directory: str, *_state: Any) -> None:
+    """A poison job that hits a memory limit: record the run, then raise ``MemoryError``."""
+    record_run(directory)
+    raise MemoryError("simulated: cannot allocate 64 GiB")
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each open descriptor of ``pid`` points to (``socket:[123]``, ``pipe:[4]``, a path)."""
+    out = []
+    base = f"/proc/{pid}/fd"
+    for name in os.listdir(base):
+        try:
+            out.append(os.readlink(f"{base}/{name}"))
+        except OSError:
+            continue
+    return sorted(out)
+
+
+def fd_count(pid: int | None = None) -> int:
+    return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
+
+
+def my_fds(*_state: Any) -> list[str]:
+    """From inside a task: this worker's open descriptors (excluding the one listdir opens)."""
+    return [t for t in fd_targets(os.getpid()) if not t.startswith(f"/proc/{os.getpid()}/fd")]
+
+
+def uss(pid: int) -> int:
+    return psutil.Process(pid).memory_full_info().uss
+
+
+def unsent_bytes(sock: Any) -> int:
+    """Bytes written on ``sock`` that the peer has not read yet (SIOCOUTQ)."""
+    buf = bytearray(4)
+    fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+    return int.from_bytes(buf, sys.byteorder)
+
+
+# --- a worker module: init controlled by flag files --------------------------------------------
+
+def init(flag_dir: str | None = None) -> dict[str, Any]:
+    """Fails while ``<flag_dir>/fail-init`` exists; hangs while ``<flag_dir>/hang-init`` exists.
+    Every attempt is logged as one file ``init-<pid>-<random>`` in ``flag_dir``."""
+    if flag_dir is not None:
+        Path(flag_dir, f"init-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
+        if os.path.exists(os.path.join(flag_dir, "fail-init")):
+            raise RuntimeError(f"init fails on purpose (flag file in {flag_dir})")
+        while os.path.exists(os.path.join(flag_dir, "hang-init")):
+            time.sleep(0.01)
+    return {"pid": os.getpid(), "flag_dir": flag_dir}
+
+
+def init_attempts(flag_dir: Path) -> int:
+    return len(list(Path(flag_dir).glob("init-*")))
+
+
+SHARED_LOCK = threading.Lock()
+
+
+def take_shared_lock(*_state: Any) -> bool:
+    """True if this process can take :data:`SHARED_LOCK` (a lock a caller thread may hold)."""
+    ok = SHARED_LOCK.acquire(timeout=5)
+    if ok:
+        SHARED_LOCK.release()
+    return ok
+
+
+def threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+# --- pool processes ------------------------------------------------------------------------------
+
+def pids_by_name(names: Iterable[str], root: int | None = None) -> dict[str, int]:
+    """``{name: pid}`` of the live pool processes below ``root`` whose name is in ``names``."""
+    wanted = set(names)
+    out = {}
+    for p in pool_processes(root):
+        try:
+            n = p.name()
+        except psutil.Error:
+            continue
+        if n in wanted:
+            out[n] = p.pid
+    return out
+
+
+def signal_pid(pid: int, sig: int = signal.SIGKILL) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def zombies() -> list[int]:
+    out = []
+    for p in descendants():
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
+# --- caller scripts whose output is watched -----------------------------------------------------
+
+class Watched:
+    """A started script whose stdout and stderr lines are collected by two threads."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._threads = [threading.Thread(target=self._pump, args=(proc.stdout, self.out), daemon=True),
+                         threading.Thread(target=self._pump, args=(proc.stderr, self.err), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _pump(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def text(self, which: str = "out") -> str:
+        return "\n".join(self.out if which == "out" else self.err)
+
+    def wait_for(self, marker: str, which: str = "out", timeout: float = 60.0, count: int = 1) -> str:
+        """Wait until ``count`` lines of ``which`` contain ``marker``; return the last such line."""
+        lines = self.out if which == "out" else self.err
+
+        def found() -> list[str]:
+            hits = [ln for ln in list(lines) if marker in ln]
+            return hits if len(hits) >= count else []
+
+        try:
+            return wait_until(found, timeout, what=f"{marker!r} x{count} on the script's std{which}")[-1]
+        except AssertionError:
+            raise AssertionError(f"{marker!r} not seen (x{count}) within {timeout}s; exit={self.proc.poll()}\n"
+                                 f"stdout:\n{self.text('out')}\nstderr:\n{self.text('err')}") from None
+
+    def value(self, key: str, timeout: float = 60.0) -> str:
+        """The rest of the first stdout line that starts with ``key``."""
+        line = self.wait_for(key, "out", timeout)
+        return line.split(key, 1)[1].strip()
+
+    def finish(self, timeout: float = 60.0) -> int:
+        code = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.finish(10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def start_watched(tmp_path: Path, code: str, args: Iterable[str] = (), **kwargs: Any) -> Watched:
+    return Watched(start_script(tmp_path, code, args=args, **kwargs))
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        signal_pid(pid, signal.SIGKILL)
+
+
+def call_with_deadline(fn: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Run ``fn`` in a thread; fail (not hang) if it has not returned after ``timeout`` s."""
+    box: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            box.append((False, e))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise AssertionError(f"{what} did not return within {timeout}s (a hang)")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
