@@ -138,7 +138,8 @@ class Inbox:
     def _on_reply(self, ep: Any, work: list[_Work]) -> None:
         pending = self.pool._pending
         try:
-            msgs = ep.recv(block=False, frames=1)
+            # one frame when a call waits for its reply; a backlog of submit() results in one go
+            msgs = ep.recv(block=False, frames=64 if self.pool._async else 1)
         except EOFError:
             self.poller.unregister(ep.fd)
             self.handlers.pop(ep.fd, None)
@@ -192,6 +193,7 @@ class Inbox:
 
     def _resolve(self, work: list[_Work]) -> None:
         pool = self.pool
+        n_async = 0
         for fut, kind, value in work:
             if kind == _OK_BLOB:
                 try:
@@ -207,7 +209,11 @@ class Inbox:
                 _set(fut, to_exception(value, getattr(fut, "job_id", "")), False)
             else:
                 _set(fut, value, False)
-            pool._resolved(fut)
+            if fut._is_async:  # type: ignore[attr-defined]
+                fut._is_async = False  # type: ignore[attr-defined]
+                n_async += 1
+        if n_async:
+            pool._async_done(n_async)
 
 
 def _set(fut: Future, value: Any, ok: bool) -> None:

@@ -44,7 +44,13 @@ def socketpair() -> tuple[socket.socket, socket.socket]:
 
 def pack(msgs: list[Any]) -> list[list[Any]]:
     """The packets (header + data buffers) that carry ``msgs`` as one frame."""
-    frame = pickle.dumps([encode(m) for m in msgs], protocol=5)
+    return pack_wire([encode(m) for m in msgs])
+
+
+def pack_wire(wire: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """The packets for messages already in wire form ``(TAG, *fields)`` (the per-job hot paths
+    build those directly, skipping the named record)."""
+    frame = pickle.dumps(wire, protocol=5)
     n = len(frame)
     if n <= CHUNK:
         return [[_WHOLE, frame]]
@@ -78,6 +84,15 @@ class Endpoint:
         sendmsg = self.sock.sendmsg
         for packet in pack(list(msgs)):
             sendmsg(packet)
+
+    def send_wire(self, *wire: tuple[Any, ...]) -> None:
+        """:meth:`send` for messages already in wire form (``Message.TAG``, fields in order)."""
+        frame = pickle.dumps(list(wire), protocol=5)
+        if len(frame) <= CHUNK:
+            self.sock.sendmsg([_WHOLE, frame])
+            return
+        for packet in pack_wire(list(wire)):
+            self.sock.sendmsg(packet)
 
     def recv(self, block: bool = True, frames: int = 512) -> list[Any]:
         """The messages of up to ``frames`` complete frames now readable (waiting for the first
@@ -131,7 +146,10 @@ class Outbox:
         self.packets: deque[list[Any]] = deque()
 
     def put(self, msg: Any) -> None:
-        self.msgs.append(msg)
+        self.msgs.append(encode(msg))
+
+    def put_wire(self, wire: tuple[Any, ...]) -> None:
+        self.msgs.append(wire)
 
     def __bool__(self) -> bool:
         return bool(self.msgs or self.packets)
@@ -141,7 +159,7 @@ class Outbox:
 
         Raises ``BrokenPipeError`` when the peer is gone for good."""
         if not self.packets and self.msgs:
-            self.packets.extend(pack(self.msgs))
+            self.packets.extend(pack_wire(self.msgs))
             self.msgs = []
         sendmsg = self.endpoint.sock.sendmsg
         packets = self.packets
@@ -156,7 +174,7 @@ class Outbox:
                 raise
             packets.popleft()
             if not packets and self.msgs:
-                packets.extend(pack(self.msgs))
+                packets.extend(pack_wire(self.msgs))
                 self.msgs = []
         return True
 

@@ -44,6 +44,8 @@ from .tasks import WorkerSpec, make_spec
 from .worker import CALL, MAP
 
 log = logging.getLogger("honeydew.pool")
+_ENQUEUE = Enqueue.TAG  # the hot path sends Enqueue in wire form: (TAG, job_id, payload, origin, timeout)
+assert Enqueue._fields == ("job_id", "payload", "origin", "timeout")
 _SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-built: signal handlers stay simple
 
 _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
@@ -58,7 +60,15 @@ class JobFuture(Future):  # type: ignore[type-arg]
     pool's replies in the waiting thread itself.  ``cancel()`` removes a job that has not started."""
 
     def __init__(self, pool: Pool, job_id: str, queue: int, is_async: bool) -> None:
-        super().__init__()
+        # Future.__init__ would build a Condition per job (a lock and more): a pool's futures share
+        # one.  Safe because result() and exception() here never sleep on it (the inbox wakes them);
+        # concurrent.futures.wait()/as_completed() use their own waiters, which Future still calls.
+        self._condition = pool._future_condition
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Any] = []
         self.job_id = job_id
         self._pool = pool
         self._queue = queue
@@ -232,6 +242,7 @@ class Pool:
         self._count_lock = threading.Lock()
         self._async = 0
         self._async_event = threading.Event()
+        self._future_condition = threading.Condition()
         self._bg: threading.Thread | None = None
         self._fn_cache: dict[int, tuple[Any, bytes]] = {}
         self._inbox = Inbox(self)
@@ -518,7 +529,7 @@ class Pool:
                 if is_async:
                     self._async_started()
             try:
-                self._queues[q].send(Enqueue(job_id, payload, self._token if reply else "", job_timeout))
+                self._queues[q].send_wire((_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout))
             except OSError:
                 self._pending.pop(job_id, None)
                 self._room_back(q)
@@ -568,11 +579,16 @@ class Pool:
 
     def _resolved(self, fut: Future) -> None:  # type: ignore[type-arg]
         if fut._is_async:  # type: ignore[attr-defined]
-            with self._count_lock:
-                self._async -= 1
-                if self._async == 0:
-                    self._async_event.clear()
             fut._is_async = False  # type: ignore[attr-defined]
+            self._async_done(1)
+
+    def _async_done(self, n: int) -> None:
+        """``n`` submit() futures were resolved (counted once per batch: the submitting thread
+        takes the same lock for every job)."""
+        with self._count_lock:
+            self._async -= n
+            if self._async == 0:
+                self._async_event.clear()
 
     def _settled(self, q: int, count: int) -> None:
         with self._count_lock:
@@ -581,6 +597,7 @@ class Pool:
     def _async_started(self) -> None:
         with self._count_lock:
             self._async += 1
+        if not self._async_event.is_set():
             self._async_event.set()
         if self._bg is None:
             self._bg = threading.Thread(target=_background, args=(weakref.ref(self),),

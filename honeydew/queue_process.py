@@ -48,6 +48,9 @@ from .protocol import (
 )
 from .queues.base import Job, Queue
 
+_DISPATCH = Dispatch.TAG  # sent per job in wire form
+assert Dispatch._fields == ("job_id", "payload", "origin", "deliveries", "timeout")
+
 
 @dataclass
 class QueueConfig:
@@ -328,7 +331,7 @@ def _dispatch(st: _State) -> None:
             assert slot is not None
             job.deliveries += 1
             st.reserved[slot][job.id] = job
-            st.worker_out[slot].put(Dispatch(job.id, job.payload, job.origin, job.deliveries, job.timeout))
+            st.worker_out[slot].put_wire((_DISPATCH, job.id, job.payload, job.origin, job.deliveries, job.timeout))
     if st.settled:
         st.caller_out.put(Settled(st.settled))
         st.settled = 0

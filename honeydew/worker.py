@@ -49,6 +49,9 @@ from .protocol import (
 )
 from .tasks import WorkerSpec
 
+_DONE, _RESULT = Done.TAG, Result.TAG  # sent per job in wire form: (TAG, *fields in order)
+assert Done._fields == ("job_id", "more") and Result._fields == ("job_id", "value")
+
 #: The first item of a job's payload: what kind of job it is.
 CALL = 0   # (CALL, task, args, kwargs)
 MAP = 1    # (MAP, task, items, star): run task over a chunk of items
@@ -248,13 +251,13 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         if outcome is not None:
             queues[q].send(Failed(job.job_id, tuple(outcome), more))
         elif blob is None:
-            queues[q].send(Done(job.job_id, more))
+            queues[q].send_wire((_DONE, job.job_id, more))
         else:
             # ack first, so the queue has this worker's credit back before the caller can send its
             # next job; the slot says "replying" until the result is out (a death here is reported)
             running.replying()
-            queues[q].send(Done(job.job_id, more))
-            reply.send(Result(job.job_id, blob))
+            queues[q].send_wire((_DONE, job.job_id, more))
+            reply.send_wire((_RESULT, job.job_id, blob))
         running.end()
         blob = None
         if more:
