@@ -212,8 +212,8 @@ def test_sigkill_supervisor_job_lost_then_pool_closed(tmp_path):
     pool = honeydew.Pool(num_workers=2, init_retry_secs=0.05)
     try:
         fut, _ = _running_job(pool, tmp_path)
+        H.wait_until(lambda: len(H.pool_processes()) == 6, 10, what="the whole tree")
         pids = [p.pid for p in H.pool_processes()]
-        assert len(pids) == 6
         sup = H.one("hd-supervisor")
         os.kill(sup.pid, signal.SIGKILL)
         with pytest.raises(honeydew.JobLost):
