@@ -52,12 +52,16 @@ def main() -> None:
         cmd = json.loads(line)
         if cmd.get("kind") == "exit":
             break
+        before = os.times()
         try:
             result = trials.run_trial(cmd["kind"], name, cmd["params"])
         except Exception:
             reply({"ok": False, "error": traceback.format_exc()})
         else:
-            reply({"ok": True, "result": result})
+            # CPU of this host and of every pool process it (or its descendants) reaped meanwhile
+            after = os.times()
+            cpu = sum(after[:4]) - sum(before[:4])
+            reply({"ok": True, "result": result, "cpu_s": cpu})
     out.close()
 
 

@@ -60,8 +60,12 @@ FIRE = (HONEYDEW, MP)
 METRICS: tuple[Metric, ...] = (
     Metric("call_p50_us", "call latency p50 (no-op round trip)", "µs", "lower", "latency", ALL, _field("p50_us")),
     Metric("call_p99_us", "call latency p99", "µs", "lower", "latency", ALL, _field("p99_us")),
+    Metric("call_cpu_us", "CPU per call (caller + every pool process)", "µs", "lower", "latency", ALL,
+           _field("cpu_us_per_call")),
     Metric("submit_collect_jobs_per_s", "submit 50k no-ops then collect", "jobs/s", "higher", "throughput", ALL,
            _field("jobs_per_s")),
+    Metric("submit_collect_cpu_us_per_job", "CPU per job, submit+collect (caller + every pool process)", "µs",
+           "lower", "throughput", ALL, _field("cpu_us_per_job")),
     Metric("fire_and_forget_jobs_per_s", "fire-and-forget until drained (cast; mp: apply_async, close+join)",
            "jobs/s", "higher", "cast", FIRE, _field("jobs_per_s")),
     Metric("map_tiny_wall_s", "map over 200k tiny items, wall", "s", "lower", "map_tiny", ALL, _field("wall_s")),

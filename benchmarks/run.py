@@ -21,6 +21,7 @@ import platform
 import select
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,8 +75,11 @@ SMOKE: dict[str, dict[str, Any]] = {
     "memory": {"idle_s": 0.05},
     "scale": {"low": 1000, "high": 10_000, "segment": 3000},
 }
-#: default repeats per family (full run); --repeats overrides them all
-REPEATS = {"latency": 5, "throughput": 3, "map": 3, "start_stop": 5, "recovery": 5, "memory": 3, "scale": 2}
+#: default repeats per trial kind (full run); --repeats overrides them all
+REPEATS = {"latency": 5, "throughput": 3, "cast": 3, "map_tiny": 3, "map_cpu": 2, "start_stop": 5, "recovery": 5,
+           "memory": 3, "scale": 2}
+#: a system whose trials of one kind time out this many times has its remaining repeats skipped
+MAX_TIMEOUTS = 2
 SMOKE_REPEATS = 2
 TIMEOUT = {"scale": 300.0}
 DEFAULT_TIMEOUT = 150.0
@@ -131,6 +135,13 @@ class Host:
                 self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
+
+    def run_start(self, timeout: float) -> None:
+        """Make sure the host is up (outside any timing); a failure shows at the next ``run``."""
+        try:
+            self._start(timeout)
+        except (TimeoutError, EOFError, OSError, RuntimeError):
+            self.kill(dump=False)
 
     def run(self, kind: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Run one trial; any failure (an exception, a hang, a dead host) becomes an error entry."""
@@ -257,6 +268,29 @@ def versions() -> dict[str, Any]:
     return out
 
 
+#: trials during which other processes used more than this share of the machine are flagged
+NOISY = 0.10
+
+
+def _timed_trial(host: Host, kind: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run one trial and measure how much CPU the rest of the machine used meanwhile: machine-wide
+    busy time (/proc/stat) minus this runner's and the host's (with every pool process it reaped)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    if not host.ready:
+        host.run_start(timeout)
+    before = _cpu_busy()
+    me0 = sum(os.times()[:2])
+    t0 = time.monotonic()
+    entry = host.run(kind, params, timeout)
+    wall = time.monotonic() - t0
+    busy, _ = _cpu_busy()
+    own = sum(os.times()[:2]) - me0 + entry.get("cpu_s", 0.0)
+    others = max(0.0, (busy - before[0]) / ticks - own)
+    entry["trial_wall_s"] = wall
+    entry["interference"] = others / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
+    return entry
+
+
 def _cpu_busy(before: tuple[float, float] | None = None) -> Any:
     """Machine-wide (busy, total) CPU seconds from /proc/stat; with ``before``, the busy fraction
     since then (all CPUs; the benchmark itself keeps at most about 2 busy, so a much higher value
@@ -279,6 +313,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--systems", nargs="+", metavar="S", default=None,
                     help=f"only these systems (default all): {', '.join(SYSTEMS)}")
     ap.add_argument("--out", type=Path, default=None, help="output directory")
+    ap.add_argument("--retry-noisy", type=int, default=None, metavar="K",
+                    help=f"run a trial again (up to K times) when other processes used > {NOISY:.0%} of the CPUs "
+                         f"during it (default 1; 0 with --smoke)")
     args = ap.parse_args(argv)
     kinds = [k for f in FAMILIES.values() for k in f]
     for name in args.only or ():
@@ -287,6 +324,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for s in args.systems or ():
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+    if args.retry_noisy is None:
+        args.retry_noisy = 0 if args.smoke else 1
     if args.repeats is not None and args.repeats < 1:
         ap.error("--repeats must be >= 1")
     return args
@@ -299,7 +338,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
         for kind in kinds:
             if args.only and fam not in args.only and kind not in args.only:
                 continue
-            reps = args.repeats or (SMOKE_REPEATS if args.smoke else REPEATS[fam])
+            reps = args.repeats or (SMOKE_REPEATS if args.smoke else REPEATS[kind])
             out.append((fam, kind, reps))
     return out
 
@@ -329,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             if s in wanted and s not in hosts:
                 hosts[s] = Host(s, logdir)
                 hosts[s].launch()
+    for h in hosts.values():
+        h.run_start(SMOKE_TIMEOUT if args.smoke else DEFAULT_TIMEOUT)
     load_before = os.getloadavg()
     cpu_before = _cpu_busy()
     raw: report.Raw = {}
@@ -341,15 +382,30 @@ def main(argv: list[str] | None = None) -> int:
             timeout = SMOKE_TIMEOUT if args.smoke else TIMEOUT.get(fam, DEFAULT_TIMEOUT)
             raw[kind] = {s: [] for s in systems}
             t_kind = time.monotonic()
+            timeouts = dict.fromkeys(systems, 0)
             for r in range(reps):
                 order = systems[r % len(systems):] + systems[:r % len(systems)]
                 for s in order:
-                    host = hosts[s]
-                    entry = host.run(kind, params, timeout)
+                    if timeouts[s] >= MAX_TIMEOUTS:
+                        raw[kind][s].append({"ok": False, "error": f"skipped: {MAX_TIMEOUTS} earlier repeats hung"})
+                        continue
+                    entry = _timed_trial(hosts[s], kind, params, timeout)
+                    for _ in range(args.retry_noisy):
+                        if not entry.get("ok") or entry["interference"] <= NOISY:
+                            break
+                        print(f"  ~ {kind} / {s} / repeat {r + 1}: other processes used {entry['interference']:.0%}"
+                              f" of the CPUs meanwhile; running it again", flush=True)
+                        noisy_before = entry["interference"]
+                        entry = _timed_trial(hosts[s], kind, params, timeout)
+                        entry["retried_after_interference"] = noisy_before
                     raw[kind][s].append(entry)
                     if not entry.get("ok"):
+                        timeouts[s] += entry.get("error", "").startswith("TimeoutError")
                         print(f"  ! {kind} / {s} / repeat {r + 1} failed: "
                               f"{entry.get('error', '').strip().splitlines()[0][:200]}", flush=True)
+                    elif entry["interference"] > NOISY:
+                        print(f"  ~ {kind} / {s} / repeat {r + 1}: other processes used "
+                              f"{entry['interference']:.0%} of the CPUs meanwhile", flush=True)
             print(f"  {kind}: {reps} repeat(s) x {len(systems)} system(s) in {time.monotonic() - t_kind:.1f}s",
                   flush=True)
     finally:
@@ -357,6 +413,10 @@ def main(argv: list[str] | None = None) -> int:
             h.close()
 
     cpu_during = _cpu_busy(cpu_before)
+    noisy = sorted({f"{k}/{s}" for k, per in raw.items() for s, es in per.items() for e in es
+                    if e.get("interference", 0) > NOISY})
+    interference = [e["interference"] for per in raw.values() for es in per.values() for e in es
+                    if "interference" in e]
     ms = report.metrics(raw)
     ts = report.targets(ms, raw)
     elapsed = time.monotonic() - started
@@ -371,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": {k: r for _, k, r in steps}, "elapsed_s": elapsed, "honeydew_start_methods": start_methods,
         "host_helpers": {s: h.helpers for s, h in hosts.items() if h.helpers}, "host_logs": str(logdir),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine_cpu_busy_during_run": cpu_during,
+        "interference_median": statistics.median(interference) if interference else None,
+        "interference_max": max(interference) if interference else None, "noisy_trials": noisy,
     }
     doc = {"meta": meta, "targets": ts, "metrics": ms, "raw": raw}
     tmp = out_dir / "results.json.tmp"
@@ -388,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text_table(ms))
     print()
     print(report.text_targets(ts))
+    if noisy:
+        print(f"\nWARNING: other processes used > {NOISY:.0%} of the CPUs during some trials ({', '.join(noisy)}); "
+              f"median interference {meta['interference_median']:.1%}, max {meta['interference_max']:.0%}. "
+              f"Timings from a busy machine are not comparable; rerun on a quiet one.")
     passed = sum(t["pass"] for t in ts)
     print(f"\n{passed}/{len(ts)} targets met; {elapsed:.0f}s; results in {out_dir}/results.json, results.png, "
           f"results.md")

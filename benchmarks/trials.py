@@ -61,6 +61,19 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
+def tree_cpu(pids: dict[int, psutil.Process]) -> float:
+    """CPU seconds used so far by this host and the given live processes (user + system)."""
+    t = os.times()
+    total = t[0] + t[1]
+    for p in pids.values():
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def _warm(system: System, pool: Any) -> None:
     """The same warm-up for every side, excluded from every timing: sequential round trips, then
     a concurrent burst so that every worker has started and has run the task."""
@@ -94,16 +107,20 @@ def latency(name: str, p: dict[str, Any]) -> dict[str, Any]:
         samples = [0] * n
         clock = time.perf_counter_ns
         call, noop = system.call, tasks.noop
+        procs = descendants()
+        cpu0 = tree_cpu(procs)
         for i in range(n):
             t = clock()
             call(pool, noop)
             samples[i] = clock() - t
+        cpu = tree_cpu(procs) - cpu0
     finally:
         system.exit(pool)
     samples.sort()
     us = [s / 1000.0 for s in samples]
     return {"calls": n, "p50_us": percentile(us, 50), "p90_us": percentile(us, 90), "p99_us": percentile(us, 99),
-            "max_us": us[-1], "mean_us": sum(us) / n, "threads_before": threads, "start_method": _start_method(pool)}
+            "max_us": us[-1], "mean_us": sum(us) / n, "cpu_us_per_call": cpu / n * 1e6, "processes": len(procs),
+            "threads_before": threads, "start_method": _start_method(pool)}
 
 
 # --------------------------------------------------------------------------- 2. throughput
@@ -116,17 +133,21 @@ def throughput(name: str, p: dict[str, Any]) -> dict[str, Any]:
         _warm(system, pool)
         n = p["jobs"]
         submit, collect, noop = system.submit, system.collect, tasks.noop
+        procs = descendants()
+        cpu0 = tree_cpu(procs)
         t0 = time.perf_counter()
         handles = [submit(pool, noop) for _ in range(n)]
         t1 = time.perf_counter()
         done = sum(1 for h in handles if collect(h) is None)
         t2 = time.perf_counter()
+        cpu = tree_cpu(procs) - cpu0
     finally:
         system.exit(pool)
     if done != n:
         raise AssertionError(f"{name}: {done} of {n} results")
     return {"jobs": n, "jobs_per_s": n / (t2 - t0), "submit_s": t1 - t0, "total_s": t2 - t0,
-            "threads_before": threads, "start_method": _start_method(pool)}
+            "cpu_us_per_job": cpu / n * 1e6, "processes": len(procs), "threads_before": threads,
+            "start_method": _start_method(pool)}
 
 
 def cast(name: str, p: dict[str, Any]) -> dict[str, Any]:

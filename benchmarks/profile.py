@@ -1,0 +1,164 @@
+"""Profile one honeydew scenario across its whole process tree with py-spy, and say where time goes.
+
+``python -m benchmarks.profile SCENARIO [--n N] [--rate HZ] [--out DIR]`` (needs ``pip install py-spy``).
+
+It runs ``py-spy record --subprocesses --format raw`` around a small driver that exercises the
+scenario on a fresh ``honeydew.Pool(num_workers=2)`` (default options, like the benchmarks), then
+prints, for each pool process (caller, supervisor, queue, monitors, workers), how many samples it
+was on CPU and its hottest functions by self time and by inclusive time.  The raw stacks stay in
+``DIR/SCENARIO.raw`` (collapsed-stack format: feed it to flamegraph.pl or speedscope).
+
+Scenarios: ``call`` (sequential round trips), ``submit`` (submit N then collect), ``cast``
+(cast N then close+join), ``map`` (map over N tiny items), ``enqueue`` (cast N to a pool with
+no workers: the queue process's cost per pending job).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import tasks
+
+SCENARIOS = ("call", "submit", "cast", "map", "enqueue")
+DEFAULT_N = {"call": 20_000, "submit": 50_000, "cast": 50_000, "map": 2_000_000, "enqueue": 300_000}
+
+
+def _drive(scenario: str, n: int, pids_file: Path) -> None:
+    """The profiled program (runs under py-spy)."""
+    import psutil
+
+    import honeydew
+
+    def record(pool_roles: dict[int, str]) -> None:
+        for p in psutil.Process().children(recursive=True):
+            try:
+                pool_roles[p.pid] = p.name()
+            except psutil.Error:
+                pass
+        pool_roles[os.getpid()] = "caller"
+        pids_file.write_text(json.dumps(pool_roles))
+
+    roles: dict[int, str] = {}
+    pool = honeydew.Pool(num_workers=0 if scenario == "enqueue" else 2)
+    try:
+        if scenario != "enqueue":
+            for _ in range(100):
+                pool.call(tasks.noop)
+        time.sleep(0.2)
+        record(roles)
+        t = time.perf_counter()
+        if scenario == "call":
+            for _ in range(n):
+                pool.call(tasks.noop)
+        elif scenario == "submit":
+            futures = [pool.submit(tasks.noop) for _ in range(n)]
+            for f in futures:
+                f.result()
+        elif scenario in ("cast", "enqueue"):
+            for _ in range(n):
+                pool.cast(tasks.noop)
+            if scenario == "enqueue":
+                time.sleep(1.0)  # let the queue process absorb the backlog while sampled
+        elif scenario == "map":
+            out = list(pool.map(tasks.tiny, range(n)))
+            assert len(out) == n
+        took = time.perf_counter() - t
+        print(f"{scenario}: {n} in {took:.2f}s = {n / took:,.0f}/s", file=sys.stderr)
+    finally:
+        if scenario == "enqueue":
+            pool.terminate()
+        else:
+            pool.close()
+            pool.join()
+
+
+_PROC = re.compile(r"^process (\d+):")
+
+
+def summarize(raw: Path, roles: dict[int, str], top: int = 12) -> str:
+    """Per process role: samples on CPU, hottest functions by self and by inclusive samples."""
+    self_t: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    incl_t: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    total: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = stack.split(";")
+        m = _PROC.match(frames[0])
+        role = "?"
+        if m:
+            role = roles.get(int(m.group(1)), f"pid {m.group(1)}")
+            frames = frames[1:]
+        role = re.sub(r"-\d+$", "-*", role)
+        frames = [f for f in frames if not f.startswith("thread ")]
+        total[role] += count
+        if frames:
+            self_t[role][_short(frames[-1])] += count
+        for f in set(map(_short, frames)):
+            incl_t[role][f] += count
+    out = []
+    for role, n in total.most_common():
+        out.append(f"== {role}: {n} samples on CPU")
+        out.append("  self:")
+        out += [f"    {c:7d} {100 * c / n:5.1f}%  {f}" for f, c in self_t[role].most_common(top)]
+        out.append("  inclusive:")
+        out += [f"    {c:7d} {100 * c / n:5.1f}%  {f}" for f, c in incl_t[role].most_common(top)]
+    return "\n".join(out)
+
+
+def _short(frame: str) -> str:
+    # "func (path/to/file.py:123)" -> "func (file.py:123)"
+    m = re.match(r"^(.*) \((.*?)([^/]+):(\d+)\)$", frame)
+    return f"{m.group(1)} ({m.group(3)}:{m.group(4)})" if m else frame
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenario", choices=SCENARIOS)
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second per process")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "local")
+    ap.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--pids", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    n = args.n or DEFAULT_N[args.scenario]
+    if args.drive:
+        _drive(args.scenario, n, args.pids)
+        return 0
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not spy:
+        print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / f"{args.scenario}.raw"
+    pids = args.out / f"{args.scenario}.pids.json"
+    cmd = [spy, "record", "--subprocesses", "--format", "raw", "--rate", str(args.rate), "--nonblocking",
+           "-o", str(raw), "--", sys.executable, "-m", "benchmarks.profile", args.scenario, "--n", str(n),
+           "--drive", "--pids", str(pids)]
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    r = subprocess.run(cmd, cwd=root, env=env)
+    if r.returncode != 0 or not raw.exists():
+        print(f"py-spy failed ({r.returncode})", file=sys.stderr)
+        return 1
+    roles = {int(k): v for k, v in json.loads(pids.read_text()).items()} if pids.exists() else {}
+    text = summarize(raw, roles)
+    (args.out / f"{args.scenario}.txt").write_text(text + "\n")
+    print(text)
+    print(f"\nraw stacks: {raw}; summary: {args.out / (args.scenario + '.txt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
