@@ -95,9 +95,8 @@ def summarize(raw: Path, roles: dict[int, str], top: int = 12) -> str:
             continue
         count = int(count_s)
         frames = stack.split(";")
-        m = _PROC.match(frames[0])
         role = "?"
-        if m:
+        while frames and (m := _PROC.match(frames[0])):  # parent -> child -> ...: the last one sampled
             role = roles.get(int(m.group(1)), f"pid {m.group(1)}")
             frames = frames[1:]
         role = re.sub(r"-\d+$", "-*", role)
@@ -112,8 +111,9 @@ def summarize(raw: Path, roles: dict[int, str], top: int = 12) -> str:
         out.append(f"== {role}: {n} samples on CPU")
         out.append("  self:")
         out += [f"    {c:7d} {100 * c / n:5.1f}%  {f}" for f, c in self_t[role].most_common(top)]
-        out.append("  inclusive:")
-        out += [f"    {c:7d} {100 * c / n:5.1f}%  {f}" for f, c in incl_t[role].most_common(top)]
+        out.append("  inclusive (frames on every sample of this process left out):")
+        out += [f"    {c:7d} {100 * c / n:5.1f}%  {f}" for f, c in
+                [(f, c) for f, c in incl_t[role].most_common() if c < n][:top]]
     return "\n".join(out)
 
 
