@@ -24,7 +24,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobLost, PoolClosed, SerializationError, to_exception
-from .protocol import JobFailed, QueueRestarted, Result, Settled
+from .protocol import JobFailed, QueueRestarted, Result, Settled, StatusReply
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -166,6 +166,8 @@ class Inbox:
                     work.append((entry[0], _FAILURE, m.failure))
             elif t is Settled:
                 pool._settled(i, m.count)
+            elif t is StatusReply:
+                pool._status_replies.setdefault(m.req_id, []).append(("queue", m.info))
 
     def _on_control(self, work: list[_Work]) -> None:
         try:
@@ -175,6 +177,8 @@ class Inbox:
         for m in msgs:
             if type(m) is QueueRestarted:
                 self.pool._queue_restarted(m, work)
+            elif type(m) is StatusReply:
+                self.pool._status_replies.setdefault(m.req_id, []).append(("supervisor", m.info))
 
     def _on_supervisor_exit(self, work: list[_Work]) -> None:
         """Every pool process is gone.  Read what they left, then fail what is still pending."""

@@ -28,6 +28,7 @@ import os
 import random
 import select
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -37,9 +38,19 @@ import psutil
 from . import worker
 from ._jobslot import REPLYING, JobSlot
 from ._process import EXIT_OK, EXIT_PARENT_GONE, SignalPipe, become, exit_status, reap_strays, set_subreaper
-from ._wire import Endpoint, socketpair
+from ._wire import Endpoint, pack, socketpair
 from .errors import Failure, signal_name
-from .protocol import InitFailed, InitOk, JobEnded, JobStarted, KillWorker, Leaving, WorkerDied, WorkerStarted
+from .protocol import (
+    InitFailed,
+    InitOk,
+    JobEnded,
+    JobStarted,
+    KillWorker,
+    Leaving,
+    WorkerDied,
+    WorkerStarted,
+    WorkerState,
+)
 from .tasks import WorkerSpec
 
 
@@ -117,7 +128,17 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         else:
             why = Failure.crash(outcome.code, watch.pid, "running init").message
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
+        _report(cfg, "backoff", watch.pid, failures, why, delay)
         _pause(cfg, delay, term)
+
+
+def _report(cfg: MonitorConfig, state: str, pid: int, failures: int, error: str, retry_in: float = 0.0) -> None:
+    """Tell the supervisor (for ``Pool.status()``); never blocks, never fails the monitor."""
+    try:
+        cfg.supervisor.sock.sendmsg(pack([WorkerState(state, pid, failures, error, retry_in)])[0], [],
+                                    socket.MSG_DONTWAIT)
+    except OSError:
+        pass
 
 
 def _pause(cfg: MonitorConfig, delay: float, term: SignalPipe) -> None:
@@ -177,6 +198,7 @@ class _Watch:
         self.pid = pid
         self.status = Endpoint(mon_sock)
         cfg.supervisor.send(WorkerStarted(pid))
+        _report(cfg, "starting", pid, 0, "")
         if cfg.init_timeout:
             self.deadline = time.monotonic() + cfg.init_timeout
             self.deadline_why = ("init timeout", "")
@@ -254,6 +276,7 @@ class _Watch:
             elif t is InitOk:
                 out.init_ok = True
                 self.deadline = None
+                _report(self.cfg, "serving", self.pid, 0, "")
             elif t is InitFailed:
                 out.init_failure = m.failure
             elif t is Leaving:

@@ -38,7 +38,7 @@ from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
 from .errors import JobLost, PoolClosed, QueueFull, SerializationError, to_exception
 from .failure_modes import Abandon, FailureMode
-from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, Terminate
+from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, StatusRequest, Terminate
 from .queues import Memory, Queue
 from .tasks import WorkerSpec, make_spec
 from .worker import CALL, MAP
@@ -243,6 +243,8 @@ class Pool:
         self._async = 0
         self._async_event = threading.Event()
         self._future_condition = threading.Condition()
+        self._status_ids = itertools.count(1)
+        self._status_replies: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._bg: threading.Thread | None = None
         self._fn_cache: dict[int, tuple[Any, bytes]] = {}
         self._inbox = Inbox(self)
@@ -396,6 +398,39 @@ class Pool:
             for fut in futures:
                 if not fut.done():
                     fut._cancel_queued()
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        """A snapshot for operators: each queue process (pending, delayed, reserved and running
+        jobs) and each worker slot (state ``starting``/``serving``/``backoff``, pid, init failures,
+        last init error, seconds to the next attempt, monitor restarts).
+
+        Raises ``PoolClosed`` once every pool process is gone, ``TimeoutError`` if no answer came."""
+        if self._inbox.supervisor_gone:
+            raise PoolClosed(self._closed_reason())
+        req = next(self._status_ids)
+        expected = self.num_queues + 1
+        try:
+            self._control.send(StatusRequest(req))
+            for i, lock in enumerate(self._queue_locks):
+                with lock:
+                    self._queues[i].send(StatusRequest(req))
+        except OSError as e:
+            raise PoolClosed(f"the pool's processes are gone ({e})") from None
+        ok = self._inbox.wait(lambda: len(self._status_replies.get(req, ())) >= expected
+                              or self._inbox.supervisor_gone, timeout)
+        replies = self._status_replies.pop(req, [])
+        if not ok:
+            raise TimeoutError(f"the pool did not answer a status request within {timeout}s")
+        out: dict[str, Any] = {"queues": [], "workers": [], "pending_in_caller": len(self._pending),
+                               "closed": self._closed, "start_method": self.start_method}
+        for source, info in replies:
+            if source == "queue":
+                out["queues"].append(info)
+            else:
+                out.update({k: v for k, v in info.items() if k != "workers"})
+                out["workers"] = info["workers"]
+        out["queues"].sort(key=lambda q: q["index"])
+        return out
 
     def close(self) -> None:
         """Accept no more jobs; queued jobs still run.  Returns at once (``join`` waits)."""

@@ -35,6 +35,9 @@ Leaving                worker              monitor             worker -> monitor
 Drain                  caller              queue               caller<->queue ``i``
 Terminate              caller              supervisor          caller<->supervisor control
 Shutdown               caller              supervisor          caller<->supervisor control
+StatusRequest          caller              queue, supervisor   caller<->queue ``i``, control
+StatusReply            queue, supervisor   caller              caller<->queue ``i``, control
+WorkerState            monitor             supervisor          monitor ``j`` <-> supervisor
 QueueRestarted         supervisor          caller              caller<->supervisor control
 =====================  ==================  ==================  =================================
 """
@@ -234,6 +237,19 @@ class Leaving(NamedTuple):
     recycle: bool
 
 
+class StatusRequest(NamedTuple):
+    """Report your state (for ``Pool.status()``); answered by ``StatusReply`` with the same id."""
+
+    TAG = 5
+    req_id: int
+
+
+class StatusReply(NamedTuple):
+    TAG = 12
+    req_id: int
+    info: dict[str, Any]
+
+
 class Drain(NamedTuple):
     """The pool is closing: no job follows this one; stop once every job is finished.  Sent on the
     same socket as the jobs, so the queue cannot see it before a job sent earlier."""
@@ -249,6 +265,18 @@ class WorkerStarted(NamedTuple):
 
     TAG = 70
     pid: int
+
+
+class WorkerState(NamedTuple):
+    """A worker slot's state changed: ``starting``, ``serving``, ``backoff`` (init failed; the
+    next attempt is in ``retry_in`` seconds) or ``stopping``; with its last init error."""
+
+    TAG = 71
+    state: str
+    pid: int
+    init_failures: int
+    last_error: str
+    retry_in: float
 
 
 # --------------------------------------------------------------------------- caller <-> supervisor

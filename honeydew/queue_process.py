@@ -43,6 +43,8 @@ from .protocol import (
     Release,
     Resume,
     Settled,
+    StatusReply,
+    StatusRequest,
     StopWorker,
     WorkerDied,
 )
@@ -217,6 +219,12 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
                         st.monitor_out[slot].put(KillWorker(st.pids[slot], m.job_id, "cancelled"))
         elif t is Drain:
             st.draining = True
+        elif t is StatusRequest:
+            info = dict(backend.status())
+            info.update(index=st.cfg.index, pid=os.getpid(), generation=st.cfg.gen, backend=repr(backend),
+                        idle_credits=len(st.cfg.dispatcher), draining=st.draining, shutting_down=st.shutting_down,
+                        running={slot: sorted(jobs) for slot, jobs in enumerate(st.reserved) if jobs})
+            st.caller_out.put(StatusReply(m.req_id, info))
 
 
 def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:

@@ -38,6 +38,7 @@ from ._process import (
     become,
     exit_status,
     kill_and_reap,
+    log_exception_and_exit,
     reap_strays,
     set_subreaper,
 )
@@ -45,7 +46,16 @@ from ._wire import Endpoint, Outbox, socketpair
 from .dispatchers import Dispatcher
 from .errors import signal_name
 from .failure_modes import FailureMode
-from .protocol import QueueRestarted, Shutdown, Terminate, WorkerDied, WorkerStarted
+from .protocol import (
+    QueueRestarted,
+    Shutdown,
+    StatusReply,
+    StatusRequest,
+    Terminate,
+    WorkerDied,
+    WorkerStarted,
+    WorkerState,
+)
 from .queues.base import Queue
 from .tasks import WorkerSpec
 
@@ -133,6 +143,9 @@ class _Supervisor:
         self.term = SignalPipe()
         self.shutdown_requests = 0   # Shutdown messages from the caller (its own SIGTERMs)
         self.shutting_down = False
+        self.worker_states: list[dict[str, Any]] = [
+            {"slot": j, "state": "starting", "pid": 0, "init_failures": 0, "last_error": "", "retry_in": 0.0,
+             "monitor_restarts": 0} for j in range(cfg.num_workers)]
 
     # ---------------------------------------------------------------- starting children
 
@@ -144,6 +157,8 @@ class _Supervisor:
                     self._queue_child(child.index)
                 else:
                     self._monitor_child(child.index)
+            except BaseException:
+                log_exception_and_exit(self.log, f"{child.kind} {child.index}")
             finally:
                 os._exit(70)
         child.pid = pid
@@ -224,6 +239,9 @@ class _Supervisor:
                         self._kill_all()
                         return EXIT_OK
                     self.shutdown_requests += sum(1 for m in msgs if type(m) is Shutdown)
+                    for m in msgs:
+                        if type(m) is StatusRequest:
+                            self.control_out.put(StatusReply(m.req_id, self._status()))
                     if self._signalled():
                         return EXIT_OK
                 elif fd == self.term.fd:
@@ -238,6 +256,8 @@ class _Supervisor:
                                 for c in self.children.values():
                                     if c.kind == "monitor" and c.index == j:
                                         c.worker_pid = m.pid
+                            elif type(m) is WorkerState:
+                                self.worker_states[j].update(m._asdict(), since=time.time())
                     except EOFError:
                         poller.unregister(fd)
                 elif fd in self.children:
@@ -261,6 +281,17 @@ class _Supervisor:
                 except OSError:
                     pass
         return EXIT_OK
+
+    def _status(self) -> dict[str, Any]:
+        monitors = {c.index: c for c in self.children.values() if c.kind == "monitor"}
+        workers = []
+        for j, w in enumerate(self.worker_states):
+            w = dict(w)
+            child = monitors.get(j)
+            w["monitor_pid"] = child.pid if child else 0
+            workers.append(w)
+        return {"supervisor_pid": self.me, "shutting_down": self.shutting_down, "workers": workers,
+                "queue_generations": list(self.gens)}
 
     def _signalled(self) -> bool:
         """SIGTERM (to us, or to the caller, which says ``Shutdown``): the first starts a warm
@@ -301,6 +332,7 @@ class _Supervisor:
         self.log.warning("%s %s; restarting it", what, how)
         if child.kind == "monitor":
             self._bury_worker(child)
+            self.worker_states[child.index]["monitor_restarts"] += 1
         else:
             self.gens[child.index] += 1
         child.reason = f"{what} {how}"

@@ -9,7 +9,6 @@ import time
 
 import honeydew
 
-
 # --- a module-style worker is this module itself: init + @task functions -----------------------
 
 def init(prefix: str = "state") -> dict:

@@ -35,6 +35,7 @@ BY_ANNOTATION: dict[str, st.SearchStrategy[Any]] = {
     "int | None": st.none() | st.integers(min_value=-255, max_value=255),
     "str | None": st.none() | st.text(max_size=10),
     "tuple[Any, ...]": failure_tuples,
+    "dict[str, Any]": st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10), max_size=5),
 }
 
 
