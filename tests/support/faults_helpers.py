@@ -195,21 +195,29 @@ def count_runs(directory: Path | str, tag: str = "run", job_id: str | None = Non
     return len(list(Path(directory).glob(pattern)))
 
 
-def die_after_result_before_done(directory: str, *_state: Any) -> int:
-    """Record the run; on the first delivery, SIGKILL this worker right after its ``Result`` went
-    to the caller and before its ``Done`` reaches the queue (a profile hook on the worker's send of
-    the ``Done`` for this job).  Returns the delivery number."""
+def die_in_reply_window(directory: str, where: str, *_state: Any) -> int:
+    """Record the run; on the first delivery, SIGKILL this worker around the send of its result.
+
+    The worker acks a job (``Done`` to the queue) *before* it sends the ``Result`` to the caller
+    (docs/architecture.md), so after the task returns, the first packet the worker writes is the
+    ``Done`` and the second, on another socket, the (small, one-packet) ``Result``.  A profile hook
+    counts the ``sendmsg`` calls: ``where="before_result"`` dies as the ``Result`` is about to be
+    written (acked, nothing sent to the caller); ``where="after_result"`` dies right after it was
+    written (the caller has it; the worker never marks the job finished).  Returns the delivery."""
     record_run(directory)
     job = honeydew.current_job()
     if job.deliveries == 1:
-        from honeydew.protocol import Done
+        fds: list[int] = []
+        edge = "c_call" if where == "before_result" else "c_return"
 
         def hook(frame: Any, event: str, arg: Any) -> None:
-            if event == "call" and frame.f_code.co_name == "send":
-                msgs = frame.f_locals.get("msgs") or ()
-                if any(type(m) is Done and m.job_id == job.id for m in msgs):
-                    Path(directory, f"killed-{job.id}").touch()
-                    os.kill(os.getpid(), signal.SIGKILL)
+            if event not in ("c_call", "c_return") or getattr(arg, "__name__", "") != "sendmsg":
+                return
+            if event == "c_call":
+                fds.append(arg.__self__.fileno())
+            if len(fds) == 2 and fds[1] != fds[0] and event == edge:
+                Path(directory, f"killed-{job.id}").write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
 
         sys.setprofile(hook)
     return job.deliveries
@@ -229,6 +237,32 @@ def die_midway_through_result(n: int, packets: int, *_state: Any) -> bytes:
     value = b"p" * n
     sys.setprofile(hook)
     return value
+
+
+def report(directory: str, *_state: Any) -> tuple[int, int]:
+    """Record the run; return ``(pid, deliveries)``."""
+    record_run(directory)
+    return os.getpid(), honeydew.current_job().deliveries
+
+
+def announce_run_wait(directory: str, key: str, release: str, timeout: float, *_state: Any) -> tuple[int, int]:
+    """Record the run, write our pid to ``<directory>/flag-<key>-<delivery>``, wait for ``release``."""
+    record_run(directory)
+    deliveries = honeydew.current_job().deliveries
+    Path(directory, f"flag-{key}-{deliveries}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release} never appeared")
+        time.sleep(0.01)
+    return os.getpid(), deliveries
+
+
+def record_then_hang(directory: str, seconds: float, *_state: Any) -> None:
+    """Record the run, ignore SIGTERM, overrun any limit."""
+    record_run(directory)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
 
 
 # --- tasks that block, ignore signals, start process trees --------------------------------------
