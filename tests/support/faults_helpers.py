@@ -467,6 +467,18 @@ def pids_by_name(names: Iterable[str], root: int | None = None) -> dict[str, int
     return out
 
 
+def worker_pids(root: int | None = None) -> set[int]:
+    """Pids of the live ``hd-worker-*`` processes below ``root``."""
+    out = set()
+    for p in pool_processes(root):
+        try:
+            if p.name().startswith("hd-worker-"):
+                out.add(p.pid)
+        except psutil.Error:
+            continue
+    return out
+
+
 def signal_pid(pid: int, sig: int = signal.SIGKILL) -> bool:
     try:
         os.kill(pid, sig)
