@@ -5,12 +5,8 @@ job id it starts and clears it when the job ends; a sequence number, bumped afte
 while a job runs), lets the monitor detect a torn read and retry.  Nothing blocks, and a worker
 killed mid-write leaves at worst a value the monitor reads as "no job".
 
-It also marks the moment between a job's ``Done`` (sent first, so the queue hands the credit out
-again at once) and its ``Result`` reaching the caller: a worker that dies in that window has its
-job reported by the monitor (``WorkerDied(reason="replying")``) and re-run by the queue.
-
-The monitor reads it only when it must act on one job: a cancel (``KillWorker``), a passed time
-limit, or a death.  It stops the worker only if that job is still the one running, and escalates to SIGKILL
+The monitor reads it only when it must act on one job: a cancel (``KillWorker``) or a passed
+time limit.  It stops the worker only if that job is still the one running, and escalates to SIGKILL
 only if it still is when the grace period ends, so a job that finished meanwhile is never killed
 in place of the next one.
 """
@@ -23,7 +19,7 @@ import struct
 _SIZE = 256
 _HEAD = struct.Struct("=QHB")  # sequence, id length, state
 _MAX_ID = _SIZE - _HEAD.size
-IDLE, RUNNING, REPLYING = 0, 1, 2
+IDLE, RUNNING = 0, 1
 
 
 class JobSlot:
@@ -39,11 +35,6 @@ class JobSlot:
         self._seq += 1
         self._buf[_HEAD.size:_HEAD.size + len(raw)] = raw
         _HEAD.pack_into(self._buf, 0, self._seq, len(raw), RUNNING)
-
-    def replying(self) -> None:
-        """Worker: the job is acked and its result is about to go to the caller."""
-        self._seq += 1
-        _HEAD.pack_into(self._buf, 0, self._seq, _HEAD.unpack_from(self._buf, 0)[1], REPLYING)
 
     def end(self) -> None:
         """Worker: the job is over (and its result, if any, sent)."""

@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 import psutil
 
 from . import worker
-from ._jobslot import REPLYING, JobSlot
+from ._jobslot import JobSlot
 from ._process import EXIT_OK, EXIT_PARENT_GONE, SignalPipe, become, exit_status, reap_strays, set_subreaper
 from ._wire import Endpoint, pack, socketpair
 from .errors import Failure, signal_name
@@ -250,9 +250,6 @@ class _Watch:
             self._read_status()
             _, st = os.waitpid(self.pid, 0)
             self.out.code = exit_status(st)
-            state, job_id = self.running.read()
-            if state == REPLYING and job_id and not self.out.reason:
-                self.out.reason, self.out.job_id = "replying", job_id  # acked, but its result never left
             self._bury_leftovers()
             return self.out
         finally:

@@ -77,7 +77,6 @@ class _State:
     monitor_out: list[Outbox] = field(default_factory=list)
     reserved: list[dict[str, Job]] = field(default_factory=list)   # per slot
     cancelled: set[str] = field(default_factory=set)               # running jobs being killed
-    last_done: list[Job | None] = field(default_factory=list)       # per slot: acked, result maybe in flight
     pids: list[int] = field(default_factory=list)                   # current worker pid per slot
     accepting: bool = True
     draining: bool = False        # Drain: finish every job, then stop
@@ -99,8 +98,7 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
     backend = cfg.backend
     backend.open()
     st = _State(cfg, log, Outbox(cfg.caller), [Outbox(w) for w in cfg.workers], [Outbox(m) for m in cfg.monitors],
-                [{} for _ in cfg.workers], pids=[0] * len(cfg.workers), accepting=(cfg.gen == 0),
-                last_done=[None] * len(cfg.workers))
+                [{} for _ in cfg.workers], pids=[0] * len(cfg.workers), accepting=(cfg.gen == 0))
     for out in st.worker_out:
         out.put(Hello(cfg.gen))
     term = SignalPipe()
@@ -234,10 +232,8 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
         t = type(m)
         if t is Done:
             st.cancelled.discard(m.job_id)
-            job = reserved.pop(m.job_id, None)
-            if job is not None:
+            if reserved.pop(m.job_id, None) is not None:
                 backend.ack(m.job_id)
-                st.last_done[slot] = job if job.origin else None
                 if m.more:
                     dispatcher.check_in(slot)
                 _settle(st)
@@ -269,11 +265,6 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
 def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
     st.cfg.dispatcher.remove(slot)
     st.pids[slot] = 0
-    last, st.last_done[slot] = st.last_done[slot], None
-    if m.reason == "replying" and last is not None and last.id == m.job_id:
-        # acked, but the worker died before its result left: the job goes back through the failure mode
-        _failed(st, last, Failure.crash(m.exitcode, m.pid or None, f"sending the result of job {last.id}"),
-                reserved=False)
     st.worker_out[slot].put(Hello(st.cfg.gen))  # the slot's next worker reads this first
     jobs = list(st.reserved[slot].values())
     st.reserved[slot].clear()
@@ -291,9 +282,8 @@ def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
             _failed(st, job, Failure.crash(m.exitcode, m.pid or None, f"running job {job.id}"))
 
 
-def _failed(st: _State, job: Job, failure: Failure, reserved: bool = True) -> None:
-    """Hand a job that failed to the failure mode and carry out its decision.  ``reserved``: the
-    backend still holds it as reserved (False: it was already acked)."""
+def _failed(st: _State, job: Job, failure: Failure) -> None:
+    """Hand a reserved job that failed to the failure mode and carry out its decision."""
     try:
         decision = st.cfg.failure_mode.decide(failure, job.deliveries, job.failures)
     except Exception as e:
@@ -303,14 +293,9 @@ def _failed(st: _State, job: Job, failure: Failure, reserved: bool = True) -> No
         if decision.retry:
             job.failures += 1
         st.log.info("job %s failed (%s); redelivering in %.3gs", job.id, failure.describe(), decision.delay)
-        ready_at = time.time() + decision.delay if decision.delay > 0 else 0.0
-        if reserved:
-            st.cfg.backend.nack(job.id, ready_at)
-        else:
-            st.cfg.backend.enqueue(job, ready_at)
+        st.cfg.backend.nack(job.id, time.time() + decision.delay if decision.delay > 0 else 0.0)
     else:
-        if reserved:
-            st.cfg.backend.ack(job.id)
+        st.cfg.backend.ack(job.id)
         _give_up(st, job, decision.failure)
 
 

@@ -250,14 +250,12 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         more = why is None
         if outcome is not None:
             queues[q].send(Failed(job.job_id, tuple(outcome), more))
-        elif blob is None:
-            queues[q].send_wire((_DONE, job.job_id, more))
         else:
-            # ack first, so the queue has this worker's credit back before the caller can send its
-            # next job; the slot says "replying" until the result is out (a death here is reported)
-            running.replying()
+            if blob is not None:
+                # the result first: the caller is the one waiting; the ack after it costs the caller
+                # nothing (a death between the two re-runs the job: at-least-once, first outcome wins)
+                reply.send_wire((_RESULT, job.job_id, blob))
             queues[q].send_wire((_DONE, job.job_id, more))
-            reply.send_wire((_RESULT, job.job_id, blob))
         running.end()
         blob = None
         if more:

@@ -91,14 +91,22 @@ def test_lru_is_the_default():
     assert len(set(pids)) == 2
 
 
+def _all_idle(pool: honeydew.Pool, n: int = 2) -> None:
+    """Wait until the queue holds a credit from every worker (each one's last ack has arrived)."""
+    H.wait_until(lambda: pool.status()["queues"][0]["idle_credits"] == n, 10, what="every worker to be idle")
+
+
 def test_mru_sends_sequential_calls_to_one_worker():
-    """MRU prefers the most recently idle worker: sequential calls all land on one worker (the
-    worker acks a job to its queue before it sends the result, so it is idle again by the time
-    the caller's next job reaches the queue)."""
+    """MRU's contract: with every worker idle, the next job goes to the most recently used one.
+    A worker sends its result before its ack (the caller is the one waiting), so a caller that
+    fires its next job at once can beat that ack; the test waits for it instead of racing it."""
     with honeydew.Pool(num_workers=2, dispatcher=honeydew.dispatchers.MRU()) as pool:
         _both_ready(pool)
         pool.call(H.getpid)
-        pids = [pool.call(H.getpid) for _ in range(40)]
+        pids = []
+        for _ in range(20):
+            _all_idle(pool)
+            pids.append(pool.call(H.getpid))
     assert len(set(pids)) == 1, pids
 
 
