@@ -1,0 +1,270 @@
+"""FAULTS (c) 21-26: init failures, hangs, permanent failure, fork failures, bad configuration,
+fork-unsafe state in the caller."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from support import faults_helpers as F
+
+import honeydew
+
+T = 30
+
+
+# --- 21: init raises -----------------------------------------------------------------------------
+
+INIT_RAISES = """
+import sys
+import honeydew
+from support import integration_helpers as H
+from support import faults_helpers as F
+
+log_dir = sys.argv[1]
+pool = honeydew.Pool(H, [log_dir, 0, "one_healthy"], num_workers=2, init_retry_secs=0.05,
+                     init_retry_max_secs=0.2)
+pids = {pool.call(H.getpid) for _ in range(20)}
+print("SERVED_BY", " ".join(map(str, sorted(pids))), flush=True)
+F.wait_until(lambda: len(H.init_attempts(log_dir)) >= 6, 60, what="six init attempts")
+pool.terminate()
+print("ATTEMPTS", " ".join(str(pid) for pid, _ in H.init_attempts(log_dir)), flush=True)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_init_raising_backs_off_takes_no_job_logs_each_attempt(tmp_path):
+    """One worker's init keeps raising: it backs off and retries, takes no job meanwhile (all jobs
+    run on the healthy worker), and its monitor logs one line per failed attempt, with the error."""
+    (tmp_path / "log").mkdir()
+    res = F.run_script(tmp_path, INIT_RAISES, timeout=80, args=[str(tmp_path / "log")])
+    assert res.returncode == 0, res.stderr
+    out = dict(line.split(" ", 1) for line in res.stdout.splitlines())
+    served = [int(x) for x in out["SERVED_BY"].split()]
+    attempts = [int(x) for x in out["ATTEMPTS"].split()]
+    assert len(served) == 1, f"jobs ran on more than the healthy worker: {served}"
+    failed = [pid for pid in attempts if pid not in served]
+    assert len(failed) == len(attempts) - 1 >= 5
+    assert len(set(failed)) == len(failed)  # every retry is a fresh process
+    lines = [ln for ln in res.stderr.splitlines() if "init raised" in ln]
+    # one line per failed attempt (the last one may still be on its way when the pool stops)
+    assert len(failed) - 1 <= len(lines) <= len(failed), res.stderr
+    assert all("not the healthy worker" in ln and "retrying in" in ln for ln in lines)
+
+
+# --- 22: init hangs -------------------------------------------------------------------------------
+
+@pytest.mark.timeout(90)
+def test_init_hanging_past_init_timeout_is_stopped_and_retried(tmp_path):
+    hang = tmp_path / "hang-init"
+    hang.touch()
+    pool = honeydew.Pool(F, [str(tmp_path)], num_workers=1, init_timeout=0.3, init_retry_secs=0.05,
+                         init_retry_max_secs=0.2, kill_grace_secs=0.2)
+    try:
+        fut = pool.submit(F.getpid)
+        F.wait_until(lambda: F.init_attempts(tmp_path) >= 3, T, what="three init attempts")
+        hung = {int(p.name.split("-")[1]) for p in tmp_path.glob("init-*")}
+        assert not fut.done()  # no worker finished init: no job ran
+        hang.unlink()
+        pid = fut.result(timeout=T)
+        others = hung - {pid}
+        assert len(others) >= 2 and F.wait_gone(others, T) == []  # each hung attempt was stopped
+        assert pool.options(timeout=T).call(F.echo, "next") == "next"
+        pool.close()
+        pool.join(timeout=T)
+    finally:
+        pool.terminate()
+
+
+# --- 23: every worker's init fails for good -------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_every_init_failing_for_good_bounded_waits_and_terminate_leaves_nothing(tmp_path):
+    (tmp_path / "fail-init").touch()
+    pool = honeydew.Pool(F, [str(tmp_path)], num_workers=2, init_retry_secs=0.05, init_retry_max_secs=0.2)
+    try:
+        F.wait_until(lambda: F.init_attempts(tmp_path) >= 4, T, what="failed init attempts")
+        with pytest.raises(TimeoutError):
+            pool.options(timeout=0.5).call(F.echo, 1)
+        fut = pool.submit(F.echo, 2)
+        job_id = pool.cast(F.echo, 3)
+        assert job_id
+        pool.close()
+        with pytest.raises(TimeoutError):
+            pool.join(timeout=0.5)
+        assert not fut.done()
+        procs = F.pool_processes()
+        assert sorted(p.name() for p in procs if p.name() != "hd-worker-0" and p.name() != "hd-worker-1") == [
+            "hd-monitor-0", "hd-monitor-1", "hd-queue-0", "hd-supervisor"]
+    finally:
+        pool.terminate()
+    with pytest.raises(honeydew.PoolClosed):
+        fut.result(timeout=T)
+    assert F.wait_gone([p.pid for p in procs], T) == []
+    assert F.pool_processes() == []
+    F.wait_until(lambda: F.zombies() == [], T, what="no zombies")
+
+
+# --- 24: forking a replacement fails ---------------------------------------------------------------
+
+PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+
+
+def _pids_cgroup() -> Path | None:
+    """A fresh pids cgroup (v1) we may write, or None (needs root and a pids controller)."""
+    if not (PIDS_CGROUP / "cgroup.procs").exists():
+        return None
+    path = PIDS_CGROUP / f"honeydew-faults-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        path.mkdir()
+        (path / "pids.max").write_text("max")
+    except OSError:
+        return None
+    return path
+
+
+@pytest.mark.timeout(90)
+def test_fork_failing_for_a_replacement_worker_backs_off_and_recovers(tmp_path):
+    """The monitor cannot fork (its pids cgroup is full): it logs, backs off, and the job queued
+    meanwhile waits; once forking works again the job runs.  Nothing is stranded silently."""
+    cg = _pids_cgroup()
+    if cg is None:
+        pytest.skip("needs a writable pids cgroup (v1) to make fork() fail: run as root on Linux")
+    script = FORK_FAILS.replace("CGROUP", str(cg))
+    w = F.start_watched(tmp_path, script, args=[str(tmp_path)])
+    try:
+        w.wait_for("MOVED", timeout=60)
+        w.wait_for("cannot fork a worker", which="err", timeout=60, count=2)
+        w.wait_for("QUEUED_NOT_DONE", timeout=60)
+        (cg / "pids.max").write_text("max")
+        w.wait_for("RESULT ok", timeout=60)
+        assert w.finish(60) == 0, w.text("err")
+        assert re.search(r"cannot fork a worker \(.*(Resource temporarily unavailable|EAGAIN).*\); retrying in",
+                         w.text("err"))
+    finally:
+        w.kill()
+        F.wait_until(lambda: not (cg / "cgroup.procs").read_text().strip(), T, what="the cgroup to empty")
+        cg.rmdir()
+
+
+FORK_FAILS = """
+import os, signal, sys
+import honeydew
+from support import faults_helpers as F
+
+pool = honeydew.Pool(num_workers=1, init_retry_secs=0.1, init_retry_max_secs=0.2)
+worker = pool.call(F.getpid)
+monitor = F.one("hd-monitor-0").pid
+with open("CGROUP/cgroup.procs", "w") as f:
+    f.write(str(monitor))
+with open("CGROUP/pids.max", "w") as f:
+    f.write("1")
+print("MOVED", flush=True)
+crash = pool.submit(F.fault_task, "kill")   # the worker dies running it; the monitor must fork anew
+fut = pool.submit(F.echo, "ok")              # queued behind it
+assert isinstance(crash.exception(timeout=60), honeydew.WorkerCrashed)
+try:
+    fut.result(timeout=1.0)
+except TimeoutError:
+    print("QUEUED_NOT_DONE", flush=True)
+print("RESULT", fut.result(timeout=60), flush=True)
+pool.close()
+pool.join(timeout=30)
+"""
+
+
+# --- 25: invalid configuration -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, exc", [
+    ({"num_workers": -1}, ValueError),
+    ({"num_workers": 1.5}, ValueError),
+    ({"num_queues": 0}, ValueError),
+    ({"prefetch": 0}, ValueError),
+    ({"max_pending": 0}, ValueError),
+    ({"init_retry_secs": -1}, ValueError),
+    ({"job_timeout": 0}, ValueError),
+    ({"init_timeout": -2}, ValueError),
+    ({"kill_grace_secs": "1"}, ValueError),
+    ({"max_jobs_per_worker": 0}, ValueError),
+    ({"max_memory_per_worker": -5}, ValueError),
+    ({"start_method": "forkserver"}, ValueError),
+    ({"no_such_option": 1}, TypeError),
+    ({"failure_mode": honeydew.Requeue}, TypeError),
+    ({"failure_mode": "requeue"}, TypeError),
+    ({"queue": object()}, TypeError),
+    ({"dispatcher": honeydew.dispatchers.LRU}, TypeError),
+])
+def test_invalid_configuration_raises_before_any_process_starts(kwargs, exc):
+    before = {p.pid for p in F.descendants()}
+    option = next(iter(kwargs))
+    with pytest.raises(exc) as info:
+        honeydew.Pool(**{"num_workers": 1, **kwargs})
+    assert option in str(info.value)  # the message names the culprit
+    assert {p.pid for p in F.descendants()} == before
+
+
+@pytest.mark.parametrize("make", [
+    lambda: honeydew.Requeue(max_deliveries=0),
+    lambda: honeydew.Requeue(then="abandon"),
+    lambda: honeydew.Retry(times=-1),
+    lambda: honeydew.Retry(backoff=-1.0),
+    lambda: honeydew.Retry(on=(int,)),
+])
+def test_invalid_failure_mode_arguments_raise_at_construction(make):
+    with pytest.raises((ValueError, TypeError)):
+        make()
+
+
+# --- 26: fork-unsafe state in the caller ---------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_caller_threads_holding_locks_do_not_reach_the_pool():
+    """A caller thread holds a lock when the pool starts: the pool starts its supervisor as a fresh
+    interpreter (spawn), so no pool process inherits the held lock; monitors and the queue stay
+    single-threaded."""
+    held, stop = threading.Event(), threading.Event()
+
+    def holder():
+        with F.SHARED_LOCK:
+            held.set()
+            stop.wait(60)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    held.wait(10)
+    try:
+        with honeydew.Pool(num_workers=2) as pool:
+            assert pool.start_method == "spawn"
+            assert pool.options(timeout=T).call(F.take_shared_lock) is True
+            procs = F.wait_until(lambda: (lambda ps: ps if len(ps) == 6 else None)(F.pool_processes()), T)
+            for p in procs:
+                if not p.name().startswith("hd-worker"):
+                    assert F.threads_of(p.pid) == 1, f"{p.name()} has {F.threads_of(p.pid)} threads"
+    finally:
+        stop.set()
+        t.join(10)
+
+
+@pytest.mark.timeout(60)
+def test_forcing_fork_with_a_held_lock_shows_the_hazard_auto_avoids():
+    """The contrast: start_method='fork' copies the held lock into every pool process."""
+    held, stop = threading.Event(), threading.Event()
+
+    def holder():
+        with F.SHARED_LOCK:
+            held.set()
+            stop.wait(60)
+
+    t = threading.Thread(target=holder, daemon=True)
+    t.start()
+    held.wait(10)
+    try:
+        with honeydew.Pool(num_workers=1, start_method="fork") as pool:
+            assert pool.options(timeout=T).call(F.take_shared_lock) is False
+    finally:
+        stop.set()
+        t.join(10)
