@@ -278,6 +278,10 @@ def announce_then_wait(flag: str, release: str, timeout: float, *_state: Any) ->
     return os.getpid()
 
 
+def nap_forever(*_state: Any) -> None:
+    time.sleep(3600)
+
+
 def ignore_term_and_sleep(flag: str, seconds: float, *_state: Any) -> int:
     """Ignore SIGTERM for real (not the worker's deferral), announce, overrun any sane limit."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
