@@ -36,7 +36,7 @@ def main() -> None:
         out.write(json.dumps(obj) + "\n")
 
     try:
-        if name != systems.SERIAL:
+        if name not in (systems.SERIAL, systems.FLOOR):
             from . import tasks
             system = systems.adapter(name)
             pool = system.open()

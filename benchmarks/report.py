@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .systems import HONEYDEW, MP, PPE, SERIAL, SYSTEMS, WORKERS
+from .systems import FLOOR, HONEYDEW, MP, PPE, SERIAL, SYSTEMS, WORKERS
 
 MiB = 1024 * 1024
 
@@ -60,6 +60,11 @@ FIRE = (HONEYDEW, MP)
 METRICS: tuple[Metric, ...] = (
     Metric("call_p50_us", "call latency p50 (no-op round trip)", "µs", "lower", "latency", ALL, _field("p50_us")),
     Metric("call_p99_us", "call latency p99", "µs", "lower", "latency", ALL, _field("p99_us")),
+    Metric("floor_2hop_p50_us", "floor: raw pipe round trip caller -> worker -> caller, p50", "µs", "lower",
+           "floor", (FLOOR,), _field("p50_us_2hop")),
+    Metric("floor_3hop_p50_us", "floor: caller -> relay -> worker -> caller (honeydew's shape), p50", "µs",
+           "lower", "floor", (FLOOR,), _field("p50_us_3hop")),
+    Metric("floor_3hop_p99_us", "floor: 3 hops, p99", "µs", "lower", "floor", (FLOOR,), _field("p99_us_3hop")),
     Metric("call_cpu_us", "CPU per call (caller + every pool process)", "µs", "lower", "latency", ALL,
            _field("cpu_us_per_call")),
     Metric("submit_collect_jobs_per_s", "submit 50k no-ops then collect", "jobs/s", "higher", "throughput", ALL,
@@ -162,6 +167,12 @@ TARGETS = (
 )
 
 
+#: the trial kinds each target needs (a target whose kinds were not run is SKIP, not FAIL)
+_INPUTS = {"call_p50": ("latency",), "call_p99": ("latency",), "submit_vs_mp": ("throughput",),
+           "submit_vs_ppe": ("throughput",), "map_tiny": ("map_tiny",), "cpu_efficiency": ("map_cpu",),
+           "first_result": ("start_stop",), "recovery": ("recovery",), "scale": ("scale",), "worker_uss": ("memory",)}
+
+
 def _med(ms: dict[str, Any], metric: str, system: str) -> float | None:
     return ms.get(metric, {}).get("systems", {}).get(system, {}).get("median")
 
@@ -249,9 +260,12 @@ def targets(ms: dict[str, Any], raw: Raw) -> list[dict[str, Any]]:
         else:  # pragma: no cover
             raise KeyError(t.id)
         ok = value is not None and (value <= t.threshold if t.op == "<=" else value >= t.threshold)
+        inputs = _INPUTS[t.id]
+        ran = all(any(e.get("ok") is not None for es in raw.get(kind, {}).values() for e in es) for kind in inputs)
+        status = "PASS" if ok else "FAIL" if ran else "SKIP"
         out.append({"id": t.id, "target": t.text, "op": t.op, "threshold": t.threshold,
                     "measured": None if value is None or math.isinf(value) else value,
-                    "pass": bool(ok), "paired_ratios": paired, "detail": detail})
+                    "pass": bool(ok), "status": status, "paired_ratios": paired, "detail": detail})
     return out
 
 
@@ -304,7 +318,10 @@ def text_table(ms: dict[str, Any]) -> str:
 def text_targets(ts: list[dict[str, Any]]) -> str:
     lines = []
     for t in ts:
-        verdict = "PASS" if t["pass"] else "FAIL"
+        verdict = t["status"]
+        if verdict == "SKIP":
+            lines.append(f"SKIP  {t['target']}: not measured in this run")
+            continue
         lines.append(f"{verdict}  {t['target']}: measured {_fmt(t['measured'])} (need {t['op']} {t['threshold']:g})"
                      f" - {t['detail']}")
     return "\n".join(lines)
@@ -314,7 +331,7 @@ def markdown(ms: dict[str, Any], ts: list[dict[str, Any]]) -> str:
     out = ["| target | measured | need | verdict | detail |", "| --- | --- | --- | --- | --- |"]
     for t in ts:
         out.append(f"| {t['target']} | {_fmt(t['measured'])} | {t['op']} {t['threshold']:g} | "
-                   f"{'PASS' if t['pass'] else 'FAIL'} | {t['detail']} |")
+                   f"{t['status']} | {t['detail']} |")
     out += ["", "| " + " | ".join(HEAD) + " |", "|" + " --- |" * len(HEAD)]
     last = None
     for r in table_rows(ms):
@@ -403,7 +420,7 @@ def chart(ms: dict[str, Any], ts: list[dict[str, Any]], raw: Raw, path: Path, ti
             s = t["threshold"] / v if t["op"] == "<=" else v / t["threshold"]
         scores.append(s)
         labels.append(t["id"])
-        colors.append("#55a868" if t["pass"] else "#c44e52")
+        colors.append("#55a868" if t["pass"] else "#c44e52" if t["status"] == "FAIL" else "#bbbbbb")
     ax.barh(range(len(scores)), scores, color=colors)
     ax.axvline(1.0, color="black", lw=1)
     ax.set_yticks(range(len(labels)))

@@ -19,7 +19,8 @@ PPE = "ProcessPoolExecutor"
 LOKY = "loky"
 PEBBLE = "pebble"
 MPIRE = "mpire"
-SERIAL = "serial"
+SERIAL = "serial"          # the CPU-bound items run one after the other, no pool
+FLOOR = "raw-pipes"        # bare pickled messages over pipes between forked processes, no pool
 
 #: Every system, in the order of the tables.
 SYSTEMS = (HONEYDEW, MP, PPE, LOKY, PEBBLE, MPIRE)

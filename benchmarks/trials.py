@@ -123,6 +123,68 @@ def latency(name: str, p: dict[str, Any]) -> dict[str, Any]:
             "threads_before": threads, "start_method": _start_method(pool)}
 
 
+def floor(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """The floor under any pool's round trip on this machine: one pickled message per hop over
+    ``multiprocessing.connection`` pipes between forked processes, no pool logic at all.
+    ``2-hop``: caller -> worker -> caller.  ``3-hop``: caller -> relay (a queue process) ->
+    worker -> caller, the shape of honeydew's path."""
+    import multiprocessing.connection as mpc
+    n = p["calls"]
+    out: dict[str, Any] = {"calls": n}
+    for hops in (2, 3):
+        to_worker_r, to_worker_w = mpc.Pipe(duplex=False)
+        back_r, back_w = mpc.Pipe(duplex=False)
+        relay_r = relay_w = None
+        kids = []
+        if hops == 3:
+            relay_r, relay_w = mpc.Pipe(duplex=False)
+            pid = os.fork()
+            if pid == 0:  # the relay: forward each message to the worker
+                try:
+                    while True:
+                        msg = relay_r.recv()
+                        if msg is None:
+                            to_worker_w.send(None)
+                            break
+                        to_worker_w.send(msg)
+                finally:
+                    os._exit(0)
+            kids.append(pid)
+        pid = os.fork()
+        if pid == 0:  # the worker: run the task, reply straight to the caller
+            try:
+                while True:
+                    msg = to_worker_r.recv()
+                    if msg is None:
+                        break
+                    back_w.send((msg[0], msg[1]()))
+            finally:
+                os._exit(0)
+        kids.append(pid)
+        send = (relay_w if hops == 3 else to_worker_w).send
+        recv = back_r.recv
+        samples = [0] * n
+        clock = time.perf_counter_ns
+        noop = tasks.noop
+        for i in range(-200, n):  # 200 warm-up round trips, not timed
+            t = clock()
+            send((i, noop))
+            recv()
+            if i >= 0:
+                samples[i] = clock() - t
+        send(None)
+        for k in kids:
+            os.waitpid(k, 0)
+        for c in (to_worker_r, to_worker_w, back_r, back_w, relay_r, relay_w):
+            if c is not None:
+                c.close()
+        samples.sort()
+        us = [x / 1000.0 for x in samples]
+        out[f"p50_us_{hops}hop"] = percentile(us, 50)
+        out[f"p99_us_{hops}hop"] = percentile(us, 99)
+    return out
+
+
 # --------------------------------------------------------------------------- 2. throughput
 
 def throughput(name: str, p: dict[str, Any]) -> dict[str, Any]:
@@ -517,8 +579,8 @@ def scale(name: str, p: dict[str, Any]) -> dict[str, Any]:
 
 
 TRIALS = {
-    "latency": latency, "throughput": throughput, "cast": cast, "map_tiny": map_tiny, "map_cpu": map_cpu,
-    "start_stop": start_stop, "memory": memory, "recovery": recovery, "scale": scale,
+    "latency": latency, "floor": floor, "throughput": throughput, "cast": cast, "map_tiny": map_tiny,
+    "map_cpu": map_cpu, "start_stop": start_stop, "memory": memory, "recovery": recovery, "scale": scale,
 }
 
 
