@@ -274,12 +274,40 @@ def versions() -> dict[str, Any]:
 NOISY = 0.10
 
 
-def _timed_trial(host: Host, kind: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
+class QuietGate:
+    """Before a trial, wait (within a budget for the whole run) until the machine has been quiet
+    for a moment: less than ``NOISY`` of the CPUs busy, measured over 0.25 s while every host is
+    idle.  On a shared machine this keeps trials out of other programs' bursts."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget = budget_s
+        self.waited = 0.0
+
+    def wait(self) -> float:
+        if self.budget <= 0:
+            return 0.0
+        ncpu = os.cpu_count() or 1
+        ticks = os.sysconf("SC_CLK_TCK")
+        t0 = time.monotonic()
+        while self.waited + (time.monotonic() - t0) < self.budget:
+            b0 = _cpu_busy()[0]
+            time.sleep(0.25)
+            busy = (_cpu_busy()[0] - b0) / ticks / (0.25 * ncpu)
+            if busy < NOISY:
+                break
+        spent = time.monotonic() - t0
+        self.waited += spent
+        return spent
+
+
+def _timed_trial(host: Host, kind: str, params: dict[str, Any], timeout: float,
+                 gate: QuietGate | None = None) -> dict[str, Any]:
     """Run one trial and measure how much CPU the rest of the machine used meanwhile: machine-wide
     busy time (/proc/stat) minus this runner's and the host's (with every pool process it reaped)."""
     ticks = os.sysconf("SC_CLK_TCK")
     if not host.ready:
         host.run_start(timeout)
+    waited = gate.wait() if gate else 0.0
     before = _cpu_busy()
     me0 = sum(os.times()[:2])
     t0 = time.monotonic()
@@ -289,6 +317,7 @@ def _timed_trial(host: Host, kind: str, params: dict[str, Any], timeout: float) 
     own = sum(os.times()[:2]) - me0 + entry.get("cpu_s", 0.0)
     others = max(0.0, (busy - before[0]) / ticks - own)
     entry["trial_wall_s"] = wall
+    entry["quiet_wait_s"] = waited
     entry["interference"] = others / (wall * (os.cpu_count() or 1)) if wall > 0 else 0.0
     return entry
 
@@ -315,6 +344,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--systems", nargs="+", metavar="S", default=None,
                     help=f"only these systems (default all): {', '.join(SYSTEMS)}")
     ap.add_argument("--out", type=Path, default=None, help="output directory")
+    ap.add_argument("--quiet-wait", type=float, default=None, metavar="S",
+                    help="before each trial wait for the machine to be quiet, at most S seconds in all "
+                         "(default 180; 0 with --smoke)")
     ap.add_argument("--retry-noisy", type=int, default=None, metavar="K",
                     help=f"run a trial again (up to K times) when other processes used > {NOISY:.0%} of the CPUs "
                          f"during it (default 1; 0 with --smoke)")
@@ -326,6 +358,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     for s in args.systems or ():
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.smoke else 180.0
     if args.retry_noisy is None:
         args.retry_noisy = 0 if args.smoke else 1
     if args.repeats is not None and args.repeats < 1:
@@ -378,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 hosts[s].launch()
     for h in hosts.values():
         h.run_start(SMOKE_TIMEOUT if args.smoke else DEFAULT_TIMEOUT)
+    gate = QuietGate(args.quiet_wait)
     load_before = os.getloadavg()
     cpu_before = _cpu_busy()
     raw: report.Raw = {}
@@ -397,14 +432,14 @@ def main(argv: list[str] | None = None) -> int:
                     if timeouts[s] >= MAX_TIMEOUTS:
                         raw[kind][s].append({"ok": False, "error": f"skipped: {MAX_TIMEOUTS} earlier repeats hung"})
                         continue
-                    entry = _timed_trial(hosts[s], kind, params, timeout)
+                    entry = _timed_trial(hosts[s], kind, params, timeout, gate)
                     for _ in range(args.retry_noisy):
                         if not entry.get("ok") or entry["interference"] <= NOISY:
                             break
                         print(f"  ~ {kind} / {s} / repeat {r + 1}: other processes used {entry['interference']:.0%}"
                               f" of the CPUs meanwhile; running it again", flush=True)
                         noisy_before = entry["interference"]
-                        entry = _timed_trial(hosts[s], kind, params, timeout)
+                        entry = _timed_trial(hosts[s], kind, params, timeout, gate)
                         entry["retried_after_interference"] = noisy_before
                     raw[kind][s].append(entry)
                     if not entry.get("ok"):
@@ -443,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": {k: r for _, k, r in steps}, "elapsed_s": elapsed, "honeydew_start_methods": start_methods,
         "host_helpers": {s: h.helpers for s, h in hosts.items() if h.helpers}, "host_logs": str(logdir),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine_cpu_busy_during_run": cpu_during,
+        "quiet_wait_s": gate.waited,
         "interference_median": statistics.median(interference) if interference else None,
         "interference_max": max(interference) if interference else None, "noisy_trials": noisy,
     }
