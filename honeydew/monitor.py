@@ -36,7 +36,7 @@ from typing import Any, NoReturn
 import psutil
 
 from . import worker
-from ._jobslot import JobSlot
+from ._jobslot import RUNNING, JobSlot
 from ._process import EXIT_OK, EXIT_PARENT_GONE, SignalPipe, become, exit_status, reap_strays, set_subreaper
 from ._wire import Endpoint, pack, socketpair
 from .errors import Failure, signal_name
@@ -115,7 +115,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         if outcome.init_ok:
             failures = 0
             what = Failure.crash(outcome.code, watch.pid, "serving jobs").message
-            if outcome.reason and outcome.reason != "left":
+            if outcome.reason in ("timeout", "cancelled"):
                 what = f"worker pid {watch.pid} was stopped ({outcome.reason} of job {outcome.job_id})"
             log.warning("worker %d: %s; starting a new one", cfg.slot, what)
             continue
@@ -250,6 +250,13 @@ class _Watch:
             self._read_status()
             _, st = os.waitpid(self.pid, 0)
             self.out.code = exit_status(st)
+            if not self.out.reason:
+                # which job was it running?  Only that one is charged; the others never started
+                state, job_id = self.running.read()
+                if state == RUNNING and job_id:
+                    self.out.job_id = job_id
+                else:
+                    self.out.reason = "idle"
             self._bury_leftovers()
             return self.out
         finally:

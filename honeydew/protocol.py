@@ -165,9 +165,11 @@ class Release(NamedTuple):
 class WorkerDied(NamedTuple):
     """The worker ``pid`` of this slot is gone (``pid`` 0: whichever incarnation was current).
     Written by the monitor after ``waitpid``, or by the supervisor when the monitor died too.
-    ``reason`` is '' for a crash, ``timeout`` when the monitor stopped it because ``job_id`` ran
-    past its limit, ``cancelled`` when it was killed because ``job_id`` was cancelled, ``left``
-    when it exited on purpose (anything still charged to it never started)."""
+    ``reason`` is '' for a crash while running ``job_id`` ('' if unknown: the monitor died too),
+    ``idle`` for a crash while no job ran, ``timeout`` when the monitor stopped it because
+    ``job_id`` ran past its limit, ``cancelled`` when it was killed because ``job_id`` was
+    cancelled, ``left`` when it exited on purpose.  Jobs charged to the worker other than
+    ``job_id`` never started."""
 
     TAG = 40
     pid: int

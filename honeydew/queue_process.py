@@ -268,18 +268,28 @@ def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
     st.worker_out[slot].put(Hello(st.cfg.gen))  # the slot's next worker reads this first
     jobs = list(st.reserved[slot].values())
     st.reserved[slot].clear()
+    known = bool(m.job_id) or m.reason in ("idle", "left")  # does the monitor say which job ran?
     for job in jobs:
         if job.id in st.cancelled:
             st.cancelled.discard(job.id)
             st.cfg.backend.ack(job.id)
             _settle(st)
-        elif m.reason == "left":  # it never started: back to the head, not counted
+        elif known and job.id != m.job_id and (m.reason == "left" or job.bounces < MAX_BOUNCES):
+            # it never started (still in the worker's socket, or prefetched): back to the head,
+            # not counted; a job that keeps killing workers before it starts is counted after a few
+            if m.reason != "left":
+                job.bounces += 1
             job.deliveries -= 1
             st.cfg.backend.nack(job.id, front=True)
         elif m.reason == "timeout" and job.id == m.job_id:
             _failed(st, job, Failure.timeout(job.id, job.timeout, m.pid, m.signal_name))
         else:
             _failed(st, job, Failure.crash(m.exitcode, m.pid or None, f"running job {job.id}"))
+
+
+#: A job handed back unstarted this many times (its workers died before starting it) counts as
+#: delivered from then on, so even a payload that kills workers while being received is bounded.
+MAX_BOUNCES = 3
 
 
 def _failed(st: _State, job: Job, failure: Failure) -> None:

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import psutil
+
 from . import monitor, queue_process
 from ._process import (
     EXIT_OK,
@@ -373,16 +375,32 @@ class _Supervisor:
                     os.kill(child.worker_pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            if child.worker_pid:
+                try:
+                    os.killpg(child.worker_pid, signal.SIGKILL)  # the task's own children too
+                except (ProcessLookupError, PermissionError):
+                    pass
         for child in list(self.children.values()):
             kill_and_reap(child.pid, grace=0)
             os.close(child.pidfd)
         self.children.clear()
+        # whatever is left below us (a task's children in their own session, orphaned by their dead
+        # monitor, come to us as subreaper): kill it all and reap it, so nothing outlives the pool
         deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
+        while True:
             try:
-                pid, _ = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
+                rest = psutil.Process().children(recursive=True)
+            except psutil.Error:
+                rest = []
+            for p in rest:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass
+            reap_strays(set())
+            if not rest or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
 
 def _sock(fd: int) -> Any:

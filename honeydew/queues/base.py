@@ -16,7 +16,7 @@ from typing import Any
 class Job:
     """One job as the queue sees it: an id, an opaque payload and its delivery bookkeeping."""
 
-    __slots__ = ("id", "payload", "origin", "deliveries", "failures", "timeout")
+    __slots__ = ("id", "payload", "origin", "deliveries", "failures", "timeout", "bounces")
 
     def __init__(self, id: str, payload: bytes, origin: str = "", deliveries: int = 0, failures: int = 0,
                  timeout: float = 0.0) -> None:
@@ -26,6 +26,7 @@ class Job:
         self.deliveries = deliveries  # times handed to a worker
         self.failures = failures    # times a Retry sent it back
         self.timeout = timeout      # run-time limit in seconds, 0 for none
+        self.bounces = 0            # times handed back unstarted because its worker died idle
 
     def __repr__(self) -> str:
         return f"<Job {self.id} deliveries={self.deliveries} failures={self.failures}>"
