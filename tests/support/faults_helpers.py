@@ -265,6 +265,30 @@ def record_then_hang(directory: str, seconds: float, *_state: Any) -> None:
     time.sleep(seconds)
 
 
+def runs_by_value(directory: Path | str) -> dict[int, int]:
+    """How many times each value's job ran (the files :func:`chaos_task` leaves)."""
+    counts: dict[int, int] = {}
+    for name in os.listdir(directory):
+        if name.startswith("v"):
+            v = int(name[1:].split("-", 1)[0])
+            counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def chaos_task(directory: str, kind: str, value: Any, nap: float, *_state: Any) -> Any:
+    """The chaos and soak tests' task: record the run (one file ``v<value>-<job id>-<pid>-<random>``;
+    every job gets its own ``value``), maybe sleep, then return ``value``, raise ``ValueError``
+    (``kind="raise"``) or SIGKILL this worker (``kind="crash"``)."""
+    Path(directory, f"v{value}-{honeydew.current_job().id}-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
+    if nap:
+        time.sleep(nap)
+    if kind == "raise":
+        raise ValueError(f"chaos {value}")
+    if kind == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
 # --- tasks that block, ignore signals, start process trees --------------------------------------
 
 def announce_then_wait(flag: str, release: str, timeout: float, *_state: Any) -> int:

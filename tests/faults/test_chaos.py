@@ -1,0 +1,304 @@
+"""A model-based chaos test: hypothesis drives a real pool with random casts, calls, submits, task
+exceptions, worker crashes, init failures and SIGKILLs of workers, monitors and the queue process,
+under Abandon, Requeue(max_deliveries=3) and Retry(times=2) (one failure mode per example).
+
+The model is deliberately coarse, so that every assertion is about outcomes, never timing:
+
+* every accepted job ends completed (with its own value), failed through its failure mode (the
+  task's ``ValueError``, or ``WorkerCrashed``), or, only if the queue process was killed while the
+  job was pending, ``JobLost``.  A ``WorkerCrashed`` for a job that does not crash its worker is
+  accepted only if some process was killed while that job was pending;
+* a job ran (one file per run, written by the task) at most its delivery limit, at least once if
+  it completed, and exactly as the failure mode says (once; or the limit, for a job that always
+  fails) when no process was killed while it was pending;
+* no wait lasts forever: every wait has a generous deadline and missing it fails the example;
+* after close + join: no pool process, no zombie, and this process's descriptor count is back
+  where it was (a small constant allowed).
+
+``event()`` labels show which kinds of kill (and which failure modes) fired.  Sizes: at least 200
+examples of up to 30 steps with ``CI=true``; ``HONEYDEW_CHAOS_EXAMPLES`` overrides (default 25
+locally).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from support import faults_helpers as F
+
+import honeydew
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+EXAMPLES = int(os.environ.get("HONEYDEW_CHAOS_EXAMPLES", "200" if IN_CI else "25"))
+WAIT = 60.0        # the longest any single wait may take before it counts as a hang
+NUM_WORKERS = 2
+FD_SLACK = 3
+
+MODES: dict[str, tuple[Any, int]] = {
+    # name: (failure mode, the most times a job may run)
+    "abandon": (honeydew.Abandon(), 1),
+    "requeue": (honeydew.Requeue(max_deliveries=3), 3),
+    "retry": (honeydew.Retry(times=2, backoff=0.01), 3),
+}
+KINDS = st.sampled_from(["ok", "ok", "ok", "raise", "crash"])
+NAPS = st.sampled_from([0.0, 0.0, 0.005, 0.03])
+
+
+class Job:
+    __slots__ = ("id", "kind", "value", "kills_at_start", "qkills_at_start", "future", "outcome", "kills_seen",
+                 "qkills_seen")
+
+    def __init__(self, job_id: str, kind: str, value: int, kills: int, qkills: int) -> None:
+        self.id = job_id
+        self.kind = kind
+        self.value = value
+        self.kills_at_start = kills
+        self.qkills_at_start = qkills
+        self.future: honeydew.JobFuture | None = None
+        self.outcome: Any = None          # ("ok", value) | ("exc", exception); None while unknown
+        self.kills_seen = kills           # kill counters when the outcome was observed
+        self.qkills_seen = qkills
+
+    @property
+    def name(self) -> str:
+        return f"{self.id or 'call'}/v{self.value}"
+
+
+class ChaosPool(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fd_start = F.fd_count()
+        self.tmp = Path(tempfile.mkdtemp(prefix="honeydew-chaos-"))
+        self.runs_dir = self.tmp / "runs"
+        self.runs_dir.mkdir()
+        self.flag_dir = self.tmp / "flags"
+        self.flag_dir.mkdir()
+        self.pool: honeydew.Pool | None = None
+        self.mode = "abandon"
+        self.limit = 1
+        self.jobs: list[Job] = []
+        self.casts: list[Job] = []
+        self.kills = 0      # every SIGKILL this test sent (workers, monitors, the queue)
+        self.qkills = 0     # SIGKILLs of the queue process
+        self.values = iter(range(1, 10**9))
+
+    # ------------------------------------------------------------------ set-up
+    @initialize(mode=st.sampled_from(sorted(MODES)))
+    def start(self, mode: str) -> None:
+        self.mode = mode
+        fm, self.limit = MODES[mode]
+        event(f"mode {mode}")
+        self.pool = honeydew.Pool(F, [str(self.flag_dir)], num_workers=NUM_WORKERS, init_retry_secs=0.05,
+                                  init_retry_max_secs=0.2, failure_mode=fm)
+
+    @property
+    def init_failing(self) -> bool:
+        return (self.flag_dir / "fail-init").exists()
+
+    def _new(self, kind: str) -> Job:
+        return Job("", kind, next(self.values), self.kills, self.qkills)
+
+    def _observe(self, job: Job, outcome: Any) -> None:
+        job.outcome = outcome
+        job.kills_seen, job.qkills_seen = self.kills, self.qkills
+
+    # ------------------------------------------------------------------ jobs
+    @rule(kind=KINDS, nap=NAPS)
+    def cast(self, kind: str, nap: float) -> None:
+        assert self.pool is not None
+        job = self._new(kind)
+        job.id = self.pool.cast(F.chaos_task, str(self.runs_dir), kind, job.value, nap)
+        self.casts.append(job)
+
+    @rule(kind=KINDS, nap=NAPS)
+    def submit(self, kind: str, nap: float) -> None:
+        assert self.pool is not None
+        job = self._new(kind)
+        job.future = self.pool.submit(F.chaos_task, str(self.runs_dir), kind, job.value, nap)
+        job.id = job.future.job_id
+        self.jobs.append(job)
+
+    @precondition(lambda self: not self.init_failing)
+    @rule(kind=KINDS, nap=NAPS)
+    def call(self, kind: str, nap: float) -> None:
+        assert self.pool is not None
+        job = self._new(kind)
+        try:
+            value = self.pool.options(timeout=WAIT).call(F.chaos_task, str(self.runs_dir), kind, job.value, nap)
+            outcome: Any = ("ok", value)
+        except TimeoutError:
+            raise AssertionError(f"a call waited more than {WAIT}s (a hang)") from None
+        except Exception as e:  # noqa: BLE001 - judged with the other outcomes at teardown
+            outcome = ("exc", e)
+        self._observe(job, outcome)
+        self.jobs.append(job)
+
+    @rule(n=st.integers(1, 4))
+    def wait_for_some(self, n: int) -> None:
+        """Wait for the oldest unresolved futures (keeps the backlog small)."""
+        waiting = [j for j in self.jobs if j.future is not None and j.outcome is None][:n]
+        if waiting and self.init_failing:
+            return  # they may wait for init to recover; the teardown collects them
+        for job in waiting:
+            self._collect(job, WAIT)
+
+    def _collect(self, job: Job, timeout: float) -> None:
+        assert job.future is not None
+        try:
+            exc = job.future.exception(timeout=timeout)
+        except TimeoutError:
+            raise AssertionError(f"job {job.name} ({job.kind}) unresolved after {timeout}s (a hang)") from None
+        self._observe(job, ("exc", exc) if exc is not None else ("ok", job.future.result(0)))
+
+    # ------------------------------------------------------------------ faults
+    def _kill(self, name: str) -> bool:
+        targets = F.by_name(name)
+        if not targets:
+            event(f"kill {name.rsplit('-', 1)[0]}: none alive")
+            return False
+        self.kills += 1
+        for p in targets:
+            F.signal_pid(p.pid, signal.SIGKILL)
+        return True
+
+    @rule(slot=st.integers(0, NUM_WORKERS - 1))
+    def kill_worker(self, slot: int) -> None:
+        if self._kill(f"hd-worker-{slot}"):
+            event("kill worker")
+
+    @rule(slot=st.integers(0, NUM_WORKERS - 1))
+    def kill_monitor(self, slot: int) -> None:
+        if self._kill(f"hd-monitor-{slot}"):
+            event("kill monitor")
+
+    @rule()
+    def kill_queue(self) -> None:
+        self.qkills += 1  # counted first: the caller may report JobLost before we return
+        if self._kill("hd-queue-0"):
+            event("kill queue")
+        else:
+            self.qkills -= 1
+
+    @precondition(lambda self: not self.init_failing)
+    @rule(slot=st.integers(0, NUM_WORKERS - 1))
+    def init_starts_failing(self, slot: int) -> None:
+        """From now on every init raises; a worker is killed so that its replacement's init fails."""
+        (self.flag_dir / "fail-init").touch()
+        if self._kill(f"hd-worker-{slot}"):
+            event("init failure (worker killed, replacement's init raises)")
+
+    @precondition(lambda self: self.init_failing)
+    @rule()
+    def init_recovers(self) -> None:
+        (self.flag_dir / "fail-init").unlink()
+
+    # ------------------------------------------------------------------ the verdict
+    def teardown(self) -> None:
+        try:
+            if self.pool is not None:
+                self._finish()
+        finally:
+            if self.pool is not None:
+                self.pool.terminate()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _finish(self) -> None:
+        pool = self.pool
+        assert pool is not None
+        (self.flag_dir / "fail-init").unlink(missing_ok=True)
+        for job in self.jobs:
+            if job.outcome is None:
+                self._collect(job, WAIT)
+        pool.close()
+        try:
+            pool.join(timeout=WAIT)
+        except TimeoutError:
+            raise AssertionError(f"close + join took more than {WAIT}s (a hang)") from None
+        runs = F.runs_by_value(self.runs_dir)
+        for job in self.jobs:
+            self._check(job, runs.get(job.value, 0))
+        for job in self.casts:
+            self._check_cast(job, runs.get(job.value, 0))
+        unknown = set(runs) - {j.value for j in self.jobs} - {j.value for j in self.casts}
+        assert not unknown, f"runs of jobs nobody submitted: {unknown}"
+        event(f"jobs per example: {_bucket(len(self.jobs) + len(self.casts))}")
+        # nothing left behind
+        assert F.pool_processes() == [], F.pool_processes()
+        F.wait_until(lambda: F.zombies() == [], WAIT, what="no zombie children")
+        self.pool = None
+        del pool
+        gc.collect()
+        fds = F.fd_count()
+        assert fds <= self.fd_start + FD_SLACK, f"descriptors: {self.fd_start} before the pool, {fds} after"
+
+    def _check(self, job: Job, runs: int) -> None:
+        kind, outcome = job.kind, job.outcome
+        killed = job.kills_seen > job.kills_at_start          # some process was killed while it was pending
+        queue_killed = job.qkills_seen > job.qkills_at_start
+        assert runs <= self.limit, f"job {job.name} ({kind}) ran {runs} times; limit {self.limit} ({self.mode})"
+        what, value = outcome
+        if what == "ok":
+            assert kind == "ok", f"job {job.name} ({kind}) returned {value!r}"
+            assert value == job.value, f"job {job.name} returned {value!r}, not its own value {job.value}"
+            assert runs >= 1
+            if not killed:
+                assert runs == 1, f"job {job.name} ran {runs} times with no fault"
+            event("outcome: completed")
+            return
+        exc = value
+        if isinstance(exc, honeydew.JobLost):
+            assert queue_killed, f"job {job.name} ({kind}) lost without a queue kill: {exc!r}"
+            event("outcome: JobLost (queue killed)")
+            return
+        if isinstance(exc, ValueError) and type(exc) is ValueError:
+            assert kind == "raise", f"job {job.name} ({kind}) raised {exc!r}"
+            assert str(exc) == f"chaos {job.value}"
+            assert runs >= 1
+            if not killed:
+                assert runs == self.limit, f"job {job.name} (raise) ran {runs} times; {self.mode} says {self.limit}"
+            event("outcome: the task's exception")
+            return
+        if isinstance(exc, honeydew.WorkerCrashed):
+            assert kind == "crash" or killed, f"job {job.name} ({kind}) crashed with no kill: {exc!r}"
+            if kind == "crash" and not killed:
+                assert runs == self.limit, f"job {job.name} (crash) ran {runs} times; {self.mode} says {self.limit}"
+            event("outcome: WorkerCrashed")
+            return
+        raise AssertionError(f"job {job.name} ({kind}) ended with an unexpected {exc!r}")
+
+    def _check_cast(self, job: Job, runs: int) -> None:
+        assert runs <= self.limit, f"cast {job.name} ({job.kind}) ran {runs} times; limit {self.limit}"
+        pending_kills = self.kills > job.kills_at_start  # casts are pending until the pool is joined
+        if not pending_kills:
+            expected = 1 if job.kind == "ok" else self.limit
+            assert runs == expected, f"cast {job.name} ({job.kind}) ran {runs} times with no fault; expected {expected}"
+
+
+def _bucket(n: int) -> str:
+    return "0" if n == 0 else "1-9" if n < 10 else "10-19" if n < 20 else "20+"
+
+
+ChaosPool.TestCase.settings = settings(
+    max_examples=EXAMPLES,
+    stateful_step_count=30,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each example costs real processes
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+class TestChaos(ChaosPool.TestCase):  # type: ignore[misc,valid-type]
+    pass
