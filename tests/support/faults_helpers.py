@@ -450,9 +450,12 @@ def unsent_bytes(sock: Any) -> int:
 
 def init(flag_dir: str | None = None) -> dict[str, Any]:
     """Fails while ``<flag_dir>/fail-init`` exists; hangs while ``<flag_dir>/hang-init`` exists.
-    Every attempt is logged as one file ``init-<pid>-<random>`` in ``flag_dir``."""
+    Every attempt is logged as one file ``init-<pid>-<process name>`` in ``flag_dir`` (the name
+    says the slot: ``hd-worker-1``)."""
     if flag_dir is not None:
-        Path(flag_dir, f"init-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
+        with open("/proc/self/comm") as f:
+            comm = f.read().strip()
+        Path(flag_dir, f"init-{os.getpid()}-{comm}").touch()
         if os.path.exists(os.path.join(flag_dir, "fail-init")):
             raise RuntimeError(f"init fails on purpose (flag file in {flag_dir})")
         while os.path.exists(os.path.join(flag_dir, "hang-init")):
@@ -462,6 +465,11 @@ def init(flag_dir: str | None = None) -> dict[str, Any]:
 
 def init_attempts(flag_dir: Path) -> int:
     return len(list(Path(flag_dir).glob("init-*")))
+
+
+def init_pids(flag_dir: Path, slot: int) -> set[int]:
+    """Pids of every init attempt logged so far by workers of ``slot``."""
+    return {int(p.name.split("-")[1]) for p in Path(flag_dir).glob(f"init-*-hd-worker-{slot}")}
 
 
 SHARED_LOCK = threading.Lock()
