@@ -60,17 +60,26 @@ class Inbox:
             self._add(ep.fd, lambda work, ep=ep: self._on_reply(ep, work))
         self._add(pool._supervisor.pidfd, self._on_supervisor_exit)
 
+    def forget(self, fd: int) -> None:
+        """Stop watching ``fd`` (before its owner closes it)."""
+        if self.handlers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+
     def close(self) -> None:
-        for fd in (self.wake_r, self.wake_w):
-            try:
+        """Every pool process is gone: close the wake-up pipe (``wake`` becomes a no-op)."""
+        self.forget(self.wake_r)
+        wake_r, wake_w, self.wake_r, self.wake_w = self.wake_r, self.wake_w, -1, -1
+        for fd in (wake_r, wake_w):
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
 
     def wake(self) -> None:
         """Make a leader blocked in ``poll`` return (close, terminate, cancel)."""
+        fd = self.wake_w
+        if fd < 0:
+            return
         try:
-            os.write(self.wake_w, b"x")
+            os.write(fd, b"x")
         except OSError:
             pass
 

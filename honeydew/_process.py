@@ -49,9 +49,37 @@ def _set_comm(name: str) -> None:
         pass
 
 
-def become(name: str, *, parent: int | None) -> None:
+def kill_descendants(grace_pgid: int = 0) -> None:
+    """SIGKILL every descendant of this process (and the process group ``grace_pgid`` first, if
+    given) and reap what comes back to us; bounded to about two seconds."""
+    import psutil
+
+    if grace_pgid:
+        try:
+            os.killpg(grace_pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            rest = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            rest = []
+        for p in rest:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        reap_strays(set())
+        if not rest or time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL) -> None:
     """Set up a freshly forked (or spawned) honeydew process.  ``parent``: the pid whose death
-    must kill us (``None`` for the supervisor, which uses its lifeline instead)."""
+    must end us (``None`` for the supervisor, which uses its lifeline instead), by ``death_signal``
+    (a monitor asks for SIGUSR2, to kill its worker's tree before it goes)."""
     global _role
     _role = name
     gc.freeze()  # objects inherited from the parent are never collected here (nor closed twice)
@@ -74,7 +102,7 @@ def become(name: str, *, parent: int | None) -> None:
 
     logging.setLogRecordFactory(record)
     if parent is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the prctl took effect
             os._exit(EXIT_PARENT_GONE)
 

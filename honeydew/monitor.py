@@ -37,7 +37,16 @@ import psutil
 
 from . import worker
 from ._jobslot import RUNNING, JobSlot
-from ._process import EXIT_OK, EXIT_PARENT_GONE, SignalPipe, become, exit_status, reap_strays, set_subreaper
+from ._process import (
+    EXIT_OK,
+    EXIT_PARENT_GONE,
+    SignalPipe,
+    become,
+    exit_status,
+    kill_descendants,
+    reap_strays,
+    set_subreaper,
+)
 from ._wire import Endpoint, pack, socketpair
 from .errors import Failure, signal_name
 from .protocol import (
@@ -80,8 +89,9 @@ def backoff(cfg: MonitorConfig, failures: int) -> float:
 
 
 def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
-    become(f"hd-monitor-{cfg.slot}", parent=supervisor_pid)
+    become(f"hd-monitor-{cfg.slot}", parent=supervisor_pid, death_signal=signal.SIGUSR2)
     set_subreaper()
+    signal.signal(signal.SIGUSR2, _supervisor_died)
     term = SignalPipe()  # SIGTERM: the pool is shutting down; start no new worker
     me = os.getpid()
     log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
@@ -130,6 +140,12 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
         _report(cfg, "backoff", watch.pid, failures, why, delay)
         _pause(cfg, delay, term)
+
+
+def _supervisor_died(signum: int, frame: object) -> None:
+    """PR_SET_PDEATHSIG: the supervisor is gone.  Take the worker and everything it started along."""
+    kill_descendants()
+    os._exit(EXIT_PARENT_GONE)
 
 
 def _report(cfg: MonitorConfig, state: str, pid: int, failures: int, error: str, retry_in: float = 0.0) -> None:
@@ -191,6 +207,8 @@ class _Watch:
             mon_sock.close()
             for ep in (cfg.supervisor, *cfg.kills):
                 ep.sock.close()
+            for fd in (self.term.fd, self.term.wfd):
+                os.close(fd)
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
                                            self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory),
                        self.me)
@@ -232,9 +250,16 @@ class _Watch:
                         self._signal_tree(signal.SIGKILL)
                         os._exit(EXIT_PARENT_GONE)
                     elif ready == self.term.fd:
-                        self.term.drain()  # shutting down: the worker finishes its job, then the queue stops it
+                        self.term.drain()
                         if not self.out.init_ok:
                             self._stop("shutdown during init", "")
+                        else:
+                            # shutting down: the worker finishes its job, hands back what it holds
+                            # unstarted, and leaves (it is in its own process group: tell it)
+                            try:
+                                os.kill(self.pid, signal.SIGTERM)
+                            except ProcessLookupError:
+                                pass
                 now = time.monotonic()
                 if alive and self.deadline is not None and now >= self.deadline:
                     reason, job_id = self.deadline_why

@@ -142,6 +142,11 @@ class _Supervisor:
         self.pidfd = fd if fd is not None else os.open("/dev/null", os.O_RDONLY)
         self.exitcode: int | None = None
 
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
     def reap(self, block: bool) -> bool:
         if self.exitcode is not None:
             return True
@@ -454,7 +459,18 @@ class Pool:
                                f"pending (see the log for workers in init back-off); pool.terminate() stops it")
         self._supervisor.reap(True)
         self._shutdown_bg()
+        self._release_fds()
         _SigtermHandler.uninstall_if_idle()
+
+    def _release_fds(self) -> None:
+        """Every pool process is gone: close what the caller held for them (sockets stay open until
+        the pool is collected: a late reader must see end of file, not a reused descriptor)."""
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
+        self._inbox.forget(self._supervisor.pidfd)
+        self._supervisor.close()
+        self._inbox.close()
 
     def terminate(self) -> None:
         """Stop now: running jobs are killed, waiting callers get ``PoolClosed``, no process is left."""
@@ -472,6 +488,7 @@ class Pool:
             self._supervisor.reap(True)
         self._fail_all(lambda fut: PoolClosed(f"job {fut.job_id}: the pool was terminated"))
         self._shutdown_bg()
+        self._release_fds()
         _SigtermHandler.uninstall_if_idle()
 
     def __enter__(self) -> Pool:
@@ -663,7 +680,7 @@ class Pool:
                 pass
 
     def _supervisor_exited(self, work: list[Any]) -> None:
-        self._supervisor.reap(False)
+        self._supervisor.reap(True)  # its pidfd is readable: it has exited, this does not block
         if not self._closed:
             self._broken = f"its supervisor process (pid {self._supervisor.pid}) died"
             log.error("honeydew pool: %s; every pool process is gone", self._broken)

@@ -40,6 +40,7 @@ from ._process import (
     become,
     exit_status,
     kill_and_reap,
+    kill_descendants,
     log_exception_and_exit,
     reap_strays,
     set_subreaper,
@@ -357,12 +358,31 @@ class _Supervisor:
                 code = exit_status(status)
             except ChildProcessError:
                 pass
+        self._bury_strays()
         died = WorkerDied(pid, code, signal_name(code), "", "")
         for ep in self.worker_queues[child.index]:
             try:
                 ep.send(died)
             except OSError:
                 pass
+
+    def _bury_strays(self) -> None:
+        """Kill the processes a dead monitor left (its worker's children, which came to us as
+        subreaper), and their descendants: anything below us that is not a live queue or monitor."""
+        live = {c.pid for c in self.children.values()}
+        try:
+            strays = [p for p in psutil.Process().children() if p.pid not in live]
+        except psutil.Error:
+            return
+        for p in strays:
+            try:
+                for q in p.children(recursive=True) + [p]:
+                    q.kill()
+            except psutil.Error:
+                pass
+        if strays:
+            psutil.wait_procs(strays, timeout=2.0)
+        reap_strays(live)
 
     def _kill_all(self) -> None:
         for child in list(self.children.values()):
@@ -386,21 +406,7 @@ class _Supervisor:
         self.children.clear()
         # whatever is left below us (a task's children in their own session, orphaned by their dead
         # monitor, come to us as subreaper): kill it all and reap it, so nothing outlives the pool
-        deadline = time.monotonic() + 2.0
-        while True:
-            try:
-                rest = psutil.Process().children(recursive=True)
-            except psutil.Error:
-                rest = []
-            for p in rest:
-                try:
-                    p.kill()
-                except psutil.Error:
-                    pass
-            reap_strays(set())
-            if not rest or time.monotonic() > deadline:
-                return
-            time.sleep(0.01)
+        kill_descendants()
 
 
 def _sock(fd: int) -> Any:
