@@ -156,7 +156,11 @@ def test_sigkill_monitor_while_idle_then_serve(tmp_path):
         monitor = H.one("hd-monitor-0")
         os.kill(monitor.pid, signal.SIGKILL)
         assert H.wait_gone([worker_pid], 5) == []
+        # the supervisor restarts the monitor, which starts a new worker
+        H.wait_until(lambda: [p for p in H.by_name("hd-monitor-0") if p.pid != monitor.pid], 10, what="new monitor")
+        H.wait_until(lambda: [p for p in H.by_name("hd-worker-0") if p.pid != worker_pid], 10, what="new worker")
         assert pool.options(timeout=10).call(H.echo, "after") == "after"
+        assert pool.options(timeout=10).call(H.getpid) != worker_pid
         H.finish(pool)
     finally:
         pool.terminate()
