@@ -77,3 +77,25 @@ def test_pool_process_log_records_name_monitor_and_queue(tmp_path, method):
     assert "hd-monitor-0" in writers, proc.stderr
     assert "hd-queue-0" in writers, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+QUIET_SCRIPT = """
+import sys
+import honeydew
+from support import integration_helpers as H
+
+with honeydew.Pool(num_workers=2, start_method=sys.argv[1]) as pool:
+    assert pool.call(H.echo, 1) == 1
+    assert list(pool.map(H.echo, range(10))) == list(range(10))
+print("OK", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_healthy_pool_writes_nothing_to_stderr(tmp_path, method):
+    """Nothing went wrong, so the user's stderr stays empty (no warnings from starting the pool)."""
+    proc = H.run_script(tmp_path, QUIET_SCRIPT, timeout=40, args=[method])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "OK\n"
+    assert proc.stderr == ""
