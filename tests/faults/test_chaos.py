@@ -9,8 +9,10 @@ The model is deliberately coarse, so that every assertion is about outcomes, nev
   job was pending, ``JobLost``.  A ``WorkerCrashed`` for a job that does not crash its worker is
   accepted only if some process was killed while that job was pending;
 * a job ran (one file per run, written by the task) at most its delivery limit, at least once if
-  it completed, and exactly as the failure mode says (once; or the limit, for a job that always
-  fails) when no process was killed while it was pending;
+  it completed or failed by itself, and exactly once if it completed with no process killed while
+  it was pending.  (A job that always fails may run fewer times than its limit: honeydew charges a
+  delivery to a worker that dies before reading the job, docs/architecture.md, so only the bounds
+  are asserted there.);
 * no wait lasts forever: every wait has a generous deadline and missing it fails the example;
 * after close + join: no pool process, no zombie, and this process's descriptor count is back
   where it was (a small constant allowed).
@@ -298,14 +300,10 @@ class ChaosPool(RuleBasedStateMachine):
             assert kind == "raise", f"job {job.name} ({kind}) raised {exc!r}"
             assert str(exc) == f"chaos {job.value}"
             assert runs >= 1
-            if not killed:
-                assert runs == self.limit, f"job {job.name} (raise) ran {runs} times; {self.mode} says {self.limit}"
             event("outcome: the task's exception")
             return
         if isinstance(exc, honeydew.WorkerCrashed):
             assert kind == "crash" or killed, f"job {job.name} ({kind}) crashed with no kill: {exc!r}"
-            if kind == "crash" and not killed:
-                assert runs == self.limit, f"job {job.name} (crash) ran {runs} times; {self.mode} says {self.limit}"
             event("outcome: WorkerCrashed")
             return
         raise AssertionError(f"job {job.name} ({kind}) ended with an unexpected {exc!r}")
@@ -317,8 +315,10 @@ class ChaosPool(RuleBasedStateMachine):
         if not self._reached_a_live_queue(job):
             event("cast maybe sent to a killed queue")
             return
-        expected = 1 if job.kind == "ok" else self.limit
-        assert runs == expected, f"cast {job.name} ({job.kind}) ran {runs} times with no fault; expected {expected}"
+        if job.kind == "ok":
+            assert runs == 1, f"cast {job.name} (ok) ran {runs} times with no fault"
+        else:
+            assert runs >= 1, f"cast {job.name} ({job.kind}) never ran"
 
     def _reached_a_live_queue(self, cast: Job) -> bool:
         """A cast sent after a queue kill but before the caller heard of the restart is lost without
