@@ -91,6 +91,26 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def private_memory() -> int:
+    """Bytes only this process holds (USS: what exiting would free).  A forked worker's RSS also
+    counts the pages it still shares with its parents, which would make a cap depend on the caller."""
+    total = 0
+    with open("/proc/self/smaps_rollup", "rb") as f:
+        for line in f:
+            if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def _over_memory_cap(cap: int) -> int:
+    """The worker's private memory if it is above ``cap``, else 0.  RSS (cheap) bounds it from
+    above, so the costlier USS is read only when RSS is already over the cap."""
+    if _rss() <= cap:
+        return 0
+    uss = private_memory()
+    return uss if uss > cap else 0
+
+
 def dumps(value: Any) -> bytes:
     """Pickle fast with the C pickler; fall back to cloudpickle for lambdas and closures."""
     try:
@@ -219,6 +239,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         if not held:
             if all(stopped):
                 return False
+            if _term_requested:  # it came while we were finishing a job: leave before sleeping
+                raise _WarmStop
             top_up()
             for fd, _ in poller.poll():
                 q = by_fd[fd]
@@ -245,8 +267,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             why = "SIGTERM"
         elif cfg.max_jobs is not None and jobs_done >= cfg.max_jobs:
             why = f"max_jobs_per_worker={cfg.max_jobs} reached"
-        elif cfg.max_memory is not None and _rss() > cfg.max_memory:
-            why = f"RSS {_rss() // 1024} KiB above max_memory_per_worker={cfg.max_memory // 1024} KiB"
+        elif cfg.max_memory is not None and (uss := _over_memory_cap(cfg.max_memory)):
+            why = f"private memory {uss // 1024} KiB above max_memory_per_worker={cfg.max_memory // 1024} KiB"
         more = why is None
         if outcome is not None:
             queues[q].send(Failed(job.job_id, tuple(outcome), more))

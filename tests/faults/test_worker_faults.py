@@ -233,17 +233,17 @@ WINDOW_CASES = [
     # (where the worker dies, failure mode, runs expected, what the caller gets)
     ("after_result", "requeue", 2, 1),         # result delivered (run 1); the job runs again; 2nd dropped
     ("after_result", "abandon", 1, 1),         # result delivered; the queue's give-up is dropped
-    ("before_result", "requeue", 2, 2),        # acked but no result left: run again, run 2's result
-    ("before_result", "abandon", 1, "crash"),  # acked but no result left: the caller gets WorkerCrashed
+    ("before_result", "requeue", 2, 2),        # no result left: run again, run 2's result
+    ("before_result", "abandon", 1, "crash"),  # no result left: the caller gets WorkerCrashed
 ]
 
 
 @pytest.mark.parametrize("where, mode, runs, outcome", WINDOW_CASES)
-def test_worker_dies_between_its_done_and_its_result(tmp_path, where, mode, runs, outcome):
-    """The worker acks a job (``Done``) before it sends the ``Result``.  It is SIGKILLed (a profile
+def test_worker_dies_around_its_result(tmp_path, where, mode, runs, outcome):
+    """The worker sends a job's ``Result`` before it acks it (``Done``).  It is SIGKILLed (a profile
     hook in the task fires on the send of that ``Result``) either before the result leaves or right
-    after it left.  Either way the caller's future resolves exactly once; under Requeue the job
-    runs again (the at-least-once window), and a second outcome is dropped."""
+    after it left, before the ack.  Either way the caller's future resolves exactly once; under
+    Requeue the job runs again (the at-least-once window), and a second outcome is dropped."""
     fm = honeydew.Requeue(max_deliveries=3) if mode == "requeue" else honeydew.Abandon()
     with honeydew.Pool(num_workers=1, init_retry_secs=0.05, failure_mode=fm) as pool:
         calls = []
@@ -252,7 +252,6 @@ def test_worker_dies_between_its_done_and_its_result(tmp_path, where, mode, runs
         if outcome == "crash":
             exc = fut.exception(timeout=T)
             assert isinstance(exc, honeydew.WorkerCrashed) and exc.signal_name == "SIGKILL", repr(exc)
-            assert "result" in str(exc)
         else:
             assert fut.result(timeout=T) == outcome
         marker = F.wait_until(lambda: list(tmp_path.glob("killed-*")), T, what="the worker to die in the window")
@@ -268,8 +267,8 @@ def test_worker_dies_between_its_done_and_its_result(tmp_path, where, mode, runs
 
 
 def test_job_sent_to_a_worker_dying_in_its_reply_is_not_failed(tmp_path):
-    """A job queued behind one whose worker dies between its ``Done`` and its ``Result`` never
-    started: under Abandon it must still run (FAULTS 9: no other job is affected)."""
+    """A job queued behind one whose worker dies while sending its ``Result`` never started: under
+    Abandon it must still run (FAULTS 9: no other job is affected)."""
     with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
         fut = pool.submit(F.die_in_reply_window, str(tmp_path), "before_result")
         behind = pool.submit(F.echo, "behind")
@@ -307,7 +306,7 @@ def test_max_jobs_per_worker_recycles_without_losing_queued_work(tmp_path, prefe
 
 def test_memory_cap_recycles_without_losing_queued_work(tmp_path):
     with honeydew.Pool(num_workers=1) as pool:
-        base = pool.options(timeout=T).call(F.rss_of_self)
+        base = pool.options(timeout=T).call(F.uss_of_self)  # the cap compares private memory (USS)
     cap = base + 25 * 1024 * 1024
     with honeydew.Pool(num_workers=1, max_memory_per_worker=cap, prefetch=2) as pool:
         futs = [pool.submit(F.grow, 10) for _ in range(12)] + [pool.submit(F.report, str(tmp_path))

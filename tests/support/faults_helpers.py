@@ -198,24 +198,19 @@ def count_runs(directory: Path | str, tag: str = "run", job_id: str | None = Non
 def die_in_reply_window(directory: str, where: str, *_state: Any) -> int:
     """Record the run; on the first delivery, SIGKILL this worker around the send of its result.
 
-    The worker acks a job (``Done`` to the queue) *before* it sends the ``Result`` to the caller
-    (docs/architecture.md), so after the task returns, the first packet the worker writes is the
-    ``Done`` and the second, on another socket, the (small, one-packet) ``Result``.  A profile hook
-    counts the ``sendmsg`` calls: ``where="before_result"`` dies as the ``Result`` is about to be
-    written (acked, nothing sent to the caller); ``where="after_result"`` dies right after it was
-    written (the caller has it; the worker never marks the job finished).  Returns the delivery."""
+    The worker sends the ``Result`` to the caller *before* it acks the job (``Done`` to the queue;
+    docs/architecture.md), so after the task returns, the first packet the worker writes is the
+    (small, one-packet) ``Result``.  A profile hook watches that ``sendmsg``:
+    ``where="before_result"`` dies as the ``Result`` is about to be written (nothing sent to the
+    caller, the job not acked); ``where="after_result"`` dies right after it was written (the caller
+    has it; the queue never gets the ``Done``).  Returns the delivery."""
     record_run(directory)
     job = honeydew.current_job()
     if job.deliveries == 1:
-        fds: list[int] = []
         edge = "c_call" if where == "before_result" else "c_return"
 
         def hook(frame: Any, event: str, arg: Any) -> None:
-            if event not in ("c_call", "c_return") or getattr(arg, "__name__", "") != "sendmsg":
-                return
-            if event == "c_call":
-                fds.append(arg.__self__.fileno())
-            if len(fds) == 2 and fds[1] != fds[0] and event == edge:
+            if event == edge and getattr(arg, "__name__", "") == "sendmsg":
                 Path(directory, f"killed-{job.id}").write_text(str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -389,6 +384,11 @@ def count_markers(*_state: Any) -> int:
 
 def rss_of_self(*_state: Any) -> int:
     return psutil.Process().memory_info().rss
+
+
+def uss_of_self(*_state: Any) -> int:
+    """The worker's private memory, which max_memory_per_worker compares."""
+    return psutil.Process().memory_full_info().uss
 
 
 _ballast: list[bytes] = []
