@@ -1,7 +1,8 @@
 """Entry point of a supervisor started as a fresh interpreter (the caller had other threads, and
 forking a multi-threaded process can copy a lock some other thread held).
 
-``python -m honeydew._boot FD``: reads from pipe ``FD`` the caller's ``sys.path`` (plain pickle,
+``python -c "from honeydew._boot import main; main()" FD`` (not ``-m``, which would warn that the
+module is already imported): reads from pipe ``FD`` the caller's ``sys.path`` (plain pickle,
 so that the next read can import the user's modules), its logging set-up, and then the
 cloudpickled :class:`~honeydew.supervisor.SupervisorConfig`, and runs the supervisor.
 """

@@ -318,7 +318,7 @@ class Pool:
                             f"({e}); the caller has threads, so the supervisor starts as a fresh interpreter") from e
         r, w = os.pipe()
         try:
-            popen = subprocess.Popen([sys.executable, "-m", "honeydew._boot", str(r)],
+            popen = subprocess.Popen([sys.executable, "-c", "from honeydew._boot import main; main()", str(r)],
                                      pass_fds=sorted(cfg.fds() | {r}), close_fds=True)
         finally:
             os.close(r)
@@ -701,11 +701,17 @@ class Pool:
         self._inbox._resolve(work)  # type: ignore[arg-type]
 
     def __del__(self) -> None:
-        if getattr(self, "_started", False) and not self._terminated and not self._inbox.supervisor_gone:
-            try:
-                self.terminate()
-            except Exception:
-                pass
+        """Collected without being joined: stop the tree without any I/O (the cyclic collector may
+        already have closed this pool's sockets).  Killing the supervisor is enough: monitors and
+        queues die with it (PR_SET_PDEATHSIG) and each monitor takes its worker's tree along."""
+        if (not getattr(self, "_started", False) or self._inbox.supervisor_gone
+                or self._supervisor.exitcode is not None):
+            return
+        try:
+            os.kill(self._supervisor.pid, signal.SIGKILL)
+            self._supervisor.reap(True)
+        except OSError:
+            pass
 
 
 class _SigtermHandler:
