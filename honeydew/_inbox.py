@@ -46,6 +46,7 @@ class Inbox:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._add(self.wake_r, self._drain_wake)
         self.supervisor_gone = False
+        self.closed = False
 
     def _add(self, fd: int, handler: Callable[[list[_Work]], None]) -> None:
         self.handlers[fd] = handler
@@ -66,9 +67,17 @@ class Inbox:
             self.poller.unregister(fd)
 
     def close(self) -> None:
-        """Every pool process is gone: close the wake-up pipe (``wake`` becomes a no-op)."""
-        self.forget(self.wake_r)
-        wake_r, wake_w, self.wake_r, self.wake_w = self.wake_r, self.wake_w, -1, -1
+        """Every pool process is gone: stop watching, once no thread is in ``poll`` any more, and
+        close the wake-up pipe (``wake`` becomes a no-op).  The caller may then close the sockets."""
+        with self.cv:
+            self.closed = True
+            while self.leading:
+                self.wake()
+                self.cv.wait(0.05)
+            for fd in list(self.handlers):
+                self.forget(fd)
+            wake_r, wake_w, self.wake_r, self.wake_w = self.wake_r, self.wake_w, -1, -1
+            self.cv.notify_all()
         for fd in (wake_r, wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -93,6 +102,8 @@ class Inbox:
             while True:
                 if done():
                     return True
+                if self.closed:
+                    return done()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False

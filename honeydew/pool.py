@@ -463,14 +463,16 @@ class Pool:
         _SigtermHandler.uninstall_if_idle()
 
     def _release_fds(self) -> None:
-        """Every pool process is gone: close what the caller held for them (sockets stay open until
-        the pool is collected: a late reader must see end of file, not a reused descriptor)."""
-        if self._lifeline >= 0:
-            os.close(self._lifeline)
-            self._lifeline = -1
-        self._inbox.forget(self._supervisor.pidfd)
-        self._supervisor.close()
+        """Every pool process is gone: close every descriptor the caller held for them, once no
+        thread polls them any more (the inbox makes sure).  Later calls raise ``PoolClosed``."""
+        if self._lifeline < 0:
+            return
+        os.close(self._lifeline)
+        self._lifeline = -1
         self._inbox.close()
+        self._supervisor.close()
+        for ep in (self._control, *self._queues, *self._replies):
+            ep.sock.close()
 
     def terminate(self) -> None:
         """Stop now: running jobs are killed, waiting callers get ``PoolClosed``, no process is left."""
@@ -659,6 +661,9 @@ class Pool:
     def _shutdown_bg(self) -> None:
         self._async_event.set()
         self._inbox.wake()
+        bg = self._bg
+        if bg is not None and bg is not threading.current_thread():
+            bg.join(5.0)
 
     def _queue_restarted(self, m: QueueRestarted, work: list[Any]) -> None:
         """Queue ``m.index`` was replaced: its jobs are lost.  Fail them, then let the new one serve."""
