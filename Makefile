@@ -28,5 +28,9 @@ bench: $(VENV)/.bench
 bench-smoke: $(VENV)/.bench
 	$(PY) -m benchmarks.run --smoke
 
+# the 30-minute soak: random kills every 200-500 ms, zero jobs lost, memory flat (docs/reliability.md)
+soak: $(VENV)/.installed
+	HONEYDEW_SOAK_MINUTES=30 HONEYDEW_SOAK_REPORT=soak-report.json $(PY) -m pytest tests/faults/test_soak.py -s
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
