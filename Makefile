@@ -18,7 +18,8 @@ $(VENV)/.bench: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
-test: $(VENV)/.installed
+# the bench extra too: tests/test_bench_smoke.py runs a tiny bench against every peer so it cannot rot
+test: $(VENV)/.bench
 	$(PY) -m ruff check honeydew tests benchmarks examples
 	$(PY) -m pytest
 
