@@ -98,7 +98,10 @@ class ChaosPool(RuleBasedStateMachine):
         self.casts: list[Job] = []
         self.kills = 0      # every SIGKILL this test sent (workers, monitors, the queue)
         self.qkills = 0     # SIGKILLs of the queue process
-        self.mkills = 0     # SIGKILLs of monitors
+        # preconditions may depend only on the rules drawn so far (never on what was alive), or
+        # hypothesis sees a different set of enabled rules on replay
+        self.queue_kill_rules = 0
+        self.monitor_kill_rules = 0
         self.killed_queues: set[int] = set()
         self.queue_kill_steps: list[int] = []
         self.step = 0       # bumped by every acceptance and every kill: orders them
@@ -204,16 +207,17 @@ class ChaosPool(RuleBasedStateMachine):
         if self._kill(f"hd-worker-{slot}", slot):
             event("kill worker")
 
-    @precondition(lambda self: self.mkills < MAX_MONITOR_KILLS)
+    @precondition(lambda self: self.monitor_kill_rules < MAX_MONITOR_KILLS)
     @rule(slot=st.integers(0, NUM_WORKERS - 1))
     def kill_monitor(self, slot: int) -> None:
-        self.mkills += 1
+        self.monitor_kill_rules += 1
         if self._kill(f"hd-monitor-{slot}", slot):
             event("kill monitor")
 
-    @precondition(lambda self: self.qkills < MAX_QUEUE_KILLS)
+    @precondition(lambda self: self.queue_kill_rules < MAX_QUEUE_KILLS)
     @rule()
     def kill_queue(self) -> None:
+        self.queue_kill_rules += 1
         self.qkills += 1  # counted first: the caller may report JobLost before we return
         if self._kill("hd-queue-0"):
             event("kill queue")
