@@ -261,3 +261,43 @@ def test_garbage_collected_pool_is_terminated(tmp_path):
     out = dict(line.split(" ", 1) for line in res.stdout.splitlines())
     assert out["LEFT"] == "[]", res.stderr
     assert out["ZOMBIES"] == "[]"
+
+
+# --- restarts in a caller that logs to a file (B7 in docs/reliability.md) ---------------------------
+
+LOGGING_CALLER = """
+import logging, sys
+import honeydew
+from support import faults_helpers as F
+
+logging.basicConfig(filename=sys.argv[1], level=logging.INFO)   # an ordinary application set-up
+pool = honeydew.Pool(num_workers=2, init_retry_secs=0.05)
+assert pool.call(F.echo, 0) == 0
+for i in range(1, 6):
+    for name in ("hd-worker-0", "hd-monitor-1", "hd-queue-0"):
+        F.one(name, timeout=30).kill()          # every pool process logs a warning about it
+        F.wait_until(lambda: len(F.pool_processes()) == 6, 30, what=f"the whole tree after killing {name}")
+    for _ in range(20):
+        try:
+            assert pool.options(timeout=30).call(F.echo, i) == i
+            break
+        except (honeydew.JobLost, honeydew.WorkerCrashed):
+            pass  # a job sent while the queue or a worker was being replaced
+    print("ROUND", i, flush=True)
+pool.close()
+pool.join(timeout=30)
+print("DONE", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_restarts_in_a_caller_that_logs_to_a_file(tmp_path):
+    """A caller with a logging FileHandler (fork start method): the pool survives repeated kills of
+    workers, monitors and the queue, every time with its whole tree back, and keeps serving."""
+    w = F.start_watched(tmp_path, LOGGING_CALLER, args=[str(tmp_path / "app.log")])
+    try:
+        code = w.finish(100)
+        assert code == 0 and "DONE" in w.out, f"exit {code}\n{w.text()}\n{w.text('err')[-3000:]}"
+        assert "Bad file descriptor" not in w.text("err")
+    finally:
+        w.kill()
