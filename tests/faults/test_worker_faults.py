@@ -136,6 +136,21 @@ def test_several_workers_sigkilled_at_once_under_requeue_nothing_lost(tmp_path):
         assert F.count_runs(tmp_path) == 8  # each job ran twice: killed once, then completed
 
 
+def test_idle_worker_sigkilled_the_next_job_is_not_failed():
+    """An idle worker killed from outside (as the OOM killer would) held no job: the job sent next
+    must run on its replacement, every time (FAULTS 5, 14)."""
+    with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
+        failures = []
+        for i in range(10):
+            pid = pool.options(timeout=T).call(F.getpid)
+            F.signal_pid(pid, signal.SIGKILL)
+            try:
+                assert pool.options(timeout=T).call(F.echo, i) == i
+            except honeydew.WorkerCrashed as e:
+                failures.append(str(e))
+        assert failures == [], f"{len(failures)} of 10 jobs failed with a worker they never reached: {failures[:2]}"
+
+
 def test_sigterm_to_a_busy_worker_is_a_warm_stop_and_its_job_completes(tmp_path):
     with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
         futs, pids, release = _start_blocked(pool, tmp_path, 1)
