@@ -88,6 +88,11 @@ def test_every_init_failing_for_good_bounded_waits_and_terminate_leaves_nothing(
     pool = honeydew.Pool(F, [str(tmp_path)], num_workers=2, init_retry_secs=0.05, init_retry_max_secs=0.2)
     try:
         F.wait_until(lambda: F.init_attempts(tmp_path) >= 4, T, what="failed init attempts")
+        # status shows every worker in back-off, with the last error
+        status = F.wait_until(lambda: (lambda s: s if all(w["state"] == "backoff" for w in s["workers"]) else None)(
+            pool.status(timeout=T)), T, what="both workers in back-off")
+        assert len(status["workers"]) == 2
+        assert all("init fails on purpose" in str(w.get("last_error", w)) for w in status["workers"]), status
         with pytest.raises(TimeoutError):
             pool.options(timeout=0.5).call(F.echo, 1)
         fut = pool.submit(F.echo, 2)
