@@ -291,3 +291,26 @@ def test_max_pending_firehose_with_many_threads():
             assert not t.is_alive() and box and box[0][0] == "ok", box
             results += [f.result(timeout=20) for f in box[0][1]]
         assert sorted(results) == sorted((k, i) for k in range(4) for i in range(50))
+
+
+@pytest.mark.timeout(60)
+def test_max_pending_raises_queue_full_when_asked_not_to_block(tmp_path):
+    """pool.options(block=False): a full queue raises QueueFull at once; nothing is enqueued, and
+    the pool takes jobs again once there is room."""
+    with honeydew.Pool(num_workers=1, max_pending=2) as pool:
+        _block(pool, tmp_path)                                    # 1 pending (running)
+        queued = pool.submit(H.echo, "queued")                    # 2 pending
+        with pytest.raises(honeydew.QueueFull, match="max_pending=2"):
+            pool.options(block=False).cast(H.touch, str(tmp_path / "never"))
+        with pytest.raises(honeydew.QueueFull):
+            pool.options(block=False).submit(H.echo, "never")
+        _unblock(tmp_path)
+        assert queued.result(timeout=20) == "queued"
+        def room() -> bool:
+            try:
+                return pool.options(block=False).submit(H.echo, "room").result(timeout=20) == "room"
+            except honeydew.QueueFull:
+                return False  # the settled count has not reached the caller yet
+
+        H.wait_until(room, 20, what="room in the queue")
+    assert not (tmp_path / "never").exists()
