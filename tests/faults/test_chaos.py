@@ -198,7 +198,9 @@ class ChaosPool(RuleBasedStateMachine):
                 self.queue_kill_steps.append(self.step)
             F.signal_pid(p.pid, signal.SIGKILL)
         if slot is not None:
-            F.wait_until(lambda: F.init_pids(self.flag_dir, slot) - seen, WAIT,
+            # (a worker killed just after its fork may have logged its init after `seen` was taken)
+            killed = {p.pid for p in targets}
+            F.wait_until(lambda: F.init_pids(self.flag_dir, slot) - seen - killed, WAIT,
                          what=f"a replacement worker in slot {slot}")
         return True
 
