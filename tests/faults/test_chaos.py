@@ -189,7 +189,10 @@ class ChaosPool(RuleBasedStateMachine):
         if not targets:
             event(f"kill {name.rsplit('-', 1)[0]}: none alive")
             return False
-        seen = F.init_pids(self.flag_dir, slot) if slot is not None else set()
+        seen: set[int] = set()
+        if slot is not None:  # every process of the slot now, and every init attempt so far
+            seen = F.init_pids(self.flag_dir, slot) | {p.pid for n in (f"hd-worker-{slot}", f"hd-monitor-{slot}")
+                                                        for p in F.by_name(n)}
         self.kills += 1
         self.step += 1
         for p in targets:
@@ -198,7 +201,7 @@ class ChaosPool(RuleBasedStateMachine):
                 self.queue_kill_steps.append(self.step)
             F.signal_pid(p.pid, signal.SIGKILL)
         if slot is not None:
-            # (a worker killed just after its fork may have logged its init after `seen` was taken)
+            # (a worker killed just after its fork may log its init after `seen` was taken)
             killed = {p.pid for p in targets}
             F.wait_until(lambda: F.init_pids(self.flag_dir, slot) - seen - killed, WAIT,
                          what=f"a replacement worker in slot {slot}")
