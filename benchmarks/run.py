@@ -346,7 +346,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="output directory")
     ap.add_argument("--quiet-wait", type=float, default=None, metavar="S",
                     help="before each trial wait for the machine to be quiet, at most S seconds in all "
-                         "(default 180; 0 with --smoke)")
+                         "(default 120; 0 with --smoke)")
     ap.add_argument("--retry-noisy", type=int, default=None, metavar="K",
                     help=f"run a trial again (up to K times) when other processes used > {NOISY:.0%} of the CPUs "
                          f"during it (default 1; 0 with --smoke)")
@@ -359,7 +359,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
     if args.quiet_wait is None:
-        args.quiet_wait = 0.0 if args.smoke else 180.0
+        args.quiet_wait = 0.0 if args.smoke else 120.0
     if args.retry_noisy is None:
         args.retry_noisy = 0 if args.smoke else 1
     if args.repeats is not None and args.repeats < 1:
@@ -499,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.text_targets(ts))
     if noisy:
-        print(f"\nWARNING: other processes used > {NOISY:.0%} of the CPUs during some trials ({', '.join(noisy)}); "
+        shown = ", ".join(noisy[:8]) + (f" and {len(noisy) - 8} more" if len(noisy) > 8 else "")
+        print(f"\nWARNING: other processes used > {NOISY:.0%} of the CPUs during some trials ({shown}); "
               f"median interference {meta['interference_median']:.1%}, max {meta['interference_max']:.0%}. "
               f"Timings from a busy machine are not comparable; rerun on a quiet one.")
     passed = sum(t["pass"] for t in ts)
