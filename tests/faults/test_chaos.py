@@ -272,6 +272,7 @@ class ChaosPool(RuleBasedStateMachine):
         unknown = set(runs) - {j.value for j in self.jobs} - {j.value for j in self.casts}
         assert not unknown, f"runs of jobs nobody submitted: {unknown}"
         event(f"jobs per example: {_bucket(len(self.jobs) + len(self.casts))}")
+        event(f"processes killed per example: {_bucket(self.kills)}")
         # nothing left behind
         assert F.pool_processes() == [], F.pool_processes()
         F.wait_until(lambda: F.zombies() == [], WAIT, what="no zombie children")
@@ -338,7 +339,7 @@ class ChaosPool(RuleBasedStateMachine):
 
 
 def _bucket(n: int) -> str:
-    return "0" if n == 0 else "1-9" if n < 10 else "10-19" if n < 20 else "20+"
+    return "0" if n == 0 else "1-2" if n < 3 else "3-9" if n < 10 else "10-19" if n < 20 else "20+"
 
 
 ChaosPool.TestCase.settings = settings(
