@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 
 import pytest
@@ -216,14 +217,14 @@ def test_sigterm_is_a_warm_shutdown(tmp_path, target, prefetch):
 
 
 SECOND_SIGTERM_CALLER = """
-import sys
+import glob, sys
 import honeydew
 from support import faults_helpers as F
 
 d = sys.argv[1]
 pool = honeydew.Pool(num_workers=2)
 futs = [pool.submit(F.ignore_term_and_sleep, d + f"/flag{i}", 600) for i in range(2)]
-F.wait_until(lambda: len(__import__("glob").glob(d + "/flag*")) == 2, 30)
+F.wait_until(lambda: len(glob.glob(d + "/flag*")) == 2, 30)
 print("PIDS", " ".join(str(p.pid) for p in F.pool_processes()), flush=True)
 print("READY", flush=True)
 futs[0].result()
@@ -279,7 +280,7 @@ with honeydew.Pool(num_workers=1) as pool:
 
 @pytest.mark.timeout(90)
 def test_sigusr1_makes_every_pool_process_dump_its_stack(tmp_path):
-    w = F.Watched(F.start_script(tmp_path, SIGUSR1_CALLER, stdin=__import__("subprocess").PIPE))
+    w = F.Watched(F.start_script(tmp_path, SIGUSR1_CALLER, stdin=subprocess.PIPE))
     try:
         w.wait_for("READY", timeout=60)
         procs = {line.split()[1]: int(line.split()[2]) for line in w.out if line.startswith("PROC")}

@@ -28,7 +28,10 @@ import psutil
 
 import honeydew
 from support.integration_helpers import (  # noqa: F401  (re-exported for the fault tests)
+    announce_then_wait,
     by_name,
+    echo,
+    getpid,
     one,
     pool_processes,
     read_line_with,
@@ -117,16 +120,12 @@ def fault_task(how: str, *_state: Any) -> None:
     crash_now(how)
 
 
-def echo(value: Any, *_state: Any) -> Any:
-    return value
 
 
 def echo_len(value: Any, *_state: Any) -> int:
     return len(value)
 
 
-def getpid(*_state: Any) -> int:
-    return os.getpid()
 
 
 def return_crash_on_pickle(how: str, *_state: Any) -> CrashOnPickle:
@@ -286,15 +285,6 @@ def chaos_task(directory: str, kind: str, value: Any, nap: float, *_state: Any) 
 
 # --- tasks that block, ignore signals, start process trees --------------------------------------
 
-def announce_then_wait(flag: str, release: str, timeout: float, *_state: Any) -> int:
-    """Write our pid to ``flag``, then wait (at most ``timeout`` s) for ``release`` to exist."""
-    Path(flag).write_text(str(os.getpid()))
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(release):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{release} never appeared")
-        time.sleep(0.01)
-    return os.getpid()
 
 
 def nap_forever(*_state: Any) -> None:
