@@ -16,18 +16,36 @@ import sys
 from typing import Any
 
 
+def logging_fds() -> set[int]:
+    """In the caller: the descriptors its logging handlers write to (a forked supervisor keeps them
+    while it closes every other inherited descriptor, so pool processes log where the caller does)."""
+    fds = set()
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for h in lg.handlers:
+            try:
+                fds.add(h.stream.fileno())  # type: ignore[attr-defined]
+            except (AttributeError, OSError, ValueError):
+                pass
+    return fds
+
+
 def logging_setup() -> dict[str, Any]:
-    """In the caller: the root logger's level and the formats of its stdout/stderr handlers, so that
-    pool processes started from a fresh interpreter log like the forked ones would."""
+    """In the caller: the root logger's level and its stdout/stderr and file handlers (with their
+    formats), so that pool processes started from a fresh interpreter log like the forked ones."""
     root = logging.getLogger()
     handlers = []
     for h in root.handlers:
         stream = getattr(h, "stream", None)
-        name = "stderr" if stream is sys.stderr else "stdout" if stream is sys.stdout else None
-        if name is None or type(h) is not logging.StreamHandler:
+        if type(h) is logging.FileHandler:
+            target = "file:" + h.baseFilename
+        elif type(h) is logging.StreamHandler and stream in (sys.stderr, sys.stdout):
+            target = "stderr" if stream is sys.stderr else "stdout"
+        else:
             continue
         fmt = h.formatter
-        handlers.append((name, h.level, fmt._fmt if fmt else None, fmt.datefmt if fmt else None,
+        handlers.append((target, h.level, fmt._fmt if fmt else None, fmt.datefmt if fmt else None,
                          type(fmt._style).__name__ if fmt else "PercentStyle"))
     return {"level": root.level, "handlers": handlers}
 
@@ -38,8 +56,12 @@ _STYLES = {"PercentStyle": "%", "StrFormatStyle": "{", "StringTemplateStyle": "$
 def apply_logging(setup: dict[str, Any]) -> None:
     root = logging.getLogger()
     root.setLevel(setup["level"])
-    for name, level, fmt, datefmt, style in setup["handlers"]:
-        h = logging.StreamHandler(sys.stderr if name == "stderr" else sys.stdout)
+    for target, level, fmt, datefmt, style in setup["handlers"]:
+        h: logging.Handler
+        if target.startswith("file:"):
+            h = logging.FileHandler(target[5:], mode="a")
+        else:
+            h = logging.StreamHandler(sys.stderr if target == "stderr" else sys.stdout)
         h.setLevel(level)
         h.setFormatter(logging.Formatter(fmt, datefmt, style=_STYLES.get(style, "%")))  # type: ignore[arg-type]
         root.addHandler(h)

@@ -134,7 +134,8 @@ def set_subreaper() -> None:
 
 def close_fds_except(keep: set[int]) -> None:
     """Close every inherited descriptor but stdio and ``keep`` (a forked supervisor must not hold
-    the caller's files and listening sockets)."""
+    the caller's files and listening sockets; ``keep`` has its own sockets and the files the
+    caller's logging writes to)."""
     fds = sorted(int(x) for x in os.listdir("/proc/self/fd"))
     for fd in fds:
         if fd > 2 and fd not in keep:

@@ -289,10 +289,11 @@ class Pool:
         if use_fork:
             sys.stdout.flush()
             sys.stderr.flush()
+            keep = cfg.fds() | _boot.logging_fds()
             pid = os.fork()
             if pid == 0:
                 try:
-                    close_fds_except(cfg.fds())
+                    close_fds_except(keep)
                     supervisor.run(cfg)
                 finally:
                     os._exit(70)
