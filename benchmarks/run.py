@@ -9,6 +9,8 @@ the repeats are interleaved (A B C ... A B C ..., the order rotated by one each 
 a table of medians with their spread, every target with PASS/FAIL and its measured ratio, and
 writes ``results.json``, ``results.png`` and ``results.md`` into the output directory
 (``benchmarks/results/`` for a full run, ``benchmarks/results/local/`` otherwise).
+
+To benchmark an exported tree (``git archive``), set ``BENCH_GIT_COMMIT`` so the results name it.
 """
 
 from __future__ import annotations
@@ -261,10 +263,10 @@ def versions() -> dict[str, Any]:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "honeydew"], cwd=ROOT, capture_output=True,
                                text=True, timeout=10)
-        out["git_commit"] = head.stdout.strip() or None
+        out["git_commit"] = head.stdout.strip() or os.environ.get("BENCH_GIT_COMMIT") or None
         out["honeydew_dirty"] = bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired):
-        out["git_commit"] = None
+        out["git_commit"] = os.environ.get("BENCH_GIT_COMMIT")
     import honeydew
     out["honeydew_path"] = str(Path(honeydew.__file__).parent)
     return out
@@ -486,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out_dir / "results.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(out_dir / "results.json")
-    (out_dir / "results.md").write_text(report.markdown(ms, ts))
+    head = (f"Measured {now:%Y-%m-%d %H:%M} UTC on {mach['nproc']} CPUs ({mach['cpu']}), Python {mach['python']}, "
+            f"Linux {mach['kernel']}; honeydew {vers.get('git_commit') or vers.get('honeydew')}; "
+            f"{WORKERS} workers each; `{meta['command']}`; {elapsed / 60:.1f} min; median interference from other "
+            f"processes {meta['interference_median'] or 0:.1%}.\n\n")
+    (out_dir / "results.md").write_text(head + report.markdown(ms, ts))
     title = (f"honeydew vs peers, {WORKERS} workers - {mach['nproc']} CPUs, Python {mach['python']}, "
              f"{now:%Y-%m-%d}{' (smoke)' if args.smoke else ''}")
     try:
