@@ -16,10 +16,17 @@ import sys
 from typing import Any
 
 
-def logging_fds() -> set[int]:
-    """In the caller: the descriptors its logging handlers write to (a forked supervisor keeps them
-    while it closes every other inherited descriptor, so pool processes log where the caller does)."""
+def output_fds() -> set[int]:
+    """In the caller: the descriptors behind ``sys.stdout``/``sys.stderr`` (which need not be 1 and
+    2: a redirected or captured stream) and those its logging handlers write to.  A forked supervisor
+    keeps them while it closes every other inherited descriptor, so pool processes print and log
+    where the caller does."""
     fds = set()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            fds.add(stream.fileno())  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            pass
     loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
                                        if isinstance(lg, logging.Logger)]
     for lg in loggers:

@@ -36,7 +36,7 @@ from ._inbox import _EXC, Inbox
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
-from .errors import JobLost, PoolClosed, QueueFull, SerializationError, to_exception
+from .errors import JobLost, PoolClosed, QueueFull, SerializationError, signal_name, to_exception
 from .failure_modes import Abandon, FailureMode
 from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, StatusRequest, Terminate
 from .queues import Memory, Queue
@@ -289,7 +289,7 @@ class Pool:
         if use_fork:
             sys.stdout.flush()
             sys.stderr.flush()
-            keep = cfg.fds() | _boot.logging_fds()
+            keep = cfg.fds() | _boot.output_fds()
             pid = os.fork()
             if pid == 0:
                 try:
@@ -688,7 +688,10 @@ class Pool:
     def _supervisor_exited(self, work: list[Any]) -> None:
         self._supervisor.reap(True)  # its pidfd is readable: it has exited, this does not block
         if not self._closed:
-            self._broken = f"its supervisor process (pid {self._supervisor.pid}) died"
+            code = self._supervisor.exitcode
+            how = (f"was killed by {signal_name(code)}" if code is not None and code < 0
+                   else f"exited with code {code}")
+            self._broken = f"its supervisor process (pid {self._supervisor.pid}) {how}"
             log.error("honeydew pool: %s; every pool process is gone", self._broken)
             self._closed = True
         for jid, (fut, _) in list(self._pending.items()):

@@ -133,15 +133,15 @@ def _fds(pid: int) -> dict[int, str]:
 
 @pytest.mark.parametrize("num_queues", [1, 2])
 def test_a_worker_holds_only_its_own_sockets(num_queues):
-    """Besides stdin/stdout/stderr and the files the caller's logging writes to (kept so that pool
-    processes log where the caller does), a worker holds exactly: one socket per queue, its reply
+    """Besides stdin/stdout/stderr and the files the caller prints and logs to (kept so that pool
+    processes print and log where the caller does), a worker holds exactly: one socket per queue, its reply
     socket to the caller and its status socket to its monitor; nothing else (no pipe, no other socket)."""
-    from honeydew._boot import logging_fds
+    from honeydew._boot import output_fds
 
     with honeydew.Pool(num_workers=1, num_queues=num_queues) as pool:
         assert pool.options(timeout=T).call(F.echo, 1) == 1
         worker = F.one("hd-worker-0").pid
-        logs = logging_fds()
+        logs = output_fds()
         extra = {fd: target for fd, target in _fds(worker).items() if fd > 2 and fd not in logs}
         assert all(t.startswith("socket:") for t in extra.values()), f"a worker holds more than sockets: {extra}"
         assert len(extra) == num_queues + 2, extra
