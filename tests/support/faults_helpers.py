@@ -372,8 +372,6 @@ def count_markers(*_state: Any) -> int:
     return sum(1 for o in gc.get_objects() if type(o) is Marker)
 
 
-def rss_of_self(*_state: Any) -> int:
-    return psutil.Process().memory_info().rss
 
 
 def uss_of_self(*_state: Any) -> int:
@@ -420,9 +418,6 @@ def fd_count(pid: int | None = None) -> int:
     return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
 
 
-def my_fds(*_state: Any) -> list[str]:
-    """From inside a task: this worker's open descriptors (excluding the one listdir opens)."""
-    return [t for t in fd_targets(os.getpid()) if not t.startswith(f"/proc/{os.getpid()}/fd")]
 
 
 def uss(pid: int) -> int:
@@ -479,18 +474,6 @@ def threads_of(pid: int) -> int:
 
 # --- pool processes ------------------------------------------------------------------------------
 
-def pids_by_name(names: Iterable[str], root: int | None = None) -> dict[str, int]:
-    """``{name: pid}`` of the live pool processes below ``root`` whose name is in ``names``."""
-    wanted = set(names)
-    out = {}
-    for p in pool_processes(root):
-        try:
-            n = p.name()
-        except psutil.Error:
-            continue
-        if n in wanted:
-            out[n] = p.pid
-    return out
 
 
 def worker_pids(root: int | None = None) -> set[int]:
@@ -513,11 +496,6 @@ def signal_pid(pid: int, sig: int = signal.SIGKILL) -> bool:
         return False
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def descendants() -> list[psutil.Process]:
