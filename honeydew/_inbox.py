@@ -47,6 +47,7 @@ class Inbox:
         self._add(self.wake_r, self._drain_wake)
         self.supervisor_gone = False
         self.closed = False
+        self.reply_fds: frozenset[int] = frozenset()
 
     def _add(self, fd: int, handler: Callable[[list[_Work]], None]) -> None:
         self.handlers[fd] = handler
@@ -59,6 +60,7 @@ class Inbox:
             self._add(ep.fd, lambda work, i=i: self._on_queue(i, work))
         for ep in pool._replies:
             self._add(ep.fd, lambda work, ep=ep: self._on_reply(ep, work))
+        self.reply_fds = frozenset(ep.fd for ep in pool._replies)
         self._add(pool._supervisor.pidfd, self._on_supervisor_exit)
 
     def forget(self, fd: int) -> None:
@@ -135,6 +137,10 @@ class Inbox:
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
         events = self.poller.poll(ms)
         gone = False
+        # workers' results before the queues' failures: a worker that dies right after sending a
+        # result wrote it before anyone knew of its death, so the result is the job's first outcome
+        replies = self.reply_fds
+        events.sort(key=lambda ev: ev[0] not in replies)
         for fd, _ in events:
             handler = self.handlers.get(fd)
             if handler is None:
