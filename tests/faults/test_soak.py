@@ -17,8 +17,8 @@ Phase 2 (queue kills): the in-memory queue process is killed at random.  Its job
 only so: every future ends completed or ``JobLost`` naming a queue process this test killed;
 every job that completed ran; the pool serves afterwards.  Lost jobs are counted, not hidden.
 
-Sizes: CI (default) runs phase 1 until at least 20,000 jobs *and* 100 kills (about a minute),
-phase 2 for 2,000 jobs and 10 kills.  ``HONEYDEW_SOAK_MINUTES=30`` (``make soak``) runs phase 1
+Sizes: CI (default) runs phase 1 until at least 100,000 jobs *and* 100 kills (one to two
+minutes), phase 2 for 2,000 jobs and 10 kills.  ``HONEYDEW_SOAK_MINUTES=30`` (``make soak``) runs phase 1
 for that many minutes instead.  ``HONEYDEW_SOAK_REPORT=path.json`` writes the figures.
 """
 
@@ -44,7 +44,7 @@ from support import faults_helpers as F
 import honeydew
 
 MINUTES = float(os.environ.get("HONEYDEW_SOAK_MINUTES", "0") or 0)
-MIN_JOBS = 20_000
+MIN_JOBS = 100_000      # the issue asks for 20,000; 100,000 lets a 4 KiB page step weigh < 60 B per 1,000 jobs
 MIN_KILLS = 100
 PHASE2_JOBS = 2_000
 PHASE2_KILLS = 10
@@ -156,8 +156,12 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
-def _payload(rng: random.Random) -> bytes:
-    return b"p" * rng.choice([0, 0, 0, 100, 10_000, 100_000])
+def _payload(rng: random.Random, big: bool = False) -> bytes:
+    """Phase 1 keeps payloads at 10 KB or less: a burst of 100 KB payloads raises the queue's heap
+    high-water mark by a few hundred KiB for good (allocator fragmentation, not a leak), which a
+    line through a minute of samples cannot tell from growth.  Phase 2 sends big ones too; FAULTS
+    50/52 test 100 MB and 1 MB payloads for memory on their own."""
+    return b"p" * rng.choice([0, 0, 0, 100, 1_000, 10_000] + ([100_000] if big else []))
 
 
 @pytest.mark.slow
@@ -280,15 +284,16 @@ def _phase1(pool: honeydew.Pool, rng: random.Random, runs: Path, seed: int) -> d
 def _phase2(pool: honeydew.Pool, rng: random.Random, runs: Path, seed: int) -> dict[str, Any]:
     killer = Killer(["hd-queue-0"], seed + 1)
     log = RunLog(runs)
-    futures: list[tuple[int, Any]] = []
+    futures: list[tuple[int, Any, int]] = []
     value = 10**9
     killer.start()
     try:
         while not (len(futures) >= PHASE2_JOBS and killer.total >= PHASE2_KILLS):
             for _ in range(50):
                 value += 1
-                futures.append((value, pool.submit(soak_task, str(runs), value, b"", 0.001, True)))
-            pending = [f for _, f in futures if not f.done()]
+                payload = _payload(rng, big=True)
+                futures.append((value, pool.submit(soak_task, str(runs), value, payload, 0.001, True), len(payload)))
+            pending = [f for _, f, _ in futures if not f.done()]
             if len(pending) > 200:  # keep about 200 in flight
                 try:
                     pending[0].exception(timeout=WAIT)
@@ -297,12 +302,12 @@ def _phase2(pool: honeydew.Pool, rng: random.Random, runs: Path, seed: int) -> d
     finally:
         killer.stop()
     completed, lost, unexplained = [], 0, 0
-    for v, fut in futures:
+    for v, fut, size in futures:
         try:
             exc = fut.exception(timeout=WAIT)
         except TimeoutError:
             raise AssertionError(f"a job waited more than {WAIT}s after a queue kill (seed {seed})") from None
-        if exc is None and fut.result(0) == (v, 0):
+        if exc is None and fut.result(0) == (v, size):
             completed.append(v)
         elif isinstance(exc, honeydew.JobLost) and _names_a_killed_queue(exc, killer.killed_pids):
             lost += 1
