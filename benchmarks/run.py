@@ -51,7 +51,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 
 KIND_SYSTEMS: dict[str, tuple[str, ...]] = {
     "latency": SYSTEMS, "floor": (FLOOR,), "throughput": SYSTEMS, "cast": (HONEYDEW, MP), "map_tiny": SYSTEMS,
-    "map_cpu": (SERIAL, *SYSTEMS), "start_stop": SYSTEMS, "recovery": (HONEYDEW,), "memory": SYSTEMS,
+    "map_cpu": (SERIAL, FLOOR, *SYSTEMS), "start_stop": SYSTEMS, "recovery": (HONEYDEW,), "memory": SYSTEMS,
     "scale": (HONEYDEW,),
 }
 
