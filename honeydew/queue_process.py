@@ -258,8 +258,10 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
                 job.deliveries -= 1
                 backend.nack(m.job_id, front=True)
         elif t is WorkerDied:
-            if m.pid == st.pids[slot] or m.pid == 0:
-                _worker_died(st, slot, m)
+            # always the slot's latest worker, or one that never sent a credit: a WorkerDied is
+            # written before the slot's next worker starts, so it precedes all that worker says.
+            # (Even an uncredited worker may have read the Hello meant for its successor: resend it.)
+            _worker_died(st, slot, m)
 
 
 def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:

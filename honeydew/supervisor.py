@@ -140,6 +140,8 @@ class _Supervisor:
         self.queue_monitors = [[ep(fd) for fd in row] for row in cfg.queue_monitors]
         self.monitor_queues = [[ep(fd) for fd in row] for row in cfg.monitor_queues]
         self.monitor_socks = [socketpair() for _ in range(cfg.num_workers)]  # (supervisor end, monitor end)
+        self.monitor_eps = [Endpoint(s) for s, _ in self.monitor_socks]
+        self.finished_queues = 0     # queues that exited on purpose (drained): never restarted
         self.children: dict[int, _Child] = {}   # by pidfd
         self.gens = [0] * cfg.num_queues
         self.pending_restart: list[tuple[float, _Child]] = []
@@ -156,6 +158,7 @@ class _Supervisor:
         pid = os.fork()
         if pid == 0:
             try:
+                signal.set_wakeup_fd(-1)  # our SIGTERM pipe is about to be closed in the child
                 if child.kind == "queue":
                     self._queue_child(child.index)
                 else:
@@ -215,7 +218,6 @@ class _Supervisor:
         # we keep each monitor's end too (a restarted monitor inherits it); a monitor sees EOF on it
         # when the supervisor's end is closed, i.e. when we are gone
         mon_by_fd = {s.fileno(): j for j, (s, _) in enumerate(self.monitor_socks)}
-        monitor_eps = [Endpoint(s) for s, _ in self.monitor_socks]
         poller = select.poll()
         poller.register(cfg.lifeline, select.POLLIN)
         poller.register(self.control.fd, select.POLLIN)
@@ -252,21 +254,14 @@ class _Supervisor:
                     if self._signalled():
                         return EXIT_OK
                 elif fd in mon_by_fd:
-                    j = mon_by_fd[fd]
-                    try:
-                        for m in monitor_eps[j].recv(block=False):
-                            if type(m) is WorkerStarted:
-                                for c in self.children.values():
-                                    if c.kind == "monitor" and c.index == j:
-                                        c.worker_pid = m.pid
-                            elif type(m) is WorkerState:
-                                self.worker_states[j].update(m._asdict(), since=time.time())
-                    except EOFError:
+                    if not self._read_monitor(mon_by_fd[fd]):
                         poller.unregister(fd)
                 elif fd in self.children:
                     child = self.children.pop(fd)
                     poller.unregister(fd)
                     os.close(fd)
+                    if child.kind == "monitor":
+                        self._read_monitor(child.index)  # its last WorkerStarted names the worker to bury
                     self._exited(child)
             now = time.monotonic()
             due = [c for t, c in self.pending_restart if t <= now]
@@ -284,6 +279,21 @@ class _Supervisor:
                 except OSError:
                     pass
         return EXIT_OK
+
+    def _read_monitor(self, j: int) -> bool:
+        """What monitor ``j`` reported (its worker's pid, its state).  False at end of file."""
+        try:
+            msgs = self.monitor_eps[j].recv(block=False)
+        except EOFError:
+            return False
+        for m in msgs:
+            if type(m) is WorkerStarted:
+                for c in self.children.values():
+                    if c.kind == "monitor" and c.index == j:
+                        c.worker_pid = m.pid
+            elif type(m) is WorkerState:
+                self.worker_states[j].update(m._asdict(), since=time.time())
+        return True
 
     def _status(self) -> dict[str, Any]:
         monitors = {c.index: c for c in self.children.values() if c.kind == "monitor"}
@@ -324,6 +334,10 @@ class _Supervisor:
         except ChildProcessError:
             code = None
         if code == EXIT_OK:
+            if child.kind == "queue":
+                self.finished_queues += 1
+                if self.finished_queues == self.cfg.num_queues:
+                    self._queues_finished()
             return  # finished on purpose
         what = f"{child.kind} {child.index} (pid {child.pid})"
         how = f"was killed by {signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
@@ -331,6 +345,11 @@ class _Supervisor:
             self.log.warning("%s %s during shutdown", what, how)
             if child.kind == "monitor":
                 self._bury_worker(child)
+            return
+        if child.kind == "monitor" and self.finished_queues == self.cfg.num_queues:
+            if code != -signal.SIGTERM:  # (a SIGTERM before it set its handler is our own stop request)
+                self.log.warning("%s %s after the queues finished; not restarting it", what, how)
+            self._bury_worker(child)
             return
         self.log.warning("%s %s; restarting it", what, how)
         if child.kind == "monitor":
@@ -343,6 +362,20 @@ class _Supervisor:
         child.restarts = child.restarts + 1 if lived < 1.0 else 0
         delay = 0.0 if child.restarts == 0 else min(0.05 * 2 ** child.restarts, 5.0)
         self.pending_restart.append((time.monotonic() + delay, child))
+
+    def _queues_finished(self) -> None:
+        """Every queue has drained and exited: no worker can get another job.  Each queue told its
+        workers (``StopWorker``), but a message is read once: a worker that read it and then died
+        (killed, or its monitor killed) would leave its replacement waiting for a job forever.  So
+        the monitors are told too, by SIGTERM, a state no death can consume: a monitor starts no new
+        worker after it, and an idle worker leaves at once.  A monitor restart still pending is dropped."""
+        self.pending_restart = [(t, c) for t, c in self.pending_restart if c.kind != "monitor"]
+        for child in self.children.values():
+            if child.kind == "monitor":
+                try:
+                    os.kill(child.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
 
     def _bury_worker(self, child: _Child) -> None:
         """The monitor died: make sure its worker is dead and reaped, then tell the queues."""

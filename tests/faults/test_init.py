@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support import faults_helpers as F
+from support import integration_helpers as H
 
 import honeydew
 
@@ -112,6 +113,29 @@ def test_every_init_failing_for_good_bounded_waits_and_terminate_leaves_nothing(
     assert F.wait_gone([p.pid for p in procs], T) == []
     assert F.pool_processes() == []
     F.wait_until(lambda: F.zombies() == [], T, what="no zombies")
+
+
+@pytest.mark.timeout(90)
+def test_join_does_not_wait_for_a_worker_in_init_backoff_once_the_queue_is_done(tmp_path):
+    """One worker's init keeps failing, with a long back-off; the healthy one runs every job.  Once
+    the queue has drained, nothing is left for the failing slot to do: join returns at once instead
+    of retrying that init for ever (its monitor is told to stop, and no new worker is started)."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    pool = honeydew.Pool(H, [str(log_dir), 0, "one_healthy"], num_workers=2, init_retry_secs=60,
+                         init_retry_max_secs=60)
+    try:
+        assert {pool.call(H.getpid) for _ in range(5)}
+        F.wait_until(lambda: len(H.init_attempts(log_dir)) >= 2, T, what="the failing init attempt")
+        status = F.wait_until(lambda: (lambda s: s if any(w["state"] == "backoff" for w in s["workers"]) else None)(
+            pool.status(timeout=T)), T, what="one worker in back-off")
+        assert any("not the healthy worker" in w["last_error"] for w in status["workers"]), status
+        pool.close()
+        pool.join(timeout=20)  # the back-off has 60 s to go
+    finally:
+        pool.terminate()
+    assert len(H.init_attempts(log_dir)) == 2  # no retry after the queue finished
+    assert F.pool_processes() == []
 
 
 # --- 24: forking a replacement fails ---------------------------------------------------------------
