@@ -207,6 +207,7 @@ class _Watch:
             mon_sock.close()
             for ep in (cfg.supervisor, *cfg.kills):
                 ep.sock.close()
+            signal.set_wakeup_fd(-1)  # before its pipe is closed: a signal now must not write to it
             for fd in (self.term.fd, self.term.wfd):
                 os.close(fd)
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),

@@ -29,7 +29,7 @@ import cloudpickle
 
 from . import context
 from ._jobslot import JobSlot
-from ._process import EXIT_INIT_FAILED, EXIT_OK, become
+from ._process import EXIT_INIT_FAILED, EXIT_OK, become, log_exception_and_exit
 from ._wire import Endpoint
 from .errors import Failure, qualname
 from .protocol import (
@@ -75,14 +75,18 @@ class _WarmStop(BaseException):
     """SIGTERM while idle: leave now (SIGTERM during a job: leave after it)."""
 
 
+# A SIGTERM interrupts only ``init`` and the idle wait for a job (by raising ``_WarmStop`` there);
+# anywhere else it is a request the job loop reads when it is next idle.  It raises at most once,
+# so a second SIGTERM can never fire in the middle of the first one's clean-up.
 _busy = False
 _term_requested = False
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
-    global _term_requested
+    global _term_requested, _busy
     _term_requested = True
     if not _busy:
+        _busy = True
         raise _WarmStop
 
 
@@ -160,26 +164,34 @@ def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: A
 
 
 def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
-    """The worker's whole life; never returns."""
+    """The worker's whole life; never returns (nothing raised here reaches the monitor's code it
+    was forked from)."""
     name = f"hd-worker-{cfg.slot}"
     become(name, parent=monitor_pid)
     os.setpgid(0, 0)  # its own process group: a timeout stops the task's children with it
-    signal.signal(signal.SIGTERM, _on_sigterm)
     log = logging.getLogger(f"honeydew.worker.{cfg.slot}")
     pid = os.getpid()
+    global _busy
     try:
+        signal.signal(signal.SIGTERM, _on_sigterm)  # (until here SIGTERM simply ends the process)
         state = cfg.spec.build_state()
+        _busy = True  # until the job loop waits idle: a SIGTERM now only asks the worker to leave
     except BaseException as e:
+        if isinstance(e, _WarmStop):
+            e = RuntimeError(f"init of worker {cfg.slot} (pid {pid}) was interrupted by SIGTERM")
         failure = Failure.from_exception(e, kind="init")
         try:
             cfg.monitor.send(InitFailed(tuple(failure)))
         finally:
             os._exit(EXIT_INIT_FAILED)
-    cfg.monitor.send(InitOk(pid))
-    recycle = _serve(cfg, state, pid, log)
-    cfg.monitor.send(Leaving(recycle))
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        cfg.monitor.send(InitOk(pid))
+        recycle = _serve(cfg, state, pid, log)
+        cfg.monitor.send(Leaving(recycle))
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        log_exception_and_exit(log, f"worker {cfg.slot} (pid {pid})")
     os._exit(EXIT_OK)
 
 
@@ -214,6 +226,8 @@ def _serve(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger) -> bool
                 else:
                     held.append((q, m))
             elif type(m) is Hello:
+                if m.gen == gens[q]:
+                    continue  # a second Hello for the slot's next worker: we already credited this queue
                 gens[q] = m.gen
                 granted[q] = 0
                 stopped[q] = False
@@ -242,7 +256,13 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             if _term_requested:  # it came while we were finishing a job: leave before sleeping
                 raise _WarmStop
             top_up()
-            for fd, _ in poller.poll():
+            _busy = False  # the only place a SIGTERM interrupts: the idle wait
+            if _term_requested:  # it came just before the line above
+                _busy = True
+                raise _WarmStop
+            events = poller.poll()
+            _busy = True
+            for fd, _ in events:
                 q = by_fd[fd]
                 try:
                     take(q, queues[q].recv(block=False, frames=1))
@@ -250,7 +270,6 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
                     stopped[q] = True
                     poller.unregister(fd)
             continue
-        _busy = True
         q, job = held.popleft()
         running = cfg.slot_memory
         running.start(job.job_id)
@@ -289,7 +308,6 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
                 queues[q2].send(Release(other.job_id))
             log.info("worker %d (pid %d) recycles: %s", slot, pid, why)
             return True
-        _busy = False
 
 
 def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int) -> tuple[Failure | None, bytes | None]:
