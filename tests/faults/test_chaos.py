@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, Phase, event, settings
 from hypothesis import strategies as st
@@ -193,6 +194,7 @@ class ChaosPool(RuleBasedStateMachine):
         if slot is not None:  # every process of the slot now, and every init attempt so far
             seen = F.init_pids(self.flag_dir, slot) | {p.pid for n in (f"hd-worker-{slot}", f"hd-monitor-{slot}")
                                                         for p in F.by_name(n)}
+        its_workers = {p.pid for p in F.by_name(f"hd-worker-{slot}")} if name.startswith("hd-monitor") else set()
         self.kills += 1
         self.step += 1
         for p in targets:
@@ -200,6 +202,10 @@ class ChaosPool(RuleBasedStateMachine):
                 self.killed_queues.add(p.pid)
                 self.queue_kill_steps.append(self.step)
             F.signal_pid(p.pid, signal.SIGKILL)
+        # the kill has taken effect (a SIGKILLed process may take a moment to die on a loaded
+        # machine; a monitor's worker dies with it): only then may the next step begin
+        doomed = {p.pid for p in targets} | its_workers
+        F.wait_until(lambda: all(_dead(pid) for pid in doomed), WAIT, what=f"{name} dead")
         if slot is not None:
             # (a worker killed just after its fork may log its init after `seen` was taken)
             killed = {p.pid for p in targets}
@@ -336,6 +342,13 @@ class ChaosPool(RuleBasedStateMachine):
         the cast completed (the caller had resumed the new queue before sending it)."""
         completed = [j.step for j in self.jobs if j.outcome is not None and j.outcome[0] == "ok"]
         return all(any(k < s < cast.step for s in completed) for k in self.queue_kill_steps if k < cast.step)
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _bucket(n: int) -> str:
