@@ -98,7 +98,12 @@ def test_ordinary_exception_same_type_and_args_with_remote_traceback():
 def _start_blocked(pool, tmp_path, n):
     release = tmp_path / "release"
     futs = [pool.submit(F.announce_run_wait, str(tmp_path), f"j{i}", str(release), 120) for i in range(n)]
-    F.wait_until(lambda: len(list(tmp_path.glob("flag-*-1"))) == n, T, what=f"{n} jobs running")
+    try:
+        F.wait_until(lambda: len(list(tmp_path.glob("flag-*-1"))) == n, T, what=f"{n} jobs running")
+    except AssertionError as e:
+        release.touch()  # or leaving the pool would wait for the blocked jobs
+        raise AssertionError(f"{e}; running: {sorted(p.name for p in tmp_path.glob('flag-*'))}; "
+                             f"status: {pool.status(timeout=T)}") from None
     pids = {f"j{i}": int((tmp_path / f"flag-j{i}-1").read_text()) for i in range(n)}
     assert len(set(pids.values())) == n
     return futs, pids, release
