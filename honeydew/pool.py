@@ -31,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _boot, supervisor
+from . import _boot, _threads, supervisor
 from ._inbox import _EXC, Inbox
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
@@ -50,7 +50,7 @@ _SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-buil
 
 _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
             "num_queues", "max_pending", "prefetch", "job_timeout", "init_timeout", "kill_grace_secs",
-            "max_jobs_per_worker", "max_memory_per_worker", "start_method")
+            "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method")
 _EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -201,7 +201,7 @@ class Pool:
                  num_queues: int = 1, max_pending: int | None = None, prefetch: int = 1,
                  job_timeout: float | None = None, init_timeout: float | None = None, kill_grace_secs: float = 1.0,
                  max_jobs_per_worker: int | None = None, max_memory_per_worker: int | None = None,
-                 start_method: str = "auto", **unknown: Any) -> None:
+                 threads_per_worker: int | str | None = "auto", start_method: str = "auto", **unknown: Any) -> None:
         self._started = False
         if unknown:
             raise TypeError(f"unknown Pool option(s) {', '.join(sorted(unknown))}; the options are "
@@ -223,6 +223,14 @@ class Pool:
             _check_int("max_jobs_per_worker", max_jobs_per_worker, 1)
         if max_memory_per_worker is not None:
             _check_int("max_memory_per_worker", max_memory_per_worker, 1)
+        if threads_per_worker == "auto":
+            threads_per_worker = _threads.auto_limit(num_workers)
+        elif threads_per_worker is not None:
+            if isinstance(threads_per_worker, str):
+                raise ValueError(f"threads_per_worker must be 'auto', an int >= 1 or None (no limit), "
+                                 f"got {threads_per_worker!r}")
+            _check_int("threads_per_worker", threads_per_worker, 1)
+        self.threads_per_worker: int | None = threads_per_worker
         self._job_timeout = float(job_timeout or 0.0)
         queue = Memory() if queue is None else queue
         dispatcher = LRU() if dispatcher is None else dispatcher
@@ -254,7 +262,7 @@ class Pool:
         self._fn_cache: dict[int, tuple[Any, bytes]] = {}
         self._inbox = Inbox(self)
         self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method,
-                    init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker)
+                    init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker, threads_per_worker)
         self._started = True
         _live_pools.add(self)
         _SigtermHandler.install()
@@ -263,7 +271,7 @@ class Pool:
 
     def _start(self, queue: Queue, dispatcher: Dispatcher, failure_mode: FailureMode, prefetch: int,
                init_retry_secs: float, init_retry_max_secs: float, start_method: str, init_timeout: float | None,
-               kill_grace_secs: float, max_jobs: int | None, max_memory: int | None) -> None:
+               kill_grace_secs: float, max_jobs: int | None, max_memory: int | None, threads: int | None) -> None:
         nq, nw = self.num_queues, self.num_workers
         control = socketpair()
         callers = [socketpair() for _ in range(nq)]
@@ -282,7 +290,7 @@ class Pool:
             queue_monitors=[[a.fileno() for a, _ in kills[i]] for i in range(nq)],
             monitor_queues=[[kills[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
             init_timeout=float(init_timeout) if init_timeout else None, kill_grace_secs=float(kill_grace_secs),
-            max_jobs=max_jobs, max_memory=max_memory)
+            max_jobs=max_jobs, max_memory=max_memory, threads=threads)
         threads = len(os.listdir("/proc/self/task"))
         use_fork = start_method == "fork" or (start_method == "auto" and threads == 1)
         self.start_method = "fork" if use_fork else "spawn"

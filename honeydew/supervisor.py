@@ -83,6 +83,7 @@ class SupervisorConfig:
     kill_grace_secs: float
     max_jobs: int | None
     max_memory: int | None
+    threads: int | None                # native (BLAS/OpenMP) threads per worker; None: no limit
     lifeline: int                      # read end; EOF = the caller died
     control: int                       # supervisor's end of the control socket
     queue_callers: list[int]           # queue i's end of its caller socket
@@ -196,7 +197,7 @@ class _Supervisor:
             reply=self.worker_replies[j], supervisor=Endpoint(mon_end), token=cfg.token, prefetch=cfg.prefetch,
             init_retry_secs=cfg.init_retry_secs, init_retry_max_secs=cfg.init_retry_max_secs,
             init_timeout=cfg.init_timeout, kill_grace_secs=cfg.kill_grace_secs, max_jobs=cfg.max_jobs,
-            max_memory=cfg.max_memory), self.me)
+            max_memory=cfg.max_memory, threads=cfg.threads), self.me)
 
     def _close_all_but(self, keep: set[int]) -> None:
         every = self.cfg.fds() | {fd for a, b in self.monitor_socks for fd in (a.fileno(), b.fileno())}
