@@ -370,7 +370,9 @@ class Pool:
     def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
             timeout: float | None = None) -> Iterator[Any]:
         """Like ``Executor.map``: results in input order; an item's exception is raised when the
-        iteration reaches it.  Items go in chunks (by default about 4 per worker)."""
+        iteration reaches it.  Items go in chunks: ``chunksize`` items each, or by default about 4
+        per worker for the first three quarters of the items and chunks a quarter that size for the
+        rest, so that workers finish together even when one runs slower than another."""
         if not iterables:
             raise TypeError("map() needs at least one iterable: pool.map(fn, items)")
         if chunksize is not None:
@@ -378,14 +380,11 @@ class Pool:
         ref = self._ref(fn)
         star = len(iterables) > 1
         items = list(zip(*iterables, strict=False)) if star else list(iterables[0])
-        if chunksize is None:
-            chunksize, extra = divmod(len(items), max(1, self.num_workers) * 4)
-            chunksize += 1 if extra else 0
-            chunksize = max(1, chunksize)
+        bounds = _chunks(len(items), self.num_workers, chunksize)
         futures = []
         try:
-            for start in range(0, len(items), chunksize):
-                payload = self._dumps((MAP, ref, items[start:start + chunksize], star))
+            for start, end in bounds:
+                payload = self._dumps((MAP, ref, items[start:end], star))
                 futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout))
         except BaseException:
             for f in futures:
@@ -796,6 +795,27 @@ def _background(ref: weakref.ref[Pool]) -> None:
             return
         pool._inbox.wait(lambda p=pool: p._async == 0 or p._inbox.supervisor_gone or p._terminated, None)
         del pool
+
+
+def _chunks(n: int, workers: int, chunksize: int | None) -> list[tuple[int, int]]:
+    """(start, end) of each chunk of ``n`` map items.  Default: ``n / (4 * workers)`` items per chunk
+    (multiprocessing.Pool.map's choice) for the first three quarters; then guided chunks, each
+    ``remaining / (2 * workers)`` items, down to 1/64 of the first size: a worker that runs slower
+    (a busier core) then holds up the end by a small chunk, not a big one, and the tail is shared
+    out as the workers free up.  (Tiny items pay about 10 more chunks than mp's fixed size.)"""
+    if chunksize is not None:
+        return [(i, min(n, i + chunksize)) for i in range(0, n, chunksize)]
+    w = max(1, workers)
+    big = max(1, -(-n // (w * 4)))
+    floor = max(1, big // 64)
+    head = (n - n // 4) // big * big
+    out = [(i, i + big) for i in range(0, head, big)]
+    i = head
+    while i < n:
+        size = min(n - i, max(floor, -(-(n - i) // (2 * w))))
+        out.append((i, i + size))
+        i += size
+    return out
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
