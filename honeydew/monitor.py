@@ -79,7 +79,6 @@ class MonitorConfig:
     kill_grace_secs: float
     max_jobs: int | None
     max_memory: int | None
-    threads: int | None = None
 
 
 def backoff(cfg: MonitorConfig, failures: int) -> float:
@@ -212,8 +211,7 @@ class _Watch:
             for fd in (self.term.fd, self.term.wfd):
                 os.close(fd)
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
-                                           self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory,
-                                           cfg.threads),
+                                           self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory),
                        self.me)
         wrk_sock.close()
         self.pid = pid

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import psutil
 
-from . import monitor, queue_process
+from . import _threads, monitor, queue_process
 from ._process import (
     EXIT_OK,
     EXIT_PARENT_GONE,
@@ -117,6 +117,7 @@ class _Child:
 def run(cfg: SupervisorConfig) -> NoReturn:
     become("hd-supervisor", parent=None)
     set_subreaper()
+    _threads.limit(cfg.threads)  # once, before any worker exists: every worker inherits the limits
     log = logging.getLogger("honeydew.supervisor")
     try:
         code = _Supervisor(cfg, log).serve()
@@ -197,7 +198,7 @@ class _Supervisor:
             reply=self.worker_replies[j], supervisor=Endpoint(mon_end), token=cfg.token, prefetch=cfg.prefetch,
             init_retry_secs=cfg.init_retry_secs, init_retry_max_secs=cfg.init_retry_max_secs,
             init_timeout=cfg.init_timeout, kill_grace_secs=cfg.kill_grace_secs, max_jobs=cfg.max_jobs,
-            max_memory=cfg.max_memory, threads=cfg.threads), self.me)
+            max_memory=cfg.max_memory), self.me)
 
     def _close_all_but(self, keep: set[int]) -> None:
         every = self.cfg.fds() | {fd for a, b in self.monitor_socks for fd in (a.fileno(), b.fileno())}

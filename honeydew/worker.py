@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import cloudpickle
 
-from . import _threads, context
+from . import context
 from ._jobslot import JobSlot
 from ._process import EXIT_INIT_FAILED, EXIT_OK, become, log_exception_and_exit
 from ._wire import Endpoint
@@ -69,7 +69,6 @@ class WorkerConfig:
     prefetch: int
     max_jobs: int | None = None      # recycle after this many jobs
     max_memory: int | None = None    # recycle when RSS exceeds this many bytes after a job
-    threads: int | None = None       # native (BLAS/OpenMP) thread pools limited to this many threads
 
 
 class _WarmStop(BaseException):
@@ -175,7 +174,6 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
     global _busy
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)  # (until here SIGTERM simply ends the process)
-        _threads.limit(cfg.threads)  # before init: it may load the libraries (docs: _threads.py)
         state = cfg.spec.build_state()
         _busy = True  # until the job loop waits idle: a SIGTERM now only asks the worker to leave
     except BaseException as e:

@@ -26,12 +26,15 @@ def blas_product(n: int, *_state: Any) -> float:
     return float((a @ a)[0, 0])
 
 
-def test_default_limit_is_the_cpus_shared_among_the_workers():
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_default_limit_is_the_cpus_shared_among_the_workers(start_method):
+    """Forked, the supervisor inherits the caller's loaded BLAS and limits it; spawned, it starts
+    without it and the workers load it (importing this module) under the environment's limit."""
     cpus = len(os.sched_getaffinity(0))
     assert threadpoolctl.threadpool_info(), "numpy's BLAS is loaded in the caller"
     for workers in (1, 2, 4):
         expected = max(1, cpus // workers)
-        with honeydew.Pool(num_workers=workers) as pool:
+        with honeydew.Pool(num_workers=workers, start_method=start_method) as pool:
             assert pool.threads_per_worker == expected
             env, pools = pool.call(native_threads)
         # the BLAS the caller had loaded before the fork is limited at run time ...
