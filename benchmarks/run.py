@@ -80,7 +80,7 @@ SMOKE: dict[str, dict[str, Any]] = {
     "scale": {"low": 1000, "high": 10_000, "segment": 3000},
 }
 #: default repeats per trial kind (full run); --repeats overrides them all
-REPEATS = {"latency": 5, "floor": 3, "throughput": 3, "cast": 3, "map_tiny": 3, "map_cpu": 2, "start_stop": 5,
+REPEATS = {"latency": 5, "floor": 3, "throughput": 5, "cast": 3, "map_tiny": 3, "map_cpu": 5, "start_stop": 5,
            "recovery": 5, "memory": 3, "scale": 2}
 #: a system whose trials of one kind time out this many times has its remaining repeats skipped
 MAX_TIMEOUTS = 2
