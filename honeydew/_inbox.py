@@ -97,9 +97,11 @@ class Inbox:
     # ---------------------------------------------------------------- waiting
 
     def wait(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        """Read and resolve until ``done()`` or ``timeout`` seconds; returns ``done()``."""
+        """Read and resolve until ``done()`` or ``timeout`` seconds; returns ``done()``.  With
+        ``timeout=0`` it still reads once what has already arrived (unless another thread reads)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cv = self.cv
+        polled = False
         with cv:
             while True:
                 if done():
@@ -107,7 +109,7 @@ class Inbox:
                 if self.closed:
                     return done()
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                if remaining is not None and remaining <= 0 and (polled or self.leading):
                     return False
                 if self.leading:
                     cv.wait(remaining)
@@ -116,7 +118,8 @@ class Inbox:
                 cv.release()
                 work: list[_Work] = []
                 try:
-                    self._poll(remaining, work)
+                    self._poll(None if remaining is None else max(0.0, remaining), work)
+                    polled = True
                 finally:
                     cv.acquire()
                     self.leading = False

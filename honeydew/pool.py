@@ -612,8 +612,11 @@ class Pool:
                     self._outstanding[q] += 1
                     return
             if not block:
-                raise QueueFull(f"{limit} jobs are pending (max_pending={limit}); retry later or let cast block")
-            if not self._inbox.wait(lambda: sum(self._outstanding) < limit or self._closed, timeout):
+                # read what has arrived without waiting: the queue's word that jobs settled may be
+                # sitting unread (nobody else reads once the last future has its result)
+                if not self._inbox.wait(lambda: sum(self._outstanding) < limit or self._closed, 0.0):
+                    raise QueueFull(f"{limit} jobs are pending (max_pending={limit}); retry later or let cast block")
+            elif not self._inbox.wait(lambda: sum(self._outstanding) < limit or self._closed, timeout):
                 raise TimeoutError(f"no room in the queue within {timeout}s (max_pending={limit})")
             if self._closed:
                 raise PoolClosed(self._closed_reason())

@@ -4,6 +4,7 @@ cancelling queued futures, ``max_pending`` back-pressure."""
 from __future__ import annotations
 
 import os
+import select
 import threading
 
 import psutil
@@ -294,6 +295,19 @@ def test_max_pending_firehose_with_many_threads():
 
 
 @pytest.mark.timeout(60)
+def test_non_blocking_enqueue_reads_the_settled_news_nobody_else_read():
+    """The queue's word that a job settled arrives after its result; once the last future has its
+    result nobody reads the caller's sockets.  A non-blocking enqueue must read what has arrived
+    before it says QueueFull (it used to raise for ever: CI, under load)."""
+    with honeydew.Pool(num_workers=1, max_pending=1) as pool:
+        assert pool.submit(H.echo, "first").result(timeout=20) == "first"
+        # the queue's Settled is now on its way to the caller's socket: wait until it is there,
+        # without reading it
+        ready, _, _ = select.select([pool._queues[0].fd], [], [], 20)
+        assert ready, "the queue never reported the job settled"
+        assert pool.options(block=False).submit(H.echo, "second").result(timeout=20) == "second"
+
+
 def test_max_pending_raises_queue_full_when_asked_not_to_block(tmp_path):
     """pool.options(block=False): a full queue raises QueueFull at once; nothing is enqueued, and
     the pool takes jobs again once there is room."""
