@@ -35,8 +35,8 @@ def auto_limit(num_workers: int) -> int:
 
 
 #: file name prefixes of the native libraries with a thread pool threadpoolctl can limit
-LIBRARY_PREFIXES = ("libopenblas", "libscipy_openblas", "libmkl_rt", "libblis", "libflexiblas", "libgomp",
-                    "libiomp", "libomp", "libvcomp")
+LIBRARY_PREFIXES = (b"libopenblas", b"libscipy_openblas", b"libmkl_rt", b"libblis", b"libflexiblas", b"libgomp",
+                    b"libiomp", b"libomp", b"libvcomp")
 
 
 def limit(threads: int | None) -> None:
@@ -61,6 +61,6 @@ def native_pools_loaded() -> bool:
         return True  # cannot tell: let threadpoolctl look
     for line in maps.split(b"\n"):
         name = line.rpartition(b"/")[2]
-        if name.startswith(tuple(p.encode() for p in LIBRARY_PREFIXES)):
+        if name.startswith(LIBRARY_PREFIXES):
             return True
     return False

@@ -44,7 +44,6 @@ from ._process import (
     become,
     exit_status,
     kill_descendants,
-    reap_strays,
     set_subreaper,
 )
 from ._wire import Endpoint, pack, socketpair
@@ -283,7 +282,7 @@ class _Watch:
                     self.out.job_id = job_id
                 else:
                     self.out.reason = "idle"
-            self._bury_leftovers()
+            kill_descendants()  # the worker is gone: kill and reap whatever it started
             return self.out
         finally:
             os.close(fd)
@@ -348,19 +347,4 @@ class _Watch:
                 p.send_signal(sig)
             except psutil.Error:
                 pass
-
-    def _bury_leftovers(self) -> None:
-        """The worker is gone: kill and reap whatever it started."""
-        try:
-            kids = psutil.Process().children(recursive=True)
-        except psutil.Error:
-            kids = []
-        for p in kids:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        if kids:
-            psutil.wait_procs(kids, timeout=2.0)
-        reap_strays(set())
 
