@@ -23,8 +23,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobLost, PoolClosed, SerializationError, to_exception
-from .protocol import JobFailed, QueueRestarted, Result, Settled, StatusReply
+from .errors import Failure, JobLost, PoolClosed, SerializationError, to_exception
+from .protocol import JobFailed, Partial, QueueRestarted, Result, Settled, StatusReply
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -34,6 +34,7 @@ _Work = tuple[Future, int, Any]
 _OK_BLOB = 0      # value is the pickled result
 _FAILURE = 1      # value is a Failure tuple
 _EXC = 2          # value is an exception instance
+_PARTIAL_FIELD = Failure._fields.index("partial")
 
 
 class Inbox:
@@ -48,6 +49,7 @@ class Inbox:
         self.supervisor_gone = False
         self.closed = False
         self.reply_fds: frozenset[int] = frozenset()
+        self.partials: dict[str, bytes] = {}   # job id -> a map chunk's Partial outcome (see protocol)
 
     def _add(self, fd: int, handler: Callable[[list[_Work]], None]) -> None:
         self.handlers[fd] = handler
@@ -173,11 +175,20 @@ class Inbox:
             self.poller.unregister(ep.fd)
             self.handlers.pop(ep.fd, None)
             return
+        self._replies_read(msgs, pending, work, "")
+
+    def _replies_read(self, msgs: list[Any], pending: dict[str, Any], work: list[_Work], keep: str) -> None:
         for m in msgs:
             if type(m) is Result:
                 entry = pending.pop(m.job_id, None)
                 if entry is not None:
                     work.append((entry[0], _OK_BLOB, m.value))
+                    if self.partials:
+                        self.partials.pop(m.job_id, None)
+            elif type(m) is Partial:
+                # kept until the failure mode gives the chunk up (or a re-run succeeds)
+                if m.job_id in pending or m.job_id == keep:
+                    self.partials[m.job_id] = m.value
 
     def _on_queue(self, i: int, work: list[_Work]) -> None:
         pool = self.pool
@@ -192,11 +203,30 @@ class Inbox:
             if t is JobFailed:
                 entry = pool._pending.pop(m.job_id, None)
                 if entry is not None:
-                    work.append((entry[0], _FAILURE, m.failure))
+                    partial = self._partial_of(m.job_id, m.failure, work)
+                    if partial is not None:
+                        work.append((entry[0], _OK_BLOB, partial))  # every item's outcome, as map wants
+                    else:
+                        work.append((entry[0], _FAILURE, m.failure))
             elif t is Settled:
                 pool._settled(i, m.count)
             elif t is StatusReply:
                 pool._status_replies.setdefault(m.req_id, []).append(("queue", m.info))
+
+    def _partial_of(self, job_id: str, failure: tuple[Any, ...], work: list[_Work]) -> bytes | None:
+        """The ``Partial`` outcome of a given-up map chunk.  The worker wrote it before it reported
+        the failure, so it is in a reply socket already, though maybe not read yet: read them all."""
+        partials = self.partials
+        if job_id not in partials and len(failure) > _PARTIAL_FIELD and failure[_PARTIAL_FIELD]:
+            for ep in self.pool._replies:
+                if ep.fd not in self.handlers:
+                    continue
+                try:
+                    msgs = ep.recv(block=False, frames=1 << 30)
+                except EOFError:
+                    continue
+                self._replies_read(msgs, self.pool._pending, work, job_id)
+        return partials.pop(job_id, None)
 
     def _on_control(self, work: list[_Work]) -> None:
         try:

@@ -135,6 +135,7 @@ class Failure(NamedTuple):
     pid: int | None = None
     exc_blob: bytes | None = None
     mro: tuple[str, ...] = ()
+    partial: bool = False   # a map chunk: its items' outcomes went to the caller as ``Partial``
 
     @classmethod
     def from_exception(cls, exc: BaseException, kind: str = "raised") -> Failure:

@@ -633,6 +633,7 @@ class Pool:
 
     def _cancel(self, fut: JobFuture, running: bool) -> None:
         if self._pending.pop(fut.job_id, None) is not None:
+            self._inbox.partials.pop(fut.job_id, None)
             self._resolved(fut)
             if not self._terminated:
                 with self._queue_locks[fut._queue]:
@@ -683,6 +684,7 @@ class Pool:
             lost = [(jid, fut) for jid, (fut, qi) in list(self._pending.items()) if qi == q]
             for jid, fut in lost:
                 self._pending.pop(jid, None)
+                self._inbox.partials.pop(jid, None)
                 work.append((fut, _EXC, JobLost(f"job {jid} was lost: {m.reason} (in-memory queue {q})")))
             if lost:
                 log.warning("%d job(s) lost with queue %d: %s", len(lost), q, m.reason)
@@ -704,6 +706,7 @@ class Pool:
             self._broken = f"its supervisor process (pid {self._supervisor.pid}) {how}"
             log.error("honeydew pool: %s; every pool process is gone", self._broken)
             self._closed = True
+        self._inbox.partials.clear()
         for jid, (fut, _) in list(self._pending.items()):
             self._pending.pop(jid, None)
             if self._terminated:
@@ -714,6 +717,7 @@ class Pool:
 
     def _fail_all(self, make: Callable[[JobFuture], Exception]) -> None:
         work = []
+        self._inbox.partials.clear()
         for jid, (fut, _) in list(self._pending.items()):
             self._pending.pop(jid, None)
             work.append((fut, _EXC, make(fut)))

@@ -29,6 +29,7 @@ KillWorker             queue               monitor             queue ``i`` -> mo
 JobStarted             worker              monitor             worker -> monitor socket
 JobEnded               worker              monitor             worker -> monitor socket
 Result                 worker              caller              worker slot ``j`` -> caller
+Partial                worker              caller              worker slot ``j`` -> caller
 InitOk                 worker              monitor             worker -> monitor socket
 InitFailed             worker              monitor             worker -> monitor socket
 Leaving                worker              monitor             worker -> monitor socket
@@ -198,6 +199,16 @@ class Result(NamedTuple):
     """The job's pickled return value, sent straight to the caller that waits for it."""
 
     TAG = 50
+    job_id: str
+    value: bytes
+
+
+class Partial(NamedTuple):
+    """A ``map`` chunk in which some items raised: the pickled ``(values, errors)`` of every item.
+    The job itself is reported ``Failed`` (with its first item's failure) so that the failure mode
+    decides; the caller keeps this and resolves the chunk with it only if the job is given up."""
+
+    TAG = 51
     job_id: str
     value: bytes
 

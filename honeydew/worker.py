@@ -43,14 +43,15 @@ from .protocol import (
     JobEnded,
     JobStarted,
     Leaving,
+    Partial,
     Release,
     Result,
     StopWorker,
 )
 from .tasks import WorkerSpec
 
-_DONE, _RESULT = Done.TAG, Result.TAG  # sent per job in wire form: (TAG, *fields in order)
-assert Done._fields == ("job_id", "more") and Result._fields == ("job_id", "value")
+_DONE, _RESULT, _PARTIAL = Done.TAG, Result.TAG, Partial.TAG  # sent per job in wire form: (TAG, *fields)
+assert Done._fields == ("job_id", "more") and Result._fields == Partial._fields == ("job_id", "value")
 
 #: The first item of a job's payload: what kind of job it is.
 CALL = 0   # (CALL, task, args, kwargs)
@@ -290,6 +291,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             why = f"private memory {uss // 1024} KiB above max_memory_per_worker={cfg.max_memory // 1024} KiB"
         more = why is None
         if outcome is not None:
+            if blob is not None:  # a map chunk whose items partly raised: their outcomes first
+                reply.send_wire((_PARTIAL, job.job_id, blob))
             queues[q].send(Failed(job.job_id, tuple(outcome), more))
         else:
             if blob is not None:
@@ -311,7 +314,11 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
 
 
 def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int) -> tuple[Failure | None, bytes | None]:
-    """Run one job.  Returns (its failure or None, the pickled result if a caller waits for it)."""
+    """Run one job.  Returns (its failure or None, the pickled result if a caller waits for it).
+
+    A ``map`` chunk in which some items raised is a failed job (its first failing item's failure,
+    so that the failure mode decides whether to run the chunk again) *and* a result: every item's
+    outcome, which the caller uses if the job is given up."""
     job_id = job.job_id
     context._enter(context.JobInfo(job_id, job.deliveries, slot))
     try:
@@ -323,19 +330,22 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int)
                 type_name="honeydew.errors.SerializationError",
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
                         f"{qualname(type(e))}: {e}"), None
+        failure = None
         try:
             if payload[0] == CALL:
                 value = spec.invoke(fn, payload[2], payload[3], state)
             else:
                 value = _run_chunk(fn, payload[2], payload[3], spec, state)
+                if value[1]:
+                    failure = Failure._make(value[1][min(value[1])])._replace(partial=True)
         except BaseException as e:
             return Failure.from_exception(e), None
         finally:
             payload = None
         if job.origin != token:
-            return None, None
+            return failure, None
         try:
-            return None, dumps(value)
+            return failure, dumps(value)
         except BaseException as e:
             return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",

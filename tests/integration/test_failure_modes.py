@@ -190,3 +190,62 @@ def test_retry_delay_does_not_block_the_worker(tmp_path):
         assert not fut.done()          # still in its back-off, yet the worker served others
         assert fut.result(timeout=20) == 2
     assert H.runs(tmp_path) == 2
+
+
+# --- map items go through the failure mode too ------------------------------------------------------
+
+def _map(pool: honeydew.Pool, tmp_path, n: int, flaky: int, failures: int,
+         broken: int) -> tuple[list[int], Exception | None]:
+    out: list[int] = []
+    try:
+        for v in pool.map(H.flaky_item, [str(tmp_path)] * n, range(n), [flaky] * n, [failures] * n, [broken] * n,
+                          chunksize=3):
+            out.append(v)
+    except Exception as e:  # noqa: BLE001 - the test looks at which one
+        return out, e
+    return out, None
+
+
+def test_retry_reruns_a_map_chunk_whose_item_raised(tmp_path):
+    with _pool(honeydew.Retry(times=2, backoff=0.01), num_workers=2) as pool:
+        out, err = _map(pool, tmp_path, 12, flaky=7, failures=2, broken=-1)
+        assert err is None
+        assert out == [i * 10 for i in range(12)]
+        assert pool.call(H.echo, "ok") == "ok"
+    assert H.item_runs(tmp_path, 7) == 3           # failed twice, then succeeded
+    assert H.item_runs(tmp_path, 6) == 3           # its chunk ran with it (at-least-once)
+    assert H.item_runs(tmp_path, 0) == 1           # other chunks ran once
+
+
+def test_a_given_up_map_chunk_yields_its_good_items_then_raises_at_the_failing_one(tmp_path):
+    # KeyError is not retried: the chunk is given up at once, with every item's outcome
+    with _pool(honeydew.Retry(times=3, backoff=0.01, on=(ValueError,)), num_workers=2) as pool:
+        out, err = _map(pool, tmp_path, 12, flaky=-1, failures=0, broken=10)
+        assert isinstance(err, KeyError)
+        assert out == [i * 10 for i in range(10)]
+    assert H.item_runs(tmp_path, 10) == 1
+    assert H.item_runs(tmp_path, 11) == 1          # the rest of the chunk ran too
+
+
+def test_a_map_item_that_keeps_failing_is_retried_then_raised_where_it_stands(tmp_path):
+    with _pool(honeydew.Retry(times=2, backoff=0.01), num_workers=1) as pool:
+        out, err = _map(pool, tmp_path, 9, flaky=4, failures=10, broken=-1)
+        assert isinstance(err, ValueError)
+        assert out == [0, 10, 20, 30]
+    assert H.item_runs(tmp_path, 4) == 3           # the first run and two retries
+
+
+def test_requeue_redelivers_a_map_chunk_whose_item_raised(tmp_path):
+    with _pool(honeydew.Requeue(max_deliveries=3), num_workers=2) as pool:
+        out, err = _map(pool, tmp_path, 6, flaky=1, failures=1, broken=-1)
+        assert err is None
+        assert out == [i * 10 for i in range(6)]
+    assert H.item_runs(tmp_path, 1) == 2
+
+
+def test_abandon_runs_a_failing_map_chunk_once(tmp_path):
+    with honeydew.Pool(num_workers=2) as pool:
+        out, err = _map(pool, tmp_path, 6, flaky=4, failures=5, broken=-1)
+        assert isinstance(err, ValueError)
+        assert out == [0, 10, 20, 30]
+    assert H.item_runs(tmp_path, 4) == 1

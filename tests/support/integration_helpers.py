@@ -427,3 +427,19 @@ def crash_on(value: Any, bad: Any, *_state: Any) -> Any:
 def nap_pid_slot(seconds: float, *_state: Any) -> tuple[int, int]:
     time.sleep(seconds)
     return honeydew.current_job().worker, os.getpid()
+
+
+def flaky_item(directory: str, item: int, flaky: int, failures: int, broken: int) -> int:
+    """A ``map`` item: counts its runs in ``directory/item-<item>-<run>``; item ``flaky`` raises
+    ValueError on its first ``failures`` runs, item ``broken`` always raises KeyError."""
+    n = len(list(Path(directory).glob(f"item-{item}-*")))
+    Path(directory, f"item-{item}-{n}").touch()
+    if item == flaky and n < failures:
+        raise ValueError(f"item {item}, run {n}")
+    if item == broken:
+        raise KeyError(item)
+    return item * 10
+
+
+def item_runs(directory: Path, item: int) -> int:
+    return len(list(Path(directory).glob(f"item-{item}-*")))
