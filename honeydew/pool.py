@@ -53,6 +53,7 @@ _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "d
             "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method")
 _EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_MAIN = b"__main__"
 
 
 class JobFuture(Future):  # type: ignore[type-arg]
@@ -536,9 +537,16 @@ class Pool:
         return blob
 
     def _dumps(self, payload: tuple[Any, ...]) -> bytes:
+        """The job's payload.  Forked workers have every module this process had when the pool
+        started, so the C pickler serves, by reference, unless the payload refers to ``__main__``:
+        a class or function defined there after the pool started is unknown to the workers, so
+        such payloads go by value with cloudpickle (as everything does for spawned workers)."""
         try:
             if self.start_method == "fork":
-                return pickle.dumps(payload, protocol=5)
+                blob = pickle.dumps(payload, protocol=5)
+                ref = payload[1]
+                if _MAIN not in blob or blob.count(_MAIN) == (ref.count(_MAIN) if type(ref) is bytes else 0):
+                    return blob
         except Exception:
             pass
         try:

@@ -278,6 +278,9 @@ def greet(name, state):
 def plain(x):
     return x + 1
 
+def plain_v(x):
+    return x.v + 1
+
 class Tally:
     def __init__(self, start):
         self.n = start
@@ -302,6 +305,18 @@ if __name__ == "__main__":
         out["plain"] = pool.call(plain, 1)
         out["plain_lambda"] = pool.call(lambda: "main lambda")
         out["plain_map"] = list(pool.map(plain, range(3)))
+
+        # defined after the pool started: forked workers never saw them, so they go by value
+        class Late:
+            def __init__(self, v):
+                self.v = v
+
+        def late(x):
+            return x.v * 2
+
+        out["late_class_argument"] = pool.call(plain_v, Late(4))
+        out["late_function"] = pool.call(late, Late(5))
+        out["late_map"] = list(pool.map(late, [Late(1), Late(2)]))
     print("RESULT " + json.dumps(out))
 """
 
@@ -324,4 +339,7 @@ def test_workers_defined_in_main(tmp_path, method):
         "plain": 2,
         "plain_lambda": "main lambda",
         "plain_map": [1, 2, 3],
+        "late_class_argument": 5,
+        "late_function": 10,
+        "late_map": [2, 4],
     }
