@@ -229,7 +229,7 @@ class Pool:
         elif threads_per_worker is not None:
             if isinstance(threads_per_worker, str):
                 raise ValueError(f"threads_per_worker must be 'auto', an int >= 1 or None (no limit), "
-                                 f"got {threads_per_worker!r}")
+                                 f"got {threads_per_worker!r}; e.g. honeydew.Pool(num_workers=4, threads_per_worker=2)")
             _check_int("threads_per_worker", threads_per_worker, 1)
         self.threads_per_worker: int | None = threads_per_worker
         self._job_timeout = float(job_timeout or 0.0)
@@ -240,8 +240,14 @@ class Pool:
         _check_instance("dispatcher", dispatcher, Dispatcher, "honeydew.dispatchers.LRU()")
         _check_instance("failure_mode", failure_mode, FailureMode, "honeydew.Requeue(max_deliveries=5)")
         if start_method not in ("auto", "fork", "spawn"):
-            raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}")
+            raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}; "
+                             f"e.g. honeydew.Pool(riak_worker, args, start_method='spawn')")
         self.num_workers = num_workers
+        # an enqueue-only pool on a queue no other pool can share: nobody will ever run a job
+        self._nobody_runs = (f"this pool has no workers (num_workers=0) and its queue {queue!r} is not shared with "
+                             f"any other pool, so no job sent here can ever run or answer; give it workers "
+                             f"(honeydew.Pool(riak_worker, args, num_workers=2)), or use a durable queue that "
+                             f"other pools serve") if num_workers == 0 and not queue.durable else ""
         self.num_queues = num_queues
         self.max_pending = max_pending
         self._token = os.urandom(6).hex()
@@ -581,6 +587,8 @@ class Pool:
                  is_async: bool = True) -> Any:
         if self._closed:
             raise PoolClosed(self._closed_reason())
+        if reply and self._nobody_runs:
+            raise ValueError(self._nobody_runs)
         if self.num_queues == 1:
             q = 0
         else:
@@ -849,7 +857,7 @@ def _check_secs(name: str, value: Any, *, allow_none: bool, positive: bool = Fal
 
 def _check_instance(name: str, value: Any, kind: type, example: str) -> None:
     if isinstance(value, type) and issubclass(value, kind):
-        raise TypeError(f"{name}= takes an instance, not the class: {name}={example}")
+        raise TypeError(f"{name}= takes an instance, not the class: e.g. {name}={example}")
     if not isinstance(value, kind):
         raise TypeError(f"{name}= must be a {kind.__module__}.{kind.__name__}, got {value!r}; e.g. {name}={example}")
 

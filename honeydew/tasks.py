@@ -137,16 +137,18 @@ def make_spec(worker: Any, args: Any) -> WorkerSpec:
         ns = dict(vars(worker))
         init = ns.get("init")
         if init is not None and not callable(init):
-            raise TypeError(f"{worker!r}.init must be a function")
+            raise TypeError(f"{worker!r}.init must be a function: def init(*args) -> state; e.g. {example}")
         tasks = _marked(ns)
         if init is None and args:
             raise TypeError(f"init arguments {args!r} were given but {getattr(worker, '__name__', worker)!r} "
-                            f"defines no init(*args)")
+                            f"defines no init(*args); define one, or pass no arguments: "
+                            f"honeydew.Pool({getattr(worker, '__name__', 'worker')}, num_workers=5)")
         if init is not None:
             try:
                 inspect.signature(init).bind(*args)
             except TypeError as e:
-                raise TypeError(f"{worker.__name__}.init does not take the arguments {args!r}: {e}") from None
+                raise TypeError(f"{worker.__name__}.init does not take the arguments {args!r}: {e}; "
+                                f"the list holds init's arguments in order: e.g. {example}") from None
         return WorkerSpec("module", getattr(worker, "__name__", repr(worker)), init, args, tasks)
     raise TypeError(f"a worker is a module or a class with @honeydew.task functions (or None), got {worker!r}; "
                     f"e.g. {example}")

@@ -244,21 +244,43 @@ def test_module_without_init_gets_no_state():
     ({"failure_mode": honeydew.Requeue}, TypeError),
     ({"dispatcher": "LRU"}, TypeError),
     ({"no_such_option": 1}, TypeError),
+    ({"threads_per_worker": "many"}, ValueError),
+    ({"threads_per_worker": 0}, ValueError),
+    ({"job_timeout": 0}, ValueError),
+    ({"chunks": 3}, TypeError),
 ])
 def test_invalid_options_raise_before_any_process_starts(kwargs, exc):
     with pytest.raises(exc) as info:
         honeydew.Pool(**kwargs)
-    assert "honeydew." in str(info.value) or "must be" in str(info.value)
+    assert "e.g. honeydew.Pool(" in str(info.value) or "e.g. failure_mode=honeydew." in str(info.value) \
+        or "e.g. dispatcher=honeydew." in str(info.value), f"no correct call shown: {info.value}"
     assert H.pool_processes() == []
 
 
-def test_invalid_worker_raises_before_any_process_starts():
-    with pytest.raises(TypeError):
-        honeydew.Pool(42)
-    with pytest.raises(TypeError):
-        honeydew.Pool(W, "not-a-list")
-    with pytest.raises(TypeError):
-        honeydew.Pool(W, [1, 2, 3])      # init(prefix) takes one argument
+def _no_init_worker():
+    import types
+    return types.ModuleType("no_init_worker")
+
+
+def _bad_init_worker():
+    import types
+    ns = types.ModuleType("bad_init_worker")
+    ns.init = 42
+    return ns
+
+
+@pytest.mark.parametrize("make, args", [
+    (lambda: 42, None),
+    (lambda: W, "not-a-list"),
+    (lambda: W, [1, 2, 3]),             # init(prefix) takes one argument
+    (_no_init_worker, [1]),             # no init, but arguments
+    (_bad_init_worker, []),             # init is not a function
+    (lambda: None, [1]),                # arguments but no worker
+])
+def test_invalid_worker_raises_before_any_process_starts(make, args):
+    with pytest.raises(TypeError) as info:
+        honeydew.Pool(make(), args)
+    assert "honeydew.Pool(" in str(info.value), f"no correct call shown: {info.value}"
     assert H.pool_processes() == []
 
 
