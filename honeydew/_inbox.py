@@ -262,8 +262,9 @@ class Inbox:
                 try:
                     value = pickle.loads(value)
                 except Exception as e:
-                    exc = SerializationError(f"the result of job {getattr(fut, 'job_id', '?')} could not be "
-                                             f"unpickled in the caller: {type(e).__name__}: {e}")
+                    exc = SerializationError(f"the result of job {getattr(fut, 'job_id', '?')} (pickled as "
+                                             f"{pickled_type(value)}) could not be unpickled in the caller: "
+                                             f"{type(e).__name__}: {e}")
                     exc.__cause__ = e
                     _set(fut, exc, False)
                 else:
@@ -277,6 +278,24 @@ class Inbox:
                 n_async += 1
         if n_async:
             pool._async_done(n_async)
+
+
+def pickled_type(blob: bytes) -> str:
+    """The qualified name of the first class a pickle refers to (the result's own type, for a
+    result that is an instance), read from the opcodes without unpickling: for error messages."""
+    import pickletools
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(blob):
+            if op.name in ("GLOBAL", "INST"):
+                return str(arg).replace(" ", ".")
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:
+        pass
+    return "value of a builtin type"
 
 
 def _set(fut: Future, value: Any, ok: bool) -> None:

@@ -58,8 +58,11 @@ class JobTimeout(HoneydewError):
     """The job ran past its time limit and its worker was stopped."""
 
 
-class RemoteError(HoneydewError):
-    """The task raised an exception that could not be rebuilt in the caller."""
+class RemoteError(SerializationError):
+    """The task raised an exception that could not be rebuilt in the caller: it would not pickle in
+    the worker, or not unpickle here.  A :class:`SerializationError` that names the exception's type
+    and carries its message and traceback text; ``__cause__`` is the unpickling error, or the
+    remote traceback when the exception would not pickle."""
 
     def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
         super().__init__(f"{type_name}: {message}\n\nRemote traceback:\n{traceback_text}")
@@ -232,7 +235,10 @@ def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type
             if f.traceback:
                 exc.__cause__ = RemoteTraceback(f.traceback)
             return exc
-    return RemoteError(f.type_name, f.message, f.traceback)
+    remote = RemoteError(f.type_name, f.message, f.traceback)
+    if f.traceback:
+        remote.__cause__ = RemoteTraceback(f.traceback)
+    return remote
 
 
 def _unpickle(f: Failure) -> BaseException | None:

@@ -80,6 +80,7 @@ def test_result_that_raises_while_unpickled_in_the_caller():
         with pytest.raises(honeydew.SerializationError) as info:
             pool.options(timeout=30).call(F.return_raise_in_caller)
         assert "could not be unpickled in the caller" in str(info.value)
+        assert "(pickled as support.faults_helpers.raise_in_caller)" in str(info.value)  # what it was
         assert type(info.value.__cause__) is F.FaultRaised
         assert pool.options(timeout=30).call(F.getpid) == pid
         assert pool.options(timeout=30).call(F.echo, "next") == "next"

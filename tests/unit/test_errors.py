@@ -125,6 +125,7 @@ def test_exception_that_cannot_be_rebuilt_is_a_remote_error() -> None:
     assert back.type_name == f.type_name
     assert "a/b" in str(back)
     assert "deep_in_the_task" in back.traceback_text
+    assert isinstance(back, SerializationError)  # "the exception can't be unpickled" row of the table
     assert isinstance(back.__cause__, TypeError)
 
 
@@ -133,10 +134,12 @@ def test_unpicklable_exception_is_a_remote_error() -> None:
     assert f.exc_blob is None
     back = to_exception(f)
     assert isinstance(back, RemoteError)
+    assert isinstance(back, SerializationError)  # "the exception can't be pickled" row of the table
     assert back.type_name.endswith("HoldsALock")
     assert back.remote_message == "locked up"
     assert "deep_in_the_task" in back.traceback_text
     assert "HoldsALock" in str(back)
+    assert isinstance(back.__cause__, RemoteTraceback) and "deep_in_the_task" in str(back.__cause__)
 
 
 def test_local_exception_class_is_a_remote_error() -> None:
