@@ -326,8 +326,10 @@ class _Watch:
             return
         self.out.reason, self.out.job_id = reason, job_id
         self.deadline = None
-        self.log.warning("worker %d (pid %d): stopping it (%s%s)", self.cfg.slot, self.pid, reason,
-                         f" of job {job_id}" if job_id else "")
+        # a pool shutting down while a worker starts is the normal course of things, not a warning
+        level = logging.INFO if reason == "shutdown during init" else logging.WARNING
+        self.log.log(level, "worker %d (pid %d): stopping it (%s%s)", self.cfg.slot, self.pid, reason,
+                     f" of job {job_id}" if job_id else "")
         grace = self.cfg.kill_grace_secs
         self._signal_tree(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         self.kill_at = time.monotonic() + grace if grace > 0 else None
