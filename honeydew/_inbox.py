@@ -20,10 +20,10 @@ import select
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, _base
 from typing import TYPE_CHECKING, Any
 
-from .errors import Failure, JobLost, PoolClosed, SerializationError, to_exception
+from .errors import Failure, SerializationError, to_exception
 from .protocol import JobFailed, Partial, QueueRestarted, Result, Settled, StatusReply
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ _OK_BLOB = 0      # value is the pickled result
 _FAILURE = 1      # value is a Failure tuple
 _EXC = 2          # value is an exception instance
 _PARTIAL_FIELD = Failure._fields.index("partial")
+_OPEN = (_base.PENDING, _base.RUNNING)
+_FINISHED = _base.FINISHED
 
 
 class Inbox:
@@ -102,6 +104,7 @@ class Inbox:
         """Read and resolve until ``done()`` or ``timeout`` seconds; returns ``done()``.  With
         ``timeout=0`` it still reads once what has already arrived (unless another thread reads)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.pool._writer.flush_all()  # whatever we wait for may still sit in a write buffer
         cv = self.cv
         polled = False
         with cv:
@@ -125,14 +128,16 @@ class Inbox:
                 finally:
                     cv.acquire()
                     self.leading = False
-                    cv.notify_all()
+                    if cv._waiters:  # type: ignore[attr-defined]  (nobody sleeps on it: skip the work)
+                        cv.notify_all()
                 if work:
                     cv.release()
                     try:
                         self._resolve(work)
                     finally:
                         cv.acquire()
-                    cv.notify_all()
+                    if cv._waiters:  # type: ignore[attr-defined]
+                        cv.notify_all()
                     if self.leading:
                         # another thread took the lead while we resolved (outside the lock) and may be
                         # asleep in poll() waiting for a job we just resolved: wake it to look again
@@ -255,29 +260,61 @@ class Inbox:
     # ---------------------------------------------------------------- resolving (no lock held)
 
     def _resolve(self, work: list[_Work]) -> None:
-        pool = self.pool
-        n_async = 0
+        """Give every job in ``work`` its outcome.  Outcomes are rebuilt first, outside every lock
+        (unpickling runs user code); then the pool's futures, which share one condition, are
+        settled under a single acquisition of it, and their done callbacks run after, outside it."""
+        settled: list[tuple[Future, bool, Any]] = []  # type: ignore[type-arg]
         for fut, kind, value in work:
             if kind == _OK_BLOB:
                 try:
                     value = pickle.loads(value)
+                    ok = True
                 except Exception as e:
-                    exc = SerializationError(f"the result of job {getattr(fut, 'job_id', '?')} (pickled as "
-                                             f"{pickled_type(value)}) could not be unpickled in the caller: "
-                                             f"{type(e).__name__}: {e}")
-                    exc.__cause__ = e
-                    _set(fut, exc, False)
-                else:
-                    _set(fut, value, True)
+                    value_exc = SerializationError(
+                        f"the result of job {getattr(fut, 'job_id', '?')} (pickled as {pickled_type(value)}) "
+                        f"could not be unpickled in the caller: {type(e).__name__}: {e}")
+                    value_exc.__cause__ = e
+                    value, ok = value_exc, False
             elif kind == _FAILURE:
-                _set(fut, to_exception(value, getattr(fut, "job_id", "")), False)
+                value, ok = to_exception(value, getattr(fut, "job_id", "")), False
             else:
-                _set(fut, value, False)
-            if fut._is_async:  # type: ignore[attr-defined]
-                fut._is_async = False  # type: ignore[attr-defined]
-                n_async += 1
+                ok = False
+            if isinstance(fut, Future):
+                settled.append((fut, ok, value))
+            elif ok:
+                fut.set_result(value)  # a call's bare slot: only its own thread looks at it
+            else:
+                fut.set_exception(value)
+        if not settled:
+            return
+        n_async = 0
+        callbacks = []
+        cond = self.pool._future_condition
+        with cond:
+            for fut, ok, value in settled:
+                if fut._is_async:  # type: ignore[attr-defined]
+                    fut._is_async = False  # type: ignore[attr-defined]
+                    n_async += 1
+                if fut._state not in _OPEN:  # type: ignore[attr-defined]
+                    continue  # cancelled meanwhile
+                # what Future.set_result/set_exception do, for the whole batch at once
+                if ok:
+                    fut._result = value  # type: ignore[attr-defined]
+                    fut._state = _FINISHED  # type: ignore[attr-defined]
+                    for waiter in fut._waiters:  # type: ignore[attr-defined]
+                        waiter.add_result(fut)
+                else:
+                    fut._exception = value  # type: ignore[attr-defined]
+                    fut._state = _FINISHED  # type: ignore[attr-defined]
+                    for waiter in fut._waiters:  # type: ignore[attr-defined]
+                        waiter.add_exception(fut)
+                if fut._done_callbacks:  # type: ignore[attr-defined]
+                    callbacks.append(fut)
+            cond.notify_all()
         if n_async:
-            pool._async_done(n_async)
+            self.pool._async_done(n_async)
+        for fut in callbacks:
+            fut._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def pickled_type(blob: bytes) -> str:
@@ -296,21 +333,3 @@ def pickled_type(blob: bytes) -> str:
     except Exception:
         pass
     return "value of a builtin type"
-
-
-def _set(fut: Future, value: Any, ok: bool) -> None:
-    try:
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-    except InvalidStateError:  # cancelled meanwhile
-        pass
-
-
-def lost(reason: str) -> JobLost:
-    return JobLost(reason)
-
-
-def closed(reason: str) -> PoolClosed:
-    return PoolClosed(reason)

@@ -33,6 +33,7 @@ import cloudpickle
 
 from . import _boot, _threads, supervisor
 from ._inbox import _EXC, Inbox
+from ._outbuf import Writer
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
@@ -323,6 +324,7 @@ class Pool:
         self._lifeline = life_w
         self._control = Endpoint(control[0])
         self._queues = [Endpoint(a) for a, _ in callers]
+        self._writer = Writer(self._queues, self._queue_locks)
         self._replies = [Endpoint(a) for a, _ in replies]
         self._inbox.watch(self)
 
@@ -433,7 +435,7 @@ class Pool:
             self._control.send(StatusRequest(req))
             for i, lock in enumerate(self._queue_locks):
                 with lock:
-                    self._queues[i].send(StatusRequest(req))
+                    self._writer.send(i, StatusRequest(req))
         except OSError as e:
             raise PoolClosed(f"the pool's processes are gone ({e})") from None
         ok = self._inbox.wait(lambda: len(self._status_replies.get(req, ())) >= expected
@@ -460,7 +462,7 @@ class Pool:
             with lock:
                 self._closed = True
                 try:
-                    self._queues[i].send(Drain())
+                    self._writer.send(i, Drain())
                 except OSError:
                     pass
 
@@ -607,7 +609,10 @@ class Pool:
                 if is_async:
                     self._async_started()
             try:
-                self._queues[q].send_wire((_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout))
+                self._writer.put_job(q, (_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout),
+                                     len(payload))
+                if reply and not is_async:
+                    self._writer.write(q)  # a call waits at once: nothing to gain by holding it back
             except OSError:
                 self._pending.pop(job_id, None)
                 self._room_back(q)
@@ -654,7 +659,7 @@ class Pool:
             if not self._terminated:
                 with self._queue_locks[fut._queue]:
                     try:
-                        self._queues[fut._queue].send(Cancel(fut.job_id, running))
+                        self._writer.send(fut._queue, Cancel(fut.job_id, running))
                     except OSError:
                         pass
             self._inbox.wake()
@@ -687,6 +692,7 @@ class Pool:
             self._bg.start()
 
     def _shutdown_bg(self) -> None:
+        self._writer.stop()
         self._async_event.set()
         self._inbox.wake()
         bg = self._bg
@@ -706,10 +712,11 @@ class Pool:
                 log.warning("%d job(s) lost with queue %d: %s", len(lost), q, m.reason)
             with self._count_lock:
                 self._outstanding[q] = 0
+            self._writer.drop(q)  # jobs put before we knew: failed above (or casts the old queue took down)
             try:
-                self._queues[q].send(Resume(m.gen))
+                self._writer.send(q, Resume(m.gen))
                 if self._closed:
-                    self._queues[q].send(Drain())
+                    self._writer.send(q, Drain())
             except OSError:
                 pass
 
