@@ -95,10 +95,11 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
     me = os.getpid()
     log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
     failures = 0
+    last_error = ""    # why the last init failed (kept in the status until an init succeeds)
     while True:
         if term.count:
             os._exit(EXIT_OK)
-        watch = _Watch(cfg, log, me, term)
+        watch = _Watch(cfg, log, me, term, failures, last_error)
         try:
             watch.start()
         except OSError as e:  # fork failed (EAGAIN, ENOMEM): back off like a failed init
@@ -119,10 +120,10 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         if (outcome.leaving is False and outcome.code == 0) or term.count:
             os._exit(EXIT_OK)  # the pool is stopping
         if outcome.leaving is True and outcome.code == 0:
-            failures = 0
+            failures, last_error = 0, ""
             continue
         if outcome.init_ok:
-            failures = 0
+            failures, last_error = 0, ""
             what = Failure.crash(outcome.code, watch.pid, "serving jobs").message
             if outcome.reason in ("timeout", "cancelled"):
                 what = f"worker pid {watch.pid} was stopped ({outcome.reason} of job {outcome.job_id})"
@@ -137,6 +138,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         else:
             why = Failure.crash(outcome.code, watch.pid, "running init").message
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
+        last_error = why
         _report(cfg, "backoff", watch.pid, failures, why, delay)
         _pause(cfg, delay, term)
 
@@ -180,8 +182,10 @@ class _Outcome:
 class _Watch:
     """One worker's life, from fork to reaping."""
 
-    def __init__(self, cfg: MonitorConfig, log: logging.Logger, me: int, term: SignalPipe) -> None:
+    def __init__(self, cfg: MonitorConfig, log: logging.Logger, me: int, term: SignalPipe, failures: int = 0,
+                 last_error: str = "") -> None:
         self.cfg = cfg
+        self.failures, self.last_error = failures, last_error  # of the inits before this one
         self.me = me
         self.term = term
         self.log = log
@@ -216,7 +220,7 @@ class _Watch:
         self.pid = pid
         self.status = Endpoint(mon_sock)
         cfg.supervisor.send(WorkerStarted(pid))
-        _report(cfg, "starting", pid, 0, "")
+        _report(cfg, "starting", pid, self.failures, self.last_error)
         if cfg.init_timeout:
             self.deadline = time.monotonic() + cfg.init_timeout
             self.deadline_why = ("init timeout", "")

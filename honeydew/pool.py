@@ -424,7 +424,8 @@ class Pool:
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         """A snapshot for operators: each queue process (pending, delayed, reserved and running
         jobs) and each worker slot (state ``starting``/``serving``/``backoff``, pid, init failures,
-        last init error, seconds to the next attempt, monitor restarts).
+        last init error (kept while the next attempt starts), the back-off's length ``retry_in`` and
+        the seconds left of it ``next_attempt_in``, monitor restarts).
 
         Raises ``PoolClosed`` once every pool process is gone, ``TimeoutError`` if no answer came."""
         if self._inbox.supervisor_gone:

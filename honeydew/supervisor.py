@@ -300,8 +300,12 @@ class _Supervisor:
     def _status(self) -> dict[str, Any]:
         monitors = {c.index: c for c in self.children.values() if c.kind == "monitor"}
         workers = []
+        now = time.time()
         for j, w in enumerate(self.worker_states):
             w = dict(w)
+            # retry_in: the whole back-off chosen when it began; next_attempt_in: what is left of it
+            w["next_attempt_in"] = (max(0.0, w["retry_in"] - (now - w.get("since", now)))
+                                    if w["state"] == "backoff" else 0.0)
             child = monitors.get(j)
             w["monitor_pid"] = child.pid if child else 0
             workers.append(w)

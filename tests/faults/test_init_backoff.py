@@ -221,3 +221,46 @@ def both_here(directory: str, state: ScheduledInit, timeout: float = T) -> tuple
             raise TimeoutError("the other worker never checked in")
         time.sleep(0.01)
     return state.slot, state.pid
+
+
+@pytest.mark.timeout(60)
+def test_status_keeps_the_init_failures_while_the_next_attempt_starts(tmp_path):
+    """An operator looking while the retry runs still sees how many inits failed and why, and a
+    back-off shows both its length (``retry_in``) and what is left of it (``next_attempt_in``)."""
+    slow_start = tmp_path / "slow"
+    with honeydew.Pool(SlowSecondInit, [str(tmp_path), str(slow_start)], num_workers=1,
+                       init_retry_secs=1.0) as pool:
+        backoff = H.wait_until(lambda: _slot0(pool) if _slot0(pool)["state"] == "backoff" else None, T,
+                               what="the first back-off")
+        assert backoff["init_failures"] == 1 and "first init fails" in backoff["last_error"]
+        assert 0.0 <= backoff["next_attempt_in"] <= backoff["retry_in"]
+        starting = H.wait_until(lambda: _slot0(pool) if slow_start.exists() else None, T,
+                                what="the second init to start")
+        assert starting["state"] == "starting"
+        assert starting["init_failures"] == 1 and "first init fails" in starting["last_error"]
+        (tmp_path / "go").touch()
+        assert pool.options(timeout=T).call("ping") == "pong"
+        serving = _slot0(pool)
+        assert (serving["state"], serving["init_failures"], serving["last_error"]) == ("serving", 0, "")
+
+
+def _slot0(pool: honeydew.Pool) -> dict[str, Any]:
+    return pool.status()["workers"][0]
+
+
+class SlowSecondInit:
+    """The first init raises; the second one announces itself and waits for ``go``."""
+
+    def __init__(self, directory: str, announce: str) -> None:
+        marker = Path(directory, "first-done")
+        if not marker.exists():
+            marker.touch()
+            raise RuntimeError("first init fails")
+        Path(announce).touch()
+        deadline = time.monotonic() + T
+        while not Path(directory, "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    @honeydew.task
+    def ping(self) -> str:
+        return "pong"

@@ -84,11 +84,7 @@ def test_lru_spreads_sequential_calls_over_idle_workers():
     assert len(set(pids)) == 2
 
 
-def test_lru_is_the_default():
-    with honeydew.Pool(num_workers=2) as pool:
-        _both_ready(pool)
-        pids = [pool.call(H.getpid) for _ in range(20)]
-    assert len(set(pids)) == 2
+# (that LRU is the default, told apart from MRU: tests/integration/test_defaults.py)
 
 
 def _all_idle(pool: honeydew.Pool, n: int = 2) -> None:
