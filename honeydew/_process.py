@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import faulthandler
 import gc
@@ -26,6 +27,9 @@ import time
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
+_RESET_SIGNALS = tuple(int(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2,
+                                        signal.SIGALRM, signal.SIGCHLD))
+_SIGINT, _SIG_DFL, _SIG_IGN = int(signal.SIGINT), int(signal.SIG_DFL), int(signal.SIG_IGN)
 
 #: Exit codes a honeydew process uses to tell its parent why it stopped.
 EXIT_OK = 0          # finished on purpose (drained, stopped, recycled)
@@ -42,11 +46,17 @@ def role() -> str:
 
 
 def _set_comm(name: str) -> None:
+    # raw os calls: a text file object would run (and so copy-on-write) much of the io machinery
     try:
-        with open("/proc/self/comm", "w") as f:
-            f.write(name[:15])
+        fd = os.open("/proc/self/comm", os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, name[:15].encode())
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def kill_descendants(grace_pgid: int = 0) -> None:
@@ -87,10 +97,11 @@ def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL)
         signal.set_wakeup_fd(-1)
     except ValueError:
         pass
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGALRM,
-                signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # _signal, not signal: the enum wrapping of the latter runs (and so copies, in a forked child)
+    # some 100 KiB of pages that this process would otherwise keep sharing with its parents
+    for sig in _RESET_SIGNALS:
+        _signal.signal(sig, _SIG_DFL)
+    _signal.signal(_SIGINT, _SIG_IGN)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     _set_comm(name)
     factory = logging.getLogRecordFactory()

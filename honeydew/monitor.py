@@ -94,6 +94,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
     term = SignalPipe()  # SIGTERM: the pool is shutting down; start no new worker
     me = os.getpid()
     log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
+    logging.getLogger(f"honeydew.worker.{cfg.slot}")  # made here, shared by every worker it forks
     failures = 0
     last_error = ""    # why the last init failed (kept in the status until an init succeeds)
     while True:

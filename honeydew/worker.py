@@ -15,6 +15,7 @@ credit again when the worker is idle.
 
 from __future__ import annotations
 
+import _signal
 import logging
 import os
 import pickle
@@ -70,6 +71,9 @@ class WorkerConfig:
     prefetch: int
     max_jobs: int | None = None      # recycle after this many jobs
     max_memory: int | None = None    # recycle when RSS exceeds this many bytes after a job
+
+
+_SIGTERM = int(signal.SIGTERM)  # for _signal.signal, which skips signal.signal's enum wrapping (see _process)
 
 
 class _WarmStop(BaseException):
@@ -174,7 +178,7 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
     pid = os.getpid()
     global _busy
     try:
-        signal.signal(signal.SIGTERM, _on_sigterm)  # (until here SIGTERM simply ends the process)
+        _signal.signal(_SIGTERM, _on_sigterm)  # (until here SIGTERM simply ends the process)
         state = cfg.spec.build_state()
         _busy = True  # until the job loop waits idle: a SIGTERM now only asks the worker to leave
     except BaseException as e:

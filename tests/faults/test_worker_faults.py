@@ -276,8 +276,9 @@ def test_worker_dies_around_its_result(tmp_path, where, mode, runs, outcome):
             assert isinstance(exc, honeydew.WorkerCrashed) and exc.signal_name == "SIGKILL", repr(exc)
         else:
             assert fut.result(timeout=T) == outcome
-        marker = F.wait_until(lambda: list(tmp_path.glob("killed-*")), T, what="the worker to die in the window")
-        dead = int(marker[0].read_text())
+        # the marker is written, not renamed, into place: wait for its content, not only its name
+        dead = int(F.wait_until(lambda: "".join(p.read_text() for p in tmp_path.glob("killed-*")), T,
+                                what="the worker to die in the window"))
         F.wait_until(lambda: F.count_runs(tmp_path) >= runs, T, what=f"{runs} run(s)")
         # a fence: once a replacement worker exists, the queue has the dead one's WorkerDied in hand
         # (test_job_sent_to_a_worker_dying_in_its_reply_is_not_failed covers a job sent before that)
