@@ -26,7 +26,9 @@ from .protocol import encode
 
 DELAY = 0.0005        # seconds a job may wait for company before the timer writes it
 MAX_JOBS = 256        # jobs per write at most
-MAX_BYTES = 256 * 1024  # payload bytes per write at most (a bigger frame goes as several packets)
+MAX_BYTES = 32 * 1024  # payload bytes per write at most: a batch stays one packet (wire.CHUNK), so the
+                       # queue's buffers stay the size they were for one job; bigger ones leave its heap
+                       # fragmented, its high-water mark raised for good
 
 
 class Writer:

@@ -254,6 +254,7 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
     global _busy
     spec, reply, token, slot = cfg.spec, cfg.reply, cfg.token, cfg.slot
     jobs_done = 0
+    single = queues[0] if len(queues) == 1 else None
     while True:
         if not held:
             if all(stopped):
@@ -265,6 +266,17 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             if _term_requested:  # it came just before the line above
                 _busy = True
                 raise _WarmStop
+            if single is not None:
+                # one queue: wait in recv itself, which saves a poll() per job
+                try:
+                    msgs = single.recv(block=True, frames=1)
+                except EOFError:
+                    _busy = True
+                    stopped[0] = True
+                    continue
+                _busy = True
+                take(0, msgs)
+                continue
             events = poller.poll()
             _busy = True
             for fd, _ in events:

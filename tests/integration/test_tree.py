@@ -34,7 +34,8 @@ def test_process_tree_shape():
         assert pool.call("echo", 1) == 1
         sup = H.one("hd-supervisor")
         assert sup.ppid() == os.getpid()
-        H.wait_until(lambda: len(H.by_name("hd-worker-2")) == 1, 10)
+        # a worker bears its monitor's name from fork until it renames itself: wait for all three
+        H.wait_until(lambda: all(len(H.by_name(f"hd-worker-{j}")) == 1 for j in range(3)), 10)
         kids = sorted(p.name() for p in sup.children())
         assert kids == ["hd-monitor-0", "hd-monitor-1", "hd-monitor-2", "hd-queue-0"]
         for j in range(3):
