@@ -112,24 +112,29 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
     writing: set[int] = set()
     outs = {cfg.caller.fd: st.caller_out, **{w.fd: st.worker_out[i] for i, w in enumerate(cfg.workers)},
             **{m.fd: st.monitor_out[i] for i, m in enumerate(cfg.monitors)}}
+
+    def flush() -> None:
+        """Write every outbox; watch for writability only where a socket's buffer was full."""
+        for fd, out in outs.items():
+            if out:
+                try:
+                    done = out.flush()
+                except OSError:
+                    out.msgs.clear()
+                    out.packets.clear()
+                    done = True
+                if done and fd in writing:
+                    writing.discard(fd)
+                    poller.modify(fd, select.POLLIN)
+                elif not done and fd not in writing:
+                    writing.add(fd)
+                    poller.modify(fd, select.POLLIN | select.POLLOUT)
+
+    caller_fd = cfg.caller.fd
     try:
         while True:
             _dispatch(st)
-            # flush every outbox; watch for writability only where a buffer was full
-            for fd, out in outs.items():
-                if out:
-                    try:
-                        done = out.flush()
-                    except OSError:
-                        out.msgs.clear()
-                        out.packets.clear()
-                        done = True
-                    if done and fd in writing:
-                        writing.discard(fd)
-                        poller.modify(fd, select.POLLIN)
-                    elif not done and fd not in writing:
-                        writing.add(fd)
-                        poller.modify(fd, select.POLLIN | select.POLLOUT)
+            flush()
             if (st.draining and _finished(st)) or (st.shutting_down and _shut_down(st)):
                 _stop_workers(st, outs)
                 return
@@ -138,7 +143,11 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
                 wait = backend.next_ready_in(time.time())
                 if wait is not None:
                     timeout = max(1, int(min(wait, 3600.0) * 1000) + 1)  # poll() takes an int of ms
-            for fd, ev in poller.poll(timeout):
+            events = poller.poll(timeout)
+            if len(events) > 1:
+                events.sort(key=lambda e: e[0] == caller_fd)  # the caller's socket last (see below)
+            heard_workers = False
+            for fd, ev in events:
                 if fd not in handlers:
                     continue  # a monitor socket that was only watched for writability
                 if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
@@ -149,15 +158,21 @@ def _loop(cfg: QueueConfig, log: logging.Logger) -> None:
                             log.warning("SIGTERM: finishing the running jobs; starting no new one")
                             st.shutting_down = True
                         continue
+                    if slot is None and heard_workers:
+                        # workers that just finished get their next job before we read a batch of
+                        # new ones: a worker waiting on us is the costliest wait there is
+                        _dispatch(st)
+                        flush()
                     ep = cfg.caller if slot is None else cfg.workers[slot]
                     try:
-                        msgs = ep.recv(block=False, frames=512 if slot is None else 1)
+                        msgs = ep.recv(block=False, frames=16 if slot is None else 1)
                     except EOFError:
                         poller.unregister(fd)  # the caller is gone; the supervisor will stop us
                         continue
                     if slot is None:
                         _from_caller(st, msgs)
                     else:
+                        heard_workers = True
                         _from_worker(st, slot, msgs)
     finally:
         backend.close()
