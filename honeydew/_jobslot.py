@@ -27,6 +27,7 @@ class JobSlot:
 
     def __init__(self) -> None:
         self._buf = mmap.mmap(-1, _SIZE)
+        self._buf[0:1] = b"\0"  # fault the shared page in here, before the fork: it is then no one's own
         self._seq = 0
 
     def start(self, job_id: str) -> None:

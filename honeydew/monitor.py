@@ -94,7 +94,6 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
     term = SignalPipe()  # SIGTERM: the pool is shutting down; start no new worker
     me = os.getpid()
     log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
-    logging.getLogger(f"honeydew.worker.{cfg.slot}")  # made here, shared by every worker it forks
     failures = 0
     last_error = ""    # why the last init failed (kept in the status until an init succeeds)
     while True:
@@ -187,6 +186,8 @@ class _Watch:
                  last_error: str = "") -> None:
         self.cfg = cfg
         self.failures, self.last_error = failures, last_error  # of the inits before this one
+        # the worker's logger, made here: a forked worker finds it ready (and touches fewer pages)
+        self.worker_log = logging.getLogger(f"honeydew.worker.{cfg.slot}")
         self.me = me
         self.term = term
         self.log = log
@@ -215,7 +216,8 @@ class _Watch:
             for fd in (self.term.fd, self.term.wfd):
                 os.close(fd)
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
-                                           self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory),
+                                           self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory,
+                                           self.worker_log),
                        self.me)
         wrk_sock.close()
         self.pid = pid

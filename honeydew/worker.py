@@ -71,6 +71,7 @@ class WorkerConfig:
     prefetch: int
     max_jobs: int | None = None      # recycle after this many jobs
     max_memory: int | None = None    # recycle when RSS exceeds this many bytes after a job
+    log: logging.Logger | None = None  # made by the monitor before the fork
 
 
 _SIGTERM = int(signal.SIGTERM)  # for _signal.signal, which skips signal.signal's enum wrapping (see _process)
@@ -174,7 +175,7 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
     name = f"hd-worker-{cfg.slot}"
     become(name, parent=monitor_pid)
     os.setpgid(0, 0)  # its own process group: a timeout stops the task's children with it
-    log = logging.getLogger(f"honeydew.worker.{cfg.slot}")
+    log = cfg.log or logging.getLogger(f"honeydew.worker.{cfg.slot}")
     pid = os.getpid()
     global _busy
     try:
