@@ -63,7 +63,11 @@ class Writer:
 
     def send(self, q: int, msg: Any) -> None:
         """Write ``msg`` to queue ``q`` now, after every job put before it (one frame)."""
-        self.bufs[q].append(encode(msg))
+        self.send_wire(q, encode(msg))
+
+    def send_wire(self, q: int, wire: tuple[Any, ...]) -> None:
+        """:meth:`send` for a message in wire form (a ``call``'s job: its caller waits at once)."""
+        self.bufs[q].append(wire)
         self.write(q)
 
     def write(self, q: int) -> None:

@@ -610,10 +610,11 @@ class Pool:
                 if is_async:
                     self._async_started()
             try:
-                self._writer.put_job(q, (_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout),
-                                     len(payload))
+                wire = (_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout)
                 if reply and not is_async:
-                    self._writer.write(q)  # a call waits at once: nothing to gain by holding it back
+                    self._writer.send_wire(q, wire)  # a call waits at once: nothing to gain by holding it back
+                else:
+                    self._writer.put_job(q, wire, len(payload))
             except OSError:
                 self._pending.pop(job_id, None)
                 self._room_back(q)
