@@ -43,6 +43,7 @@ class Writer:
         self.armed = threading.Event()           # some buffer waits for the timer
         self.stopped = False
         self.timer: threading.Thread | None = None
+        self._timer_lock = threading.Lock()       # several queues' locks may race to start it
 
     # Every method below but flush_all and stop expects the caller to hold ``locks[q]``.
 
@@ -102,9 +103,12 @@ class Writer:
 
     def _arm(self) -> None:
         if self.timer is None:
-            self.timer = threading.Thread(target=_timer, args=(weakref.ref(self),), name="honeydew-writer",
-                                          daemon=True)
-            self.timer.start()
+            with self._timer_lock:
+                if self.timer is None:
+                    timer = threading.Thread(target=_timer, args=(weakref.ref(self),), name="honeydew-writer",
+                                             daemon=True)
+                    timer.start()
+                    self.timer = timer
         self.armed.set()
 
 
