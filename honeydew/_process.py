@@ -69,6 +69,8 @@ def kill_descendants(grace_pgid: int = 0) -> None:
             os.killpg(grace_pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    if not _has_children():
+        return  # no child, so no descendant: skip the scan of every process on the machine
     deadline = time.monotonic() + 2.0
     while True:
         try:
@@ -84,6 +86,16 @@ def kill_descendants(grace_pgid: int = 0) -> None:
         if not rest or time.monotonic() > deadline:
             return
         time.sleep(0.01)
+
+
+def _has_children() -> bool:
+    """Has this process any child, running or exited?  (A subreaper's orphaned descendants are
+    its children by the time their parent is reaped.)"""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL) -> None:
