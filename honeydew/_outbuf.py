@@ -53,14 +53,13 @@ class Writer:
         buf = self.bufs[q]
         buf.append(wire)
         self.sizes[q] += size
-        if len(buf) == 1:
-            now = time.monotonic()
-            if now - self.last[q] > DELAY:
+        if len(buf) >= MAX_JOBS or self.sizes[q] >= MAX_BYTES:
+            self.write(q)                # a full batch (or one big job) gains nothing by waiting
+        elif len(buf) == 1:
+            if time.monotonic() - self.last[q] > DELAY:
                 self.write(q)            # the first job after a quiet spell goes at once
-                return
-            self._arm()
-        elif len(buf) >= MAX_JOBS or self.sizes[q] >= MAX_BYTES:
-            self.write(q)
+            else:
+                self._arm()
 
     def send(self, q: int, msg: Any) -> None:
         """Write ``msg`` to queue ``q`` now, after every job put before it (one frame)."""
