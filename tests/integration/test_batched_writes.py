@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 from support import integration_helpers as H
@@ -86,25 +87,41 @@ def test_big_payloads_are_written_before_the_buffer_grows_past_its_byte_cap(tmp_
 
 
 def test_writer_cuts_batches_by_count_and_bytes():
-    """The buffering rules alone, on a socket pair."""
+    """The buffering rules alone, on a socket pair, with the timer left out (the tests above cover
+    it) and "a write has just happened" set by hand, so that no rule depends on how fast this runs."""
     from honeydew._wire import Endpoint, socketpair
     a, b = socketpair()
     writer = _outbuf.Writer([Endpoint(a)], [threading.Lock()])
+    writer._arm = lambda: None  # type: ignore[method-assign]
     reader = Endpoint(b)
+
+    def busy() -> None:  # as if the last write were a moment ago: nothing counts as a quiet spell
+        writer.last[0] = time.monotonic() + 3600
+
     try:
         writer.put_job(0, (1, "first", b"x", "", 0.0), 1)          # after a quiet spell: at once
         assert [m.job_id for m in reader.recv(block=False)] == ["first"]
+        busy()
         for i in range(_outbuf.MAX_JOBS):
             writer.put_job(0, (1, f"j{i}", b"x", "", 0.0), 1)
+            if i < _outbuf.MAX_JOBS - 1:
+                busy()
         got = [m.job_id for m in reader.recv(block=False)]
         assert got == [f"j{i}" for i in range(_outbuf.MAX_JOBS)]   # one full batch, in order
+        busy()
         big = b"y" * (_outbuf.MAX_BYTES // 2 + 1)
         writer.put_job(0, (1, "big1", big, "", 0.0), len(big))
+        assert reader.recv(block=False) == []                      # held: under both caps
         writer.put_job(0, (1, "big2", big, "", 0.0), len(big))     # over the byte cap: written
-        got = [m.job_id for m in reader.recv(block=False)]
-        assert got == ["big1", "big2"]
+        assert [m.job_id for m in reader.recv(block=False)] == ["big1", "big2"]
+        busy()
+        huge = b"z" * (_outbuf.MAX_BYTES + 1)
+        writer.put_job(0, (1, "huge", huge, "", 0.0), len(huge))   # one job past the cap: at once
+        assert [m.job_id for m in reader.recv(block=False)] == ["huge"]
+        busy()
         writer.put_job(0, (1, "last", b"x", "", 0.0), 1)
-        writer.flush_all()
+        assert reader.recv(block=False) == []
+        writer.flush_all()                                          # a thread is about to wait
         assert [m.job_id for m in reader.recv(block=False)] == ["last"]
         assert reader.recv(block=False) == []
     finally:
