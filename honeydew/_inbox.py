@@ -300,14 +300,11 @@ class Inbox:
                 # what Future.set_result/set_exception do, for the whole batch at once
                 if ok:
                     fut._result = value  # type: ignore[attr-defined]
-                    fut._state = _FINISHED  # type: ignore[attr-defined]
-                    for waiter in fut._waiters:  # type: ignore[attr-defined]
-                        waiter.add_result(fut)
                 else:
                     fut._exception = value  # type: ignore[attr-defined]
-                    fut._state = _FINISHED  # type: ignore[attr-defined]
-                    for waiter in fut._waiters:  # type: ignore[attr-defined]
-                        waiter.add_exception(fut)
+                fut._state = _FINISHED  # type: ignore[attr-defined]
+                for waiter in fut._waiters:  # type: ignore[attr-defined]
+                    (waiter.add_result if ok else waiter.add_exception)(fut)
                 if fut._done_callbacks:  # type: ignore[attr-defined]
                     callbacks.append(fut)
             cond.notify_all()
