@@ -32,10 +32,12 @@ def _release(tmp_path, name: str = "job") -> None:
 def test_process_tree_shape():
     with honeydew.Pool(W, [], num_workers=3) as pool:
         assert pool.call("echo", 1) == 1
+        # a child bears its parent's name from fork until it renames itself (a monitor is called
+        # hd-supervisor for a moment, a worker hd-monitor-j): wait for all three workers, which a
+        # monitor forks only after renaming itself
+        H.wait_until(lambda: all(len(H.by_name(f"hd-worker-{j}")) == 1 for j in range(3)), 10)
         sup = H.one("hd-supervisor")
         assert sup.ppid() == os.getpid()
-        # a worker bears its monitor's name from fork until it renames itself: wait for all three
-        H.wait_until(lambda: all(len(H.by_name(f"hd-worker-{j}")) == 1 for j in range(3)), 10)
         kids = sorted(p.name() for p in sup.children())
         assert kids == ["hd-monitor-0", "hd-monitor-1", "hd-monitor-2", "hd-queue-0"]
         for j in range(3):
