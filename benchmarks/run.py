@@ -256,7 +256,7 @@ def versions() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for dist in ("honeydew", "loky", "pebble", "mpire", "matplotlib", "psutil", "cloudpickle", "threadpoolctl"):
         try:
-            out[dist] = metadata.version(dist)
+            out[dist] = metadata.version("honeydew-pool" if dist == "honeydew" else dist)  # its name on PyPI
         except metadata.PackageNotFoundError:
             out[dist] = None
     try:
