@@ -8,11 +8,11 @@ PY     := $(VENV)/bin/python
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,rabbitmq]'
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test,rabbitmq,bench]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 demo: $(VENV)/.installed
