@@ -2,20 +2,26 @@
 
 Each trial makes a fresh pool (the measurements are per pool), warms it up the same way for every
 system (``_warm``: excluded from the timings), measures, leaves the pool by its own ``with`` exit,
-checks that the work was really done, and returns plain numbers.
+checks that the work was really done, and returns plain numbers.  The trials of section 8 measure
+what depends on a fresh interpreter (its ``__main__``, what it imported): each runs a script of
+``benchmarks/scripts/`` as a new process, which makes its own pool, and returns what it printed.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import pickle
 import select
 import signal
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -24,6 +30,8 @@ from . import tasks
 from .systems import FLOOR, HONEYDEW, MP, SERIAL, WORKERS, System, adapter
 
 ME = psutil.Process()
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+MiB = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- helpers
@@ -604,9 +612,73 @@ def scale(name: str, p: dict[str, Any]) -> dict[str, Any]:
             "threads_before": threads, "start_method": start_method}
 
 
+# --------------------------------------------------------------------------- 8. fresh interpreters
+
+def run_script(script: str, *args: Any) -> dict[str, Any]:
+    """Run ``benchmarks/scripts/<script>.py ARGS... --workers 2`` as a new interpreter (so it is
+    ``__main__`` there, with only what it imported) and return the JSON line it printed last.
+    Its output goes through files, not pipes: a pool process that outlived the script cannot
+    hold the trial up; its stderr is copied into this host's log."""
+    cmd = [sys.executable, str(SCRIPTS / f"{script}.py"), *map(str, args), "--workers", str(WORKERS)]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=SCRIPTS.parent.parent)
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+    if stderr:
+        sys.stderr.write(f"--- {' '.join(cmd[1:])} (exit {proc.returncode}), its stderr:\n{stderr}")
+        sys.stderr.flush()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"{script}.py {' '.join(map(str, args))} exited with {proc.returncode}"
+                           f"{'' if lines else ' without a result'}:\n{tail}")
+    return json.loads(lines[-1])
+
+
+def main_globals(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """A script whose ``__main__`` holds a ``p["n"]``-byte global read by its task: pool made,
+    10 calls, a map over 200 items, pool left (``scripts/main_globals.py``).  For honeydew the
+    script runs twice, with a ``p["n_small"]``-byte global first, and each run reads the USS of the
+    queue process before leaving the pool: how much of the global the queue keeps."""
+    out: dict[str, Any] = {}
+    if name == HONEYDEW:
+        small = run_script("main_globals", name, p["n_small"])
+        out.update({f"small_{k}": small[k] for k in ("n", "wall_s", "calls_s", "map_s", "exit_s")})
+    big = run_script("main_globals", name, p["n"])
+    if big["n"] != p["n"]:
+        raise AssertionError(f"{name}: the script made a {big['n']}-byte global instead of {p['n']}")
+    out.update(big)
+    if name == HONEYDEW:
+        if small["queue_uss"] is None or big["queue_uss"] is None:
+            raise AssertionError(f"{name}: no USS of the queue process")
+        out["queue_uss_small_mib"] = small["queue_uss"] / MiB
+        out["queue_uss_big_mib"] = big["queue_uss"] / MiB
+        out["queue_uss_growth_mib"] = (big["queue_uss"] - small["queue_uss"]) / MiB
+    return out
+
+
+def numpy_first(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """A script that imported numpy: pool made to the first result of a no-op defined in the
+    script (``scripts/numpy_first.py``), with the script's thread count before the pool."""
+    return run_script("numpy_first", name)
+
+
+def big_payload(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """A ``p["bytes"]``-byte ``bytes`` argument echoed back by a task of the script, after one small
+    warm-up call: the median of ``p["round_trips"]`` round trips (``scripts/big_payload.py``)."""
+    out = run_script("big_payload", name, p["bytes"], "--round-trips", p["round_trips"])
+    if out["bytes"] != p["bytes"] or len(out["samples_ms"]) != p["round_trips"]:
+        raise AssertionError(f"{name}: {len(out['samples_ms'])} round trips of {out['bytes']} bytes, "
+                             f"expected {p['round_trips']} of {p['bytes']}")
+    return out
+
+
 TRIALS = {
     "latency": latency, "floor": floor, "throughput": throughput, "cast": cast, "map_tiny": map_tiny,
     "map_cpu": map_cpu, "start_stop": start_stop, "memory": memory, "recovery": recovery, "scale": scale,
+    "main_globals": main_globals, "numpy_first": numpy_first, "big_payload": big_payload,
 }
 
 
