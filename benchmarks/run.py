@@ -5,10 +5,12 @@
 
 One run, one machine, 2 workers for every system, each side's default options.  Every system runs
 in its own long-lived host process (:mod:`benchmarks.host`); the runner drives them in turn, so
-the repeats are interleaved (A B C ... A B C ..., the order rotated by one each repeat).  It prints
-a table of medians with their spread, every target with PASS/FAIL and its measured ratio, and
-writes ``results.json``, ``results.png`` and ``results.md`` into the output directory
-(``benchmarks/results/`` for a full run, ``benchmarks/results/local/`` otherwise).
+the repeats are interleaved (A B C ... A B C ..., the order rotated by one each repeat).  What
+depends on a fresh interpreter's ``__main__`` or imports (``main_globals``, ``numpy_first``,
+``big_payload``) is measured by a script of ``benchmarks/scripts/`` that the host runs as a new
+process per trial.  It prints a table of medians with their spread, every target with PASS/FAIL
+and its measured ratio, and writes ``results.json``, ``results.png`` and ``results.md`` into the
+output directory (``benchmarks/results/`` for a full run, ``benchmarks/results/local/`` otherwise).
 
 To benchmark an exported tree (``git archive``), set ``BENCH_GIT_COMMIT`` so the results name it.
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report, tasks
-from .systems import FLOOR, HONEYDEW, MP, SERIAL, SYSTEMS, WORKERS
+from .systems import FLOOR, HONEYDEW, MP, PPE, SERIAL, SYSTEMS, WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,12 +49,16 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "recovery": ("recovery",),
     "memory": ("memory",),
     "scale": ("scale",),
+    "main_globals": ("main_globals",),
+    "numpy_first": ("numpy_first",),
+    "big_payload": ("big_payload",),
 }
 
 KIND_SYSTEMS: dict[str, tuple[str, ...]] = {
     "latency": SYSTEMS, "floor": (FLOOR,), "throughput": SYSTEMS, "cast": (HONEYDEW, MP), "map_tiny": SYSTEMS,
     "map_cpu": (SERIAL, FLOOR, *SYSTEMS), "start_stop": SYSTEMS, "recovery": (HONEYDEW,), "memory": SYSTEMS,
-    "scale": (HONEYDEW,),
+    "scale": (HONEYDEW,), "main_globals": (HONEYDEW, MP, PPE), "numpy_first": (HONEYDEW, MP, PPE),
+    "big_payload": (HONEYDEW, MP, PPE),
 }
 
 FULL: dict[str, dict[str, Any]] = {
@@ -66,6 +72,9 @@ FULL: dict[str, dict[str, Any]] = {
     "recovery": {"stream_jobs": 2000, "stream_kills": 3, "stream_nap_s": 0.001},
     "memory": {"idle_s": 0.5},
     "scale": {"low": 10_000, "high": 1_000_000, "segment": 50_000},
+    "main_globals": {"n": 40_000_000, "n_small": 1_000_000},
+    "numpy_first": {},
+    "big_payload": {"bytes": 50_000_000, "round_trips": 5},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "latency": {"calls": 100},
@@ -78,10 +87,13 @@ SMOKE: dict[str, dict[str, Any]] = {
     "recovery": {"stream_jobs": 100, "stream_kills": 1, "stream_nap_s": 0.001},
     "memory": {"idle_s": 0.05},
     "scale": {"low": 1000, "high": 10_000, "segment": 3000},
+    "main_globals": {"n": 1_000_000, "n_small": 250_000},
+    "numpy_first": {},
+    "big_payload": {"bytes": 1_000_000, "round_trips": 5},
 }
 #: default repeats per trial kind (full run); --repeats overrides them all
 REPEATS = {"latency": 5, "floor": 3, "throughput": 5, "cast": 3, "map_tiny": 3, "map_cpu": 5, "start_stop": 5,
-           "recovery": 5, "memory": 3, "scale": 2}
+           "recovery": 5, "memory": 3, "scale": 2, "main_globals": 5, "numpy_first": 5, "big_payload": 5}
 #: a system whose trials of one kind time out this many times has its remaining repeats skipped
 MAX_TIMEOUTS = 2
 SMOKE_REPEATS = 2
@@ -473,11 +485,16 @@ def main(argv: list[str] | None = None) -> int:
     vers = versions()
     start_methods = sorted({e["result"].get("start_method") for k in raw.values() for e in k.get(HONEYDEW, [])
                             if e.get("ok") and e["result"].get("start_method")})
+    # the pools made by the fresh-interpreter scripts, not by the hosts: a script may have threads
+    script_start_methods = sorted({e["result"].get("pool_start_method") for k in raw.values()
+                                   for e in k.get(HONEYDEW, [])
+                                   if e.get("ok") and e["result"].get("pool_start_method")})
     meta = {
         "date": now.isoformat(timespec="seconds"), "command": "python -m benchmarks.run " + " ".join(
             sys.argv[1:] if argv is None else argv), "smoke": args.smoke, "partial": partial,
         "workers": WORKERS, "machine": mach, "versions": vers, "sizes": sizes, "busy_iters_20ms": iters,
         "repeats": {k: r for _, k, r in steps}, "elapsed_s": elapsed, "honeydew_start_methods": start_methods,
+        "honeydew_script_start_methods": script_start_methods,
         "host_helpers": {s: h.helpers for s, h in hosts.items() if h.helpers}, "host_logs": str(logdir),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine_cpu_busy_during_run": cpu_during,
         "quiet_wait_s": gate.waited,

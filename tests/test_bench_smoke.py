@@ -46,9 +46,13 @@ EXPECTED = {
     "enqueue_rate_low": {"honeydew"},
     "enqueue_rate_high": {"honeydew"},
     "bytes_per_pending_job": {"honeydew"},
+    "main_globals_wall_s": {"honeydew", "mp.Pool", "ProcessPoolExecutor"},
+    "queue_uss_growth_mib": {"honeydew"},
+    "first_result_numpy_ms": {"honeydew", "mp.Pool", "ProcessPoolExecutor"},
+    "big_payload_round_trip_ms": {"honeydew", "mp.Pool", "ProcessPoolExecutor"},
 }
 TARGETS = {"call_p50", "call_p99", "submit_vs_mp", "submit_vs_ppe", "map_tiny", "cpu_efficiency", "first_result",
-           "recovery", "scale", "worker_uss"}
+           "recovery", "scale", "worker_uss", "main_globals", "queue_uss_flat", "first_result_numpy", "big_payload"}
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +106,16 @@ def test_results_files_and_run_facts(smoke: tuple[dict, Path, str]) -> None:
     # the recovery trial really killed a worker and the job really ran again on its replacement
     for entry in doc["raw"]["recovery"]["honeydew"]:
         assert entry["result"]["rerun_on_replacement"] and entry["result"]["rerun_deliveries"] == 2
+    # the script trials ran their scripts at the smoke sizes, and the queue's USS was read in both runs
+    sizes = meta["sizes"]
+    for system, entries in doc["raw"]["main_globals"].items():
+        for entry in entries:
+            assert entry["result"]["n"] == sizes["main_globals"]["n"], system
+    for entry in doc["raw"]["main_globals"]["honeydew"]:
+        assert entry["result"]["small_n"] == sizes["main_globals"]["n_small"]
+        assert entry["result"]["queue_uss_small_mib"] > 0 and entry["result"]["queue_uss_big_mib"] > 0
+    for entries in doc["raw"]["big_payload"].values():
+        for entry in entries:
+            assert entry["result"]["bytes"] == sizes["big_payload"]["bytes"]
+            assert len(entry["result"]["samples_ms"]) == sizes["big_payload"]["round_trips"]
+    assert meta["honeydew_script_start_methods"]
