@@ -362,8 +362,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="before each trial wait for the machine to be quiet, at most S seconds in all "
                          "(default 120; 0 with --smoke)")
     ap.add_argument("--retry-noisy", type=int, default=None, metavar="K",
-                    help=f"run a trial again (up to K times) when other processes used > {NOISY:.0%} of the CPUs "
-                         f"during it (default 1; 0 with --smoke)")
+                    help=f"run a trial again (up to K times) when other processes used > {NOISY * 100:.0f}%% of the "
+                         f"CPUs during it (default 1; 0 with --smoke)")
     args = ap.parse_args(argv)
     kinds = [k for f in FAMILIES.values() for k in f]
     for name in args.only or ():

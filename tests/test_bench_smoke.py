@@ -106,14 +106,21 @@ def test_results_files_and_run_facts(smoke: tuple[dict, Path, str]) -> None:
     # the recovery trial really killed a worker and the job really ran again on its replacement
     for entry in doc["raw"]["recovery"]["honeydew"]:
         assert entry["result"]["rerun_on_replacement"] and entry["result"]["rerun_deliveries"] == 2
-    # the script trials ran their scripts at the smoke sizes, and the queue's USS was read in both runs
+    # the script trials ran their scripts at the smoke sizes; honeydew's timed run had no USS sampler,
+    # and its two sampled runs read the queue's USS while the jobs ran (peak >= what was read last)
     sizes = meta["sizes"]
     for system, entries in doc["raw"]["main_globals"].items():
         for entry in entries:
             assert entry["result"]["n"] == sizes["main_globals"]["n"], system
+            assert entry["result"]["sampled"] is False, system
     for entry in doc["raw"]["main_globals"]["honeydew"]:
-        assert entry["result"]["small_n"] == sizes["main_globals"]["n_small"]
-        assert entry["result"]["queue_uss_small_mib"] > 0 and entry["result"]["queue_uss_big_mib"] > 0
+        r = entry["result"]
+        assert r["small_n"] == sizes["main_globals"]["n_small"]
+        assert r["honeydew_file"].endswith("honeydew/__init__.py")
+        for size in ("small", "big"):
+            assert r[f"uss_samples_{size}"] >= 2, size
+            assert r[f"queue_uss_peak_{size}_mib"] >= r[f"queue_uss_final_{size}_mib"] > 0, size
+        assert r["queue_uss_growth_mib"] == pytest.approx(r["queue_uss_peak_big_mib"] - r["queue_uss_peak_small_mib"])
     for entries in doc["raw"]["big_payload"].values():
         for entry in entries:
             assert entry["result"]["bytes"] == sizes["big_payload"]["bytes"]
