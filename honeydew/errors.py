@@ -143,10 +143,19 @@ class Failure(NamedTuple):
     @classmethod
     def from_exception(cls, exc: BaseException, kind: str = "raised") -> Failure:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        blob: bytes | None
         try:
-            blob: bytes | None = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+            blob = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
-            blob = None
+            # a class the C pickler cannot name (one the worker got by value: defined in the script
+            # after the pool started, in a spawned pool, or in a closure) goes by value; cloudpickle
+            # gives the caller back its own class, which it tracks by an id across the round trip
+            try:
+                import cloudpickle
+
+                blob = cloudpickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                blob = None
         return cls(
             kind=kind,
             type_name=qualname(type(exc)),
