@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, _base
 from typing import TYPE_CHECKING, Any
 
+from . import _spool
 from .errors import Failure, SerializationError, to_exception
 from .protocol import JobFailed, Partial, QueueRestarted, Result, Settled, StatusReply
 
@@ -37,6 +38,7 @@ _EXC = 2          # value is an exception instance
 _PARTIAL_FIELD = Failure._fields.index("partial")
 _OPEN = (_base.PENDING, _base.RUNNING)
 _FINISHED = _base.FINISHED
+_MARK = _spool.MARK
 
 
 class Inbox:
@@ -184,16 +186,21 @@ class Inbox:
 
     def _replies_read(self, msgs: list[Any], pending: dict[str, Any], work: list[_Work], keep: str) -> None:
         for m in msgs:
+            value = m.value
+            if value[:1] == _MARK:
+                # a big value came through the spool: open its file and unlink it now (the open file
+                # keeps it for as long as it takes; the pool's directory may go first)
+                value = _spool.take(value) if (m.job_id in pending or m.job_id == keep) else _spool.discard(value)
             if type(m) is Result:
                 entry = pending.pop(m.job_id, None)
                 if entry is not None:
-                    work.append((entry[0], _OK_BLOB, m.value))
+                    work.append((entry[0], _OK_BLOB, value))
                     if self.partials:
                         self.partials.pop(m.job_id, None)
             elif type(m) is Partial:
                 # kept until the failure mode gives the chunk up (or a re-run succeeds)
                 if m.job_id in pending or m.job_id == keep:
-                    self.partials[m.job_id] = m.value
+                    self.partials[m.job_id] = value
 
     def _on_queue(self, i: int, work: list[_Work]) -> None:
         pool = self.pool
@@ -267,9 +274,11 @@ class Inbox:
         for fut, kind, value in work:
             if kind == _OK_BLOB:
                 try:
-                    value = pickle.loads(value)
+                    value = pickle.loads(value) if type(value) is bytes else _spool.load_file(value)
                     ok = True
                 except Exception as e:
+                    if type(value) is not bytes:
+                        value.seek(0)  # a spooled result: name its type from the start of the file
                     value_exc = SerializationError(
                         f"the result of job {getattr(fut, 'job_id', '?')} (pickled as {pickled_type(value)}) "
                         f"could not be unpickled in the caller: {type(e).__name__}: {e}")

@@ -1,32 +1,47 @@
-"""The native thread pools of the workers (BLAS, OpenMP): limited so that CPU batches do not
-oversubscribe the machine.  [supervisor, once at start; every worker inherits it]
+"""Native thread pools (BLAS, OpenMP): whether they make forking the caller unsafe, and limiting
+them in the workers so that CPU batches do not oversubscribe the machine.
+[caller: :func:`fork_hazard`; supervisor, once at start: :func:`limit`; every worker inherits it]
 
-N workers that each run a NumPy/SciPy/scikit-learn call with one BLAS or OpenMP thread per CPU
-start N × CPUs threads on CPUs cores: they fight for the cores and the batch runs slower than
-with one thread each.  So the pool limits the native thread pools of its workers, by default to
-``CPUs usable by the pool's process // num_workers`` (at least 1), as loky does for joblib.
+**Forking.**  A process forked from a multi-threaded parent holds a copy of every lock some other
+thread held at that moment, and only the forking thread: a Python thread that held the GIL's
+companions (the import lock, a logging lock, a lock of the user's) makes the child hang.  Not every
+thread is that hazard.  NumPy's default wheels load OpenBLAS, whose pthreads pool starts at import
+and registers fork handlers that shut it down before a fork and restart it after; MKL's and the
+Intel/LLVM OpenMP runtimes do the same.  GNU OpenMP (libgomp) does not: its threads are gone in the
+child and the next parallel region there waits for them for ever.  :func:`fork_hazard` therefore
+tells the threads apart, cheaply (no threadpoolctl on this path): any other Python thread is a
+hazard, libgomp is, and native threads are not when the fork-safe pools mapped in the process can
+account for them (OpenBLAS is asked its pool's size).
 
-Two mechanisms, because a library may be loaded before the pool starts or after:
-
-* libraries already loaded (imported by the caller before the pool forked its supervisor) are
-  limited at run time with ``threadpoolctl``, which finds them among the loaded shared objects
-  and calls their own ``*_set_num_threads``;
-* libraries loaded later (in ``init`` or in a task) read the usual environment variables when they
-  load, so those are set.
-
-Both are done once, in the supervisor before it forks anything: the limits are process memory and
-environment, which every monitor and worker inherits, so a worker pays nothing for them (doing it
-in each worker cost ~0.4 MiB of private memory per worker, ~0.8 MiB with threadpoolctl's look).
+**Limits.**  N workers that each run a NumPy/SciPy/scikit-learn call with one BLAS or OpenMP thread
+per CPU start N × CPUs threads on CPUs cores: they fight for the cores and the batch runs slower
+than with one thread each.  So the pool limits the native thread pools of its workers, by default
+to ``CPUs usable by the pool's process // num_workers`` (at least 1), as loky does for joblib.
+Libraries already loaded are limited at run time (OpenBLAS through its own ``set_num_threads``,
+found with ``ctypes`` in a fraction of a millisecond; any other through ``threadpoolctl``); libraries
+loaded later (in ``init`` or a task) read the usual environment variables, which are set too.  Both
+are done once, in the supervisor before it forks any monitor: limits are process memory and
+environment, which every monitor and worker inherits, so a worker pays nothing for them.
 ``Pool(threads_per_worker=None)`` leaves both alone; an ``int`` sets the limit.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 
 #: read by OpenMP runtimes, OpenBLAS, MKL, BLIS, Apple Accelerate and numexpr when they load
 ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+#: file name prefixes of the native libraries with a thread pool threadpoolctl can limit
+LIBRARY_PREFIXES = (b"libopenblas", b"libscipy_openblas", b"libmkl_rt", b"libblis", b"libflexiblas", b"libgomp",
+                    b"libiomp", b"libomp", b"libvcomp")
+_OPENBLAS = (b"libopenblas", b"libscipy_openblas")
+#: pools that restart themselves after a fork (their own fork handlers), so their threads may be forked over
+_FORK_SAFE = (b"libmkl_rt", b"libiomp", b"libomp")
+_GNU_OPENMP = b"libgomp"
 
 
 def auto_limit(num_workers: int) -> int:
@@ -34,9 +49,82 @@ def auto_limit(num_workers: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // max(1, num_workers))
 
 
-#: file name prefixes of the native libraries with a thread pool threadpoolctl can limit
-LIBRARY_PREFIXES = (b"libopenblas", b"libscipy_openblas", b"libmkl_rt", b"libblis", b"libflexiblas", b"libgomp",
-                    b"libiomp", b"libomp", b"libvcomp")
+def loaded_pools() -> dict[bytes, str]:
+    """The thread-pool libraries mapped into this process: file name prefix -> path."""
+    try:
+        with open("/proc/self/maps", "rb") as f:
+            maps = f.read()
+    except OSError:
+        return {}
+    out: dict[bytes, str] = {}
+    for line in maps.split(b"\n"):
+        path = line.partition(b"/")[2]
+        if not path:
+            continue
+        name = path.rpartition(b"/")[2]
+        if name.startswith(LIBRARY_PREFIXES):
+            prefix = next(p for p in LIBRARY_PREFIXES if name.startswith(p))
+            out.setdefault(prefix, os.fsdecode(b"/" + path))
+    return out
+
+
+class _OpenBLAS:
+    """OpenBLAS's own thread API, reached with ctypes (its symbols carry a prefix and a suffix
+    that depend on the build: ``scipy_openblas_set_num_threads64_`` in NumPy 2's wheels)."""
+
+    def __init__(self, path: str) -> None:
+        self.lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+        self.affixes = next(((p, s) for p in ("", "scipy_") for s in ("", "64_", "_64")
+                             if hasattr(self.lib, f"{p}openblas_get_num_threads{s}")), None)
+
+    def _fn(self, name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+        if self.affixes is None:
+            return None
+        return getattr(self.lib, f"{self.affixes[0]}{name}{self.affixes[1]}", None)
+
+    def threading_layer(self) -> str:
+        fn = self._fn("openblas_get_parallel")
+        return {1: "pthreads", 2: "openmp"}.get(fn(), "disabled") if fn is not None else "unknown"
+
+    def num_threads(self) -> int:
+        fn = self._fn("openblas_get_num_threads")
+        return int(fn()) if fn is not None else 0
+
+    def set_num_threads(self, n: int) -> bool:
+        fn = self._fn("openblas_set_num_threads")
+        if fn is None:
+            return False
+        fn(n)
+        return True
+
+
+def fork_hazard() -> str:
+    """Why forking this process now is unsafe ('' when it is safe: see the module docstring)."""
+    tids = os.listdir("/proc/self/task")
+    if len(tids) == 1:
+        return ""
+    me = threading.current_thread()
+    others = [t.name for t in threading.enumerate() if t is not me]
+    if others:
+        return f"it runs other Python threads ({', '.join(sorted(others)[:5])})"
+    native = len(tids) - 1
+    pools = loaded_pools()
+    if _GNU_OPENMP in pools:
+        return "GNU OpenMP (libgomp) is loaded, and its threads do not survive a fork"
+    if any(p in pools for p in _FORK_SAFE):
+        return ""
+    explained = 0
+    for prefix in _OPENBLAS:
+        if prefix in pools:
+            try:
+                blas = _OpenBLAS(pools[prefix])
+                if blas.threading_layer() == "pthreads":
+                    explained += max(0, blas.num_threads() - 1)
+            except OSError:
+                pass
+    if native <= explained:
+        return ""
+    return f"it runs {native} native thread(s) that no fork-safe BLAS/OpenMP pool accounts for"
 
 
 def limit(threads: int | None) -> None:
@@ -45,22 +133,20 @@ def limit(threads: int | None) -> None:
         return
     for var in ENV_VARS:
         os.environ[var] = str(threads)
-    if native_pools_loaded():
-        # (imported only then: threadpoolctl's look costs ~0.7 MiB of private memory)
+    pools = loaded_pools()
+    rest = [p for p in pools if p not in _OPENBLAS]
+    for prefix in _OPENBLAS:
+        if prefix in pools:
+            try:
+                blas = _OpenBLAS(pools[prefix])
+                if blas.threading_layer() == "pthreads" and blas.set_num_threads(threads):
+                    continue
+            except OSError:
+                pass
+            rest.append(prefix)
+    if rest:
+        # (imported only then: threadpoolctl's look costs milliseconds and ~0.7 MiB of private memory)
         import threadpoolctl
 
-        threadpoolctl.threadpool_limits(limits=threads)
+        threadpoolctl.threadpool_limits(limits=threads, user_api=None)
 
-
-def native_pools_loaded() -> bool:
-    """Is a library with a native thread pool mapped into this process already?"""
-    try:
-        with open("/proc/self/maps", "rb") as f:
-            maps = f.read()
-    except OSError:
-        return True  # cannot tell: let threadpoolctl look
-    for line in maps.split(b"\n"):
-        name = line.rpartition(b"/")[2]
-        if name.startswith(LIBRARY_PREFIXES):
-            return True
-    return False

@@ -78,6 +78,7 @@ class MonitorConfig:
     kill_grace_secs: float
     max_jobs: int | None
     max_memory: int | None
+    spool: str | None
 
 
 def backoff(cfg: MonitorConfig, failures: int) -> float:
@@ -217,7 +218,7 @@ class _Watch:
                 os.close(fd)
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
                                            self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory,
-                                           self.worker_log),
+                                           self.worker_log, cfg.spool),
                        self.me)
         wrk_sock.close()
         self.pid = pid

@@ -31,18 +31,18 @@ from typing import Any
 
 import cloudpickle
 
-from . import _boot, _threads, supervisor
+from . import _boot, _spool, _threads, supervisor
 from ._inbox import _EXC, Inbox
 from ._outbuf import Writer
+from ._payload import Encoder
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
-from .errors import JobLost, PoolClosed, QueueFull, SerializationError, signal_name, to_exception
+from .errors import JobLost, PoolClosed, QueueFull, signal_name, to_exception
 from .failure_modes import Abandon, FailureMode
 from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, StatusRequest, Terminate
 from .queues import Memory, Queue
 from .tasks import WorkerSpec, make_spec
-from .worker import CALL, MAP
 
 log = logging.getLogger("honeydew.pool")
 _ENQUEUE = Enqueue.TAG  # the hot path sends Enqueue in wire form: (TAG, job_id, payload, origin, timeout)
@@ -54,7 +54,6 @@ _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "d
             "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method")
 _EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-_MAIN = b"__main__"
 
 
 class JobFuture(Future):  # type: ignore[type-arg]
@@ -267,7 +266,8 @@ class Pool:
         self._status_ids = itertools.count(1)
         self._status_replies: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._bg: threading.Thread | None = None
-        self._fn_cache: dict[int, tuple[Any, bytes]] = {}
+        self._spool = None if queue.durable else _spool.directory(self._token)
+        self._encoder = Encoder(self._spool)
         self._inbox = Inbox(self)
         self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method,
                     init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker, threads_per_worker)
@@ -298,11 +298,15 @@ class Pool:
             queue_monitors=[[a.fileno() for a, _ in kills[i]] for i in range(nq)],
             monitor_queues=[[kills[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
             init_timeout=float(init_timeout) if init_timeout else None, kill_grace_secs=float(kill_grace_secs),
-            max_jobs=max_jobs, max_memory=max_memory, threads=threads)
-        threads = len(os.listdir("/proc/self/task"))
-        use_fork = start_method == "fork" or (start_method == "auto" and threads == 1)
+            max_jobs=max_jobs, max_memory=max_memory, threads=threads, spool=self._spool)
+        hazard = _threads.fork_hazard() if start_method == "auto" else ""
+        use_fork = start_method == "fork" or (start_method == "auto" and not hazard)
         self.start_method = "fork" if use_fork else "spawn"
+        #: why the supervisor was spawned rather than forked ('' when forked), for status()
+        self.spawn_reason = "" if use_fork else ("start_method='spawn'" if start_method == "spawn"
+                                                 else f"forking the caller is unsafe: {hazard}")
         if use_fork:
+            self._encoder.snapshot_main()
             sys.stdout.flush()
             sys.stderr.flush()
             keep = cfg.fds() | _boot.output_fds()
@@ -393,7 +397,7 @@ class Pool:
         futures = []
         try:
             for start, end in bounds:
-                payload = self._dumps((MAP, ref, items[start:end], star))
+                payload = self._encoder.map_payload(ref, items[start:end], star)
                 futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout))
         except BaseException:
             for f in futures:
@@ -445,7 +449,8 @@ class Pool:
         if not ok:
             raise TimeoutError(f"the pool did not answer a status request within {timeout}s")
         out: dict[str, Any] = {"queues": [], "workers": [], "pending_in_caller": len(self._pending),
-                               "closed": self._closed, "start_method": self.start_method}
+                               "closed": self._closed, "start_method": self.start_method,
+                               "spawn_reason": self.spawn_reason}
         for source, info in replies:
             if source == "queue":
                 out["queues"].append(info)
@@ -487,6 +492,8 @@ class Pool:
             return
         os.close(self._lifeline)
         self._lifeline = -1
+        if self._spool is not None:
+            _spool.remove(self._spool)
         self._inbox.close()
         self._supervisor.close()
         for ep in (self._control, *self._queues, *self._replies):
@@ -528,44 +535,18 @@ class Pool:
 
     # ---------------------------------------------------------------- enqueueing
 
-    def _ref(self, fn: str | Callable[..., Any]) -> str | bytes:
-        """A registered task's name, or the cloudpickled callable (cached per callable)."""
+    def _ref(self, fn: str | Callable[..., Any]) -> Any:
+        """A registered task's name, or what to send for any other callable (``_payload``)."""
         ref = self._spec.resolve(fn)
         if isinstance(ref, str):
             return ref
-        cached = self._fn_cache.get(id(ref))
-        if cached is not None and cached[0] is ref:
-            return cached[1]
-        try:
-            blob = cloudpickle.dumps(ref, protocol=5)
-        except Exception as e:
-            raise SerializationError(f"the task {ref!r} could not be pickled: {type(e).__name__}: {e}") from e
-        if len(self._fn_cache) > 256:
-            self._fn_cache.clear()
-        self._fn_cache[id(ref)] = (ref, blob)
-        return blob
-
-    def _dumps(self, payload: tuple[Any, ...]) -> bytes:
-        """The job's payload.  Forked workers have every module this process had when the pool
-        started, so the C pickler serves, by reference, unless the payload refers to ``__main__``:
-        a class or function defined there after the pool started is unknown to the workers, so
-        such payloads go by value with cloudpickle (as everything does for spawned workers)."""
-        try:
-            if self.start_method == "fork":
-                blob = pickle.dumps(payload, protocol=5)
-                ref = payload[1]
-                if _MAIN not in blob or blob.count(_MAIN) == (ref.count(_MAIN) if type(ref) is bytes else 0):
-                    return blob
-        except Exception:
-            pass
-        try:
-            return cloudpickle.dumps(payload, protocol=5)
-        except Exception as e:
-            raise SerializationError(f"the arguments could not be pickled ({type(e).__name__}: {e}); "
-                                     f"nothing was enqueued") from e
+        return self._encoder.callable_ref(ref)
 
     def _payload(self, fn: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        return self._dumps((CALL, self._ref(fn), args, kwargs))
+        ref = self._ref(fn)
+        if type(ref) is str and self._spec.checks_args:
+            self._spec.check_args(ref, args, kwargs)
+        return self._encoder.payload(ref, args, kwargs)
 
     def _cast(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
               timeout: float | None, job_timeout: float) -> str:
@@ -760,6 +741,8 @@ class Pool:
             self._supervisor.reap(True)
         except OSError:
             pass
+        if self._spool is not None:
+            _spool.remove(self._spool)
 
 
 class _SigtermHandler:

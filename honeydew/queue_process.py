@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from . import _spool
 from ._process import EXIT_OK, SignalPipe, become, log_exception_and_exit
 from ._wire import Endpoint, Outbox
 from .dispatchers import Dispatcher
@@ -51,6 +52,7 @@ from .protocol import (
 from .queues.base import Job, Queue
 
 _DISPATCH = Dispatch.TAG  # sent per job in wire form
+_MARK = _spool.MARK
 assert Dispatch._fields == ("job_id", "payload", "origin", "deliveries", "timeout")
 
 
@@ -223,7 +225,9 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
         if t is Enqueue:
             backend.enqueue(Job(m.job_id, m.payload, m.origin, timeout=m.timeout))
         elif t is Cancel:
-            if backend.cancel(m.job_id):
+            job = backend.cancel(m.job_id)
+            if job is not None:
+                _forget(job)
                 _settle(st)
             elif m.running:
                 for slot, jobs in enumerate(st.reserved):
@@ -247,8 +251,11 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
         t = type(m)
         if t is Done:
             st.cancelled.discard(m.job_id)
-            if reserved.pop(m.job_id, None) is not None:
+            job = reserved.pop(m.job_id, None)
+            if job is not None:
                 backend.ack(m.job_id)
+                if job.payload[:1] == _MARK:
+                    _spool.discard(job.payload)
                 if m.more:
                     dispatcher.check_in(slot)
                 _settle(st)
@@ -290,6 +297,7 @@ def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
         if job.id in st.cancelled:
             st.cancelled.discard(job.id)
             st.cfg.backend.ack(job.id)
+            _forget(job)
             _settle(st)
         elif known and job.id != m.job_id and (m.reason == "left" or job.bounces < MAX_BOUNCES):
             # it never started (still in the worker's socket, or prefetched): back to the head,
@@ -326,7 +334,14 @@ def _failed(st: _State, job: Job, failure: Failure) -> None:
         _give_up(st, job, decision.failure)
 
 
+def _forget(job: Job) -> None:
+    """The job is over for good: remove its spooled payload, if it has one."""
+    if job.payload[:1] == _MARK:
+        _spool.discard(job.payload)
+
+
 def _give_up(st: _State, job: Job, failure: Failure) -> None:
+    _forget(job)
     if failure.kind != "raised":
         st.log.warning("job %s given up: %s", job.id, failure.describe())
     if job.origin:

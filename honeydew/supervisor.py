@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 import psutil
 
-from . import _threads, monitor, queue_process
+from . import _spool, _threads, monitor, queue_process
 from ._process import (
     EXIT_OK,
     EXIT_PARENT_GONE,
@@ -84,6 +84,7 @@ class SupervisorConfig:
     max_jobs: int | None
     max_memory: int | None
     threads: int | None                # native (BLAS/OpenMP) threads per worker; None: no limit
+    spool: str | None                  # the pool's spool directory (big payloads, shipped code; _spool)
     lifeline: int                      # read end; EOF = the caller died
     control: int                       # supervisor's end of the control socket
     queue_callers: list[int]           # queue i's end of its caller socket
@@ -198,7 +199,7 @@ class _Supervisor:
             reply=self.worker_replies[j], supervisor=Endpoint(mon_end), token=cfg.token, prefetch=cfg.prefetch,
             init_retry_secs=cfg.init_retry_secs, init_retry_max_secs=cfg.init_retry_max_secs,
             init_timeout=cfg.init_timeout, kill_grace_secs=cfg.kill_grace_secs, max_jobs=cfg.max_jobs,
-            max_memory=cfg.max_memory), self.me)
+            max_memory=cfg.max_memory, spool=cfg.spool), self.me)
 
     def _close_all_but(self, keep: set[int]) -> None:
         every = self.cfg.fds() | {fd for a, b in self.monitor_socks for fd in (a.fileno(), b.fileno())}
@@ -228,6 +229,8 @@ class _Supervisor:
             poller.register(fd, select.POLLIN)
         for fd in mon_by_fd:
             poller.register(fd, select.POLLIN)
+        if cfg.spool is not None:
+            _spool.sweep(cfg.spool)  # directories of pools whose whole tree was killed (off the start path)
         while self.children or self.pending_restart:
             timeout = None
             if self.pending_restart:
@@ -236,6 +239,8 @@ class _Supervisor:
                 if fd == cfg.lifeline:
                     self.log.warning("the process that owns the pool died; stopping every pool process")
                     self._kill_all()
+                    if cfg.spool is not None:
+                        _spool.remove(cfg.spool)  # nobody else will
                     return EXIT_PARENT_GONE
                 if fd == self.control.fd:
                     try:

@@ -49,6 +49,10 @@ class WorkerSpec:
         self.args = args
         self.tasks = tasks
         self.by_function = {fn: n for n, fn in tasks.items()}
+        #: the state is appended after a task's positional arguments, so a missing argument would be
+        #: reported by Python under the state's parameter name: the caller checks the call's shape
+        self.checks_args = kind == "module" and init is not None
+        self._shapes: dict[tuple[Any, ...], str] = {}  # (task, positional count, keyword names) -> error
 
     def __getstate__(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "init": self.init, "args": self.args, "tasks": self.tasks}
@@ -78,6 +82,20 @@ class WorkerSpec:
             name = None
         return name if name is not None else fn
 
+    def check_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` naming the user's own parameters when a call of task ``name`` (of a
+        module worker, whose state comes last) does not fit its signature.  Whether it fits depends
+        only on how many positional arguments there are and which keywords, so the verdict is kept
+        per shape: a call costs a dictionary lookup."""
+        key = (name, len(args), tuple(kwargs) if kwargs else ())
+        error = self._shapes.get(key)
+        if error is None:
+            if len(self._shapes) >= 1024:
+                self._shapes.clear()
+            error = self._shapes[key] = _shape_error(name, self.tasks[name], args, kwargs)
+        if error:
+            raise TypeError(error)
+
     # ---------------------------------------------------------------- worker side
 
     def build_state(self) -> Any:
@@ -101,6 +119,38 @@ class WorkerSpec:
         if state_first:
             return fn(state, *args, **kwargs)
         return fn(*args, state, **kwargs)
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _shape_error(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """'' if ``fn(*args, state, **kwargs)`` binds, else the error in terms of the user's arguments."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return ""
+    try:
+        sig.bind(*args, None, **kwargs)
+        return ""
+    except TypeError:
+        pass
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    if not positional or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return ""  # no parameter is the state's for sure: let Python say it
+    state = positional[-1]
+    if len(args) >= len(positional):
+        why = (f"takes {len(positional) - 1} positional argument(s) before the worker's state but "
+               f"{len(args)} were given")
+    else:
+        try:
+            sig.replace(parameters=[p for p in params if p is not state]).bind(*args, **kwargs)
+            why = f"cannot take these arguments: {state.name!r} is given twice"
+        except TypeError as e:
+            why = str(e)
+    return (f"{name}() {why} (its last positional parameter, {state.name!r}, receives the worker's state, "
+            f"after the arguments of the call)")
 
 
 def _marked(ns: dict[str, Any]) -> dict[str, Callable[..., Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import _signal
 import logging
 import os
-import pickle
 import select
 import signal
 import sys
@@ -26,10 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import cloudpickle
-
 from . import context
 from ._jobslot import JobSlot
+from ._payload import CALL, callable_of, decode, encode_result
 from ._process import EXIT_INIT_FAILED, EXIT_OK, become, log_exception_and_exit
 from ._wire import Endpoint
 from .errors import Failure, qualname
@@ -54,11 +52,6 @@ from .tasks import WorkerSpec
 _DONE, _RESULT, _PARTIAL = Done.TAG, Result.TAG, Partial.TAG  # sent per job in wire form: (TAG, *fields)
 assert Done._fields == ("job_id", "more") and Result._fields == Partial._fields == ("job_id", "value")
 
-#: The first item of a job's payload: what kind of job it is.
-CALL = 0   # (CALL, task, args, kwargs)
-MAP = 1    # (MAP, task, items, star): run task over a chunk of items
-
-
 @dataclass
 class WorkerConfig:
     slot: int
@@ -72,6 +65,7 @@ class WorkerConfig:
     max_jobs: int | None = None      # recycle after this many jobs
     max_memory: int | None = None    # recycle when RSS exceeds this many bytes after a job
     log: logging.Logger | None = None  # made by the monitor before the fork
+    spool: str | None = None         # the pool's spool directory: big results go there (_spool)
 
 
 _SIGTERM = int(signal.SIGTERM)  # for _signal.signal, which skips signal.signal's enum wrapping (see _process)
@@ -119,30 +113,6 @@ def _over_memory_cap(cap: int) -> int:
         return 0
     uss = private_memory()
     return uss if uss > cap else 0
-
-
-def dumps(value: Any) -> bytes:
-    """Pickle fast with the C pickler; fall back to cloudpickle for lambdas and closures."""
-    try:
-        return pickle.dumps(value, protocol=5)
-    except Exception:
-        return cloudpickle.dumps(value, protocol=5)
-
-
-_fn_cache: dict[bytes, Any] = {}
-
-
-def _callable(ref: Any) -> Any:
-    """A task name stays a name; a pickled callable is unpickled once and cached."""
-    if type(ref) is not bytes:
-        return ref
-    fn = _fn_cache.get(ref)
-    if fn is None:
-        fn = pickle.loads(ref)
-        if len(_fn_cache) >= 256:
-            _fn_cache.clear()
-        _fn_cache[ref] = fn
-    return fn
 
 
 def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: Any) -> tuple[list[Any], dict[int, Any]]:
@@ -293,7 +263,7 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         running.start(job.job_id)
         if job.timeout > 0:
             cfg.monitor.send(JobStarted(job.job_id, job.timeout))
-        outcome, blob = _run_one(job, spec, state, token, slot)
+        outcome, blob = _run_one(job, spec, state, token, slot, cfg.spool)
         if job.timeout > 0:
             cfg.monitor.send(JobEnded(job.job_id))
         jobs_done += 1
@@ -330,7 +300,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             return True
 
 
-def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int) -> tuple[Failure | None, bytes | None]:
+def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
+             spool: str | None = None) -> tuple[Failure | None, bytes | None]:
     """Run one job.  Returns (its failure or None, the pickled result if a caller waits for it).
 
     A ``map`` chunk in which some items raised is a failed job (its first failing item's failure,
@@ -340,8 +311,8 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int)
     context._enter(context.JobInfo(job_id, job.deliveries, slot))
     try:
         try:
-            payload = pickle.loads(job.payload)
-            fn = _callable(payload[1])
+            payload = decode(job.payload)
+            fn = callable_of(payload[1])
         except BaseException as e:
             return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",
@@ -362,7 +333,7 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int)
         if job.origin != token:
             return failure, None
         try:
-            return failure, dumps(value)
+            return failure, encode_result(value, spool, f"result-{os.getpid()}-{job_id}-{job.deliveries}")
         except BaseException as e:
             return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",

@@ -73,8 +73,8 @@ class Queue(abc.ABC):
         """The reserved job with this id, or ``None``."""
 
     @abc.abstractmethod
-    def cancel(self, job_id: str) -> bool:
-        """Remove a pending job; True if it was pending, False if unknown or already reserved."""
+    def cancel(self, job_id: str) -> Job | None:
+        """Remove a pending job and return it; ``None`` if it is unknown or already reserved."""
 
     @abc.abstractmethod
     def next_ready_in(self, now: float) -> float | None:

@@ -73,8 +73,8 @@ class Memory(Queue):
     def get_reserved(self, job_id: str) -> Job | None:
         return self._reserved.get(job_id)
 
-    def cancel(self, job_id: str) -> bool:
-        return self._pending.pop(job_id, None) is not None
+    def cancel(self, job_id: str) -> Job | None:
+        return self._pending.pop(job_id, None)
 
     def next_ready_in(self, now: float) -> float | None:
         delayed, pending = self._delayed, self._pending

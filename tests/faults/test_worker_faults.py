@@ -7,6 +7,7 @@ crash stages are the matrix in ``test_crash_matrix.py``.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 from collections import Counter
@@ -301,16 +302,22 @@ def test_job_sent_to_a_worker_dying_in_its_reply_is_not_failed(tmp_path):
 
 # --- (a) 9: the worker dies in the middle of writing a large result -----------------------------
 
-def test_worker_dies_midway_through_a_large_result_frame(tmp_path):
+@pytest.mark.parametrize("size, packets, call", [
+    (80_000, 1, "sendmsg"),     # below the spool's threshold: one 60 KB packet of an 80 KB frame written
+    (20_000_000, 0, "write"),  # a big result goes through the spool: the worker dies writing its file
+], ids=["socket-frame", "spool-file"])
+def test_worker_dies_midway_through_a_large_result(tmp_path, size, packets, call):
     with honeydew.Pool(num_workers=1, init_retry_secs=0.05) as pool:
         other = pool.submit(F.echo, "before")
-        fut = pool.submit(F.die_midway_through_result, 20_000_000, 50)  # ~3 MB of ~20 MB written
-        behind = pool.submit(F.big_bytes, 20_000_000)                   # a whole large frame after it
+        fut = pool.submit(F.die_midway_through_result, size, packets, call)
+        behind = pool.submit(F.big_bytes, size)                   # a whole large result after it
         assert other.result(timeout=T) == "before"
         exc = fut.exception(timeout=T)
         assert isinstance(exc, honeydew.WorkerCrashed) and exc.signal_name == "SIGKILL", repr(exc)
-        assert behind.result(timeout=T) == b"r" * 20_000_000
+        assert behind.result(timeout=T) == b"r" * size
         assert pool.options(timeout=T).call(F.echo, "next") == "next"
+        spool = pool._spool
+    assert not os.path.exists(spool), "the pool's spool directory (and the half-written file) outlived it"
 
 
 # --- (a) 10: recycling by job count and by memory -------------------------------------------------

@@ -51,6 +51,19 @@ def test_call_by_registered_function_object(pool):
     assert pool.call(W.echo, [1, 2]) == [1, 2]
 
 
+@pytest.mark.parametrize("api", ["call", "cast", "submit"])
+def test_a_missing_argument_names_the_users_parameter_not_the_state(pool, api):
+    """``tag(value, state, *, suffix="")`` called without ``value``: Python would report the state's
+    parameter missing; the caller names ``value``, and nothing is enqueued."""
+    with pytest.raises(TypeError, match="missing a required argument: 'value'") as info:
+        getattr(pool, api)("tag")
+    assert "'state', receives the worker's state" in str(info.value)
+    with pytest.raises(TypeError, match="'surplus'"):
+        getattr(pool, api)(W.tag, "x", surplus=1)
+    assert pool.status()["queues"][0]["pending"] == 0
+    assert pool.call("tag", "x", suffix="!") == "st:x!"
+
+
 def test_call_by_lambda_gets_state_appended(pool):
     assert pool.call(lambda a, b, state: (a, b, state["prefix"]), 1, 2) == (1, 2, "st")
 

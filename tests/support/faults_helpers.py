@@ -217,13 +217,14 @@ def die_in_reply_window(directory: str, where: str, *_state: Any) -> int:
     return job.deliveries
 
 
-def die_midway_through_result(n: int, packets: int, *_state: Any) -> bytes:
-    """Return ``n`` bytes; SIGKILL this worker after ``packets`` packets of the result frame were
-    written to the caller's socket (a partial frame is left behind)."""
+def die_midway_through_result(n: int, packets: int, call: str = "sendmsg", *_state: Any) -> bytes:
+    """Return ``n`` bytes; SIGKILL this worker after ``packets`` calls of ``call`` while the result
+    goes out: ``sendmsg`` packets of a frame to the caller's socket (a partial frame is left
+    behind), or ``write`` calls of a big result's spool file (a partial file is left behind)."""
     sent = [0]
 
     def hook(frame: Any, event: str, arg: Any) -> None:
-        if event == "c_call" and getattr(arg, "__name__", "") == "sendmsg":
+        if event == "c_call" and getattr(arg, "__name__", "") == call:
             sent[0] += 1
             if sent[0] > packets:
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -153,11 +153,12 @@ def write_script(tmp_path: Path, code: str, name: str = "caller.py") -> Path:
 
 
 def run_script(tmp_path: Path, code: str, timeout: float = 60.0, name: str = "caller.py",
-               args: Iterable[str] = ()) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as ``__main__`` of a fresh interpreter; capture its output."""
+               args: Iterable[str] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as ``__main__`` of a fresh interpreter; capture its output.  ``env``: variables
+    to add to the environment."""
     path = write_script(tmp_path, code, name)
     return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout,
-                          env=script_env(), cwd=str(tmp_path))
+                          env={**script_env(), **(env or {})}, cwd=str(tmp_path))
 
 
 def start_script(tmp_path: Path, code: str, name: str = "caller.py", args: Iterable[str] = (),

@@ -249,21 +249,22 @@ def test_ready_jobs_do_not_wait_behind_delayed_ones(q: Queue) -> None:
 def test_cancel_pending(q: Queue) -> None:
     for i in "abc":
         q.enqueue(job(i))
-    assert q.cancel("b") is True
+    cancelled = q.cancel("b")
+    assert cancelled is not None and cancelled.id == "b"  # the job itself: the queue removes its spooled payload
     assert len(q) == 2
     assert q.status()["pending"] == 2
-    assert q.cancel("b") is False  # already gone
+    assert q.cancel("b") is None  # already gone
     assert drain(q) == ["a", "c"]
 
 
 def test_cancel_unknown(q: Queue) -> None:
-    assert q.cancel("nope") is False
+    assert q.cancel("nope") is None
 
 
 def test_cancel_reserved_is_refused(q: Queue) -> None:
     q.enqueue(job("a"))
     q.reserve(T0)
-    assert q.cancel("a") is False
+    assert q.cancel("a") is None
     assert q.get_reserved("a") is not None
     assert q.status()["reserved"] == 1
     assert q.ack("a") is not None
@@ -271,7 +272,7 @@ def test_cancel_reserved_is_refused(q: Queue) -> None:
 
 def test_cancel_delayed(q: Queue) -> None:
     q.enqueue(job("a"), ready_at=T0 + 5)
-    assert q.cancel("a") is True
+    assert q.cancel("a") is not None
     assert len(q) == 0
     assert q.status()["delayed"] == 0
     assert q.reserve(T0 + 10) is None
@@ -283,7 +284,7 @@ def test_cancel_delayed_leaves_no_timer(q: Queue) -> None:
     (The queue process polls with this timeout whenever a worker is idle, so a stale answer makes
     it wake up for nothing; a stale 0 makes it spin every millisecond.)"""
     q.enqueue(job("a"), ready_at=T0 + 5)
-    assert q.cancel("a") is True
+    assert q.cancel("a") is not None
     assert q.next_ready_in(T0) is None
     assert q.next_ready_in(T0 + 10) is None
 
@@ -482,7 +483,7 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         id = self._pick(data, self.pending)
-        assert self.q.cancel(id) is (id in self.pending)
+        assert (self.q.cancel(id) is not None) is (id in self.pending)
         if id in self.pending:
             del self.pending[id]
             self.gone.add(id)

@@ -362,3 +362,51 @@ def test_spec_with_a_local_class_pickles_by_value() -> None:
     state = back.build_state()
     assert back.invoke("bump", (4,), {}, state) == 5
     assert back.resolve(back.tasks["bump"]) == "bump"
+
+
+# --------------------------------------------------------------------------- a call's shape, in the caller
+
+@task
+def get(bucket: str, key: str, riak: Any) -> Any:
+    return bucket, key, riak
+
+
+@task
+def put(bucket: str, key: str, obj: Any, riak: Any, *, content_type: str = "text/plain") -> Any:
+    return obj
+
+
+def riak_spec() -> WorkerSpec:
+    return make_spec(module("riak_like", init=make_state, get=get, put=put, record=record), [])
+
+
+@pytest.mark.parametrize("args, kwargs, names", [
+    (("bucket",), {}, "'key'"),                                    # Python alone would blame 'riak'
+    ((), {}, "'bucket'"),
+    (("b", "k", "extra"), {}, "takes 2 positional argument(s) before the worker's state but 3 were given"),
+    (("b", "k"), {"colour": 1}, "'colour'"),
+])
+def test_a_call_that_does_not_fit_names_the_users_parameters(args: tuple[Any, ...], kwargs: dict[str, Any],
+                                                              names: str) -> None:
+    spec = riak_spec()
+    with pytest.raises(TypeError) as info:
+        spec.check_args("get", args, kwargs)
+    message = str(info.value)
+    assert message.startswith("get() ") and names in message, message
+    assert "'riak', receives the worker's state" in message
+
+
+def test_calls_that_fit_pass_and_the_verdict_is_kept_per_shape() -> None:
+    spec = riak_spec()
+    spec.check_args("get", ("b", "k"), {})
+    spec.check_args("put", ("b", "k", "v"), {"content_type": "x"})
+    spec.check_args("record", (1, 2, 3), {"any": 1})   # *args: no parameter is surely the state's
+    assert len(spec._shapes) == 3
+    spec.check_args("get", ("other", "values"), {})      # same shape: no new verdict
+    assert len(spec._shapes) == 3
+
+
+def test_only_module_workers_with_state_are_checked() -> None:
+    assert riak_spec().checks_args
+    assert not make_spec(module("stateless", get=get), []).checks_args   # no state: Python's words are right
+    assert not make_spec(Recorder, []).checks_args                        # the state is self, first
