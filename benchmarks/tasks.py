@@ -3,6 +3,7 @@ Imports nothing but the standard library, so a peer's benchmark host never loads
 
 from __future__ import annotations
 
+import os
 import time
 
 
@@ -41,3 +42,9 @@ def calibrate_busy(target_s: float = 0.020) -> int:
         rates.append(n / (time.perf_counter() - t))
     rates.sort()
     return max(1, int(rates[len(rates) // 2] * target_s))
+
+
+def block(path: str) -> None:
+    """Hold a worker until ``path`` exists (so that the jobs cast behind it stay pending)."""
+    while not os.path.exists(path):
+        time.sleep(0.01)

@@ -565,19 +565,26 @@ def wait_idle(pid: int, timeout: float = 120.0) -> float:
 
 
 def scale(name: str, p: dict[str, Any]) -> dict[str, Any]:
-    """``Pool(num_workers=0)``: every job stays pending in the queue process.  Enqueue (``cast``)
-    in segments, each timed from its first cast until the queue process has absorbed it; the
-    enqueue rate from ~10 k pending (median of 3 segments) vs around ~1 M pending (the last 3
-    segments); queue process USS growth per pending job."""
+    """A pool whose one worker is held by a job: every job cast after it stays pending in the queue
+    process.  Enqueue (``cast``) in segments, each timed from its first cast until the queue process
+    has absorbed it; the enqueue rate from ~10 k pending (median of 3 segments) vs around ~1 M
+    pending (the last 3 segments); queue process USS growth per pending job."""
     import honeydew
     if name != HONEYDEW:
         raise ValueError("scale is measured for honeydew only")
     threads = single_threaded()
     before = set(descendants())
-    pool = honeydew.Pool(num_workers=0)
+    release = tempfile.mktemp(prefix="honeydew-bench-release-")
+    pool = honeydew.Pool(num_workers=1)
     start_method = pool.start_method
     try:
         queue = _wait_for_process(before, "hd-queue")
+        pool.cast(tasks.block, release)
+        deadline = time.monotonic() + 30
+        while not any(pool.status()["queues"][0]["running"].values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker never took the holding job")
+            time.sleep(0.005)
         wait_idle(queue.pid)
         base = uss(queue) or 0
         low, high, seg = p["low"], p["high"], p["segment"]
@@ -596,7 +603,7 @@ def scale(name: str, p: dict[str, Any]) -> dict[str, Any]:
             pending += size
         top = uss(queue) or 0
     finally:
-        pool.terminate()
+        pool.terminate()  # (the holding job is never released: terminate stops it)
     # each end is the median of 3 consecutive segments (one segment can land on a GC pass or a
     # burst from another program): from ~10k pending on, and the last three, around ~1M pending
     first = [s for s in segments if s["pending_before"] >= low][:3]

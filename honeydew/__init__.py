@@ -17,6 +17,7 @@ from .errors import (
                      SerializationError,
                      UnknownTask,
                      WorkerCrashed,
+                     WorkerInitError,
 )
 from .failure_modes import Abandon, FailureMode, Requeue, Retry
 from .pool import JobFuture, Pool
@@ -41,6 +42,7 @@ __all__ = [
     "SerializationError",
     "UnknownTask",
     "WorkerCrashed",
+    "WorkerInitError",
     "current_job",
     "dispatchers",
     "queues",

@@ -15,6 +15,9 @@ import pickle
 import sys
 from typing import Any
 
+from . import _process
+from ._process import EXIT_BOOT_FAILED, become
+
 
 def output_fds() -> set[int]:
     """In the caller: the descriptors behind ``sys.stdout``/``sys.stderr`` (which need not be 1 and
@@ -75,15 +78,42 @@ def apply_logging(setup: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
+    fd, control = int(sys.argv[1]), int(sys.argv[2])
     with os.fdopen(fd, "rb") as f:
         path = pickle.load(f)
         sys.path[:] = path
         apply_logging(pickle.load(f))
-        cfg = pickle.load(f)
+        # loading the config imports the user's worker module: a pool made at its top level is refused
+        _process.decoding = "the pool's supervisor (a fresh interpreter) imported the worker"
+        try:
+            cfg = pickle.load(f)
+        except BaseException as e:
+            _boot_failed(control, e)
+        finally:
+            _process.decoding = ""
     from . import supervisor
 
     supervisor.run(cfg)
+
+
+def _boot_failed(control: int, e: BaseException) -> None:
+    """Tell the caller why this supervisor cannot start (``BootFailed``), log it, and exit."""
+    import socket
+
+    from ._wire import Endpoint
+    from .errors import qualname
+    from .protocol import BootFailed
+
+    become("hd-supervisor", parent=None)
+    reason = f"{qualname(type(e))}: {e}"
+    logging.getLogger("honeydew.supervisor").error("the pool's supervisor cannot start: %s", reason,
+                                                   exc_info=(type(e), e, e.__traceback__))
+    try:
+        Endpoint(socket.socket(fileno=control)).send(BootFailed(reason))
+    except OSError:
+        pass
+    sys.stderr.flush()
+    os._exit(EXIT_BOOT_FAILED)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _spool
 from .errors import Failure, SerializationError, to_exception
-from .protocol import JobFailed, Partial, QueueRestarted, Result, Settled, StatusReply
+from .protocol import BootFailed, JobFailed, Partial, QueueRestarted, Result, Settled, StatusReply, WorkersDown
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -222,6 +222,8 @@ class Inbox:
                         work.append((entry[0], _FAILURE, m.failure))
             elif t is Settled:
                 pool._settled(i, m.count)
+            elif t is WorkersDown:
+                pool._workers_down(m.dropped, m.failure)
             elif t is StatusReply:
                 pool._status_replies.setdefault(m.req_id, []).append(("queue", m.info))
 
@@ -250,6 +252,8 @@ class Inbox:
                 self.pool._queue_restarted(m, work)
             elif type(m) is StatusReply:
                 self.pool._status_replies.setdefault(m.req_id, []).append(("supervisor", m.info))
+            elif type(m) is BootFailed:
+                self.pool._boot_error = m.reason
 
     def _on_supervisor_exit(self, work: list[_Work]) -> None:
         """Every pool process is gone.  Read what they left, then fail what is still pending."""

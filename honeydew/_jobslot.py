@@ -6,9 +6,11 @@ while a job runs), lets the monitor detect a torn read and retry.  Nothing block
 killed mid-write leaves at worst a value the monitor reads as "no job".
 
 The monitor reads it only when it must act on one job: a cancel (``KillWorker``) or a passed
-time limit.  It stops the worker only if that job is still the one running, and escalates to SIGKILL
-only if it still is when the grace period ends, so a job that finished meanwhile is never killed
-in place of the next one.
+time limit.  It stops the worker only if that job is still the one running, and escalates to
+SIGKILL only if it still is when the grace period ends, so a job that finished meanwhile is never
+killed in place of the next one.  Before its SIGTERM it writes that job's sequence number into the
+page's last word (the worker never writes there): the worker's handler, seeing its running job
+named, ends the job at once, where a SIGTERM alone (a warm stop) lets the job finish.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import mmap
 import struct
 
 _SIZE = 256
-_HEAD = struct.Struct("=QHB")  # sequence, id length, state
-_MAX_ID = _SIZE - _HEAD.size
+_HEAD = struct.Struct("=QHB")  # sequence, id length, state: written by the worker only
+_STOP = struct.Struct("=Q")    # the sequence number of a job the monitor wants stopped: written by the monitor only
+_STOP_AT = _SIZE - _STOP.size
+_MAX_ID = _STOP_AT - _HEAD.size
 IDLE, RUNNING = 0, 1
 
 
@@ -42,14 +46,30 @@ class JobSlot:
         self._seq += 1
         _HEAD.pack_into(self._buf, 0, self._seq, 0, IDLE)
 
+    def stop_requested(self) -> bool:
+        """Worker (in its SIGTERM handler): has the monitor asked to stop the job running now?"""
+        return bool(self._seq & 1) and _STOP.unpack_from(self._buf, _STOP_AT)[0] == self._seq
+
     def read(self) -> tuple[int, str | None]:
         """Monitor: (state, job id)."""
+        return self._read()[:2]
+
+    def _read(self) -> tuple[int, str | None, int]:
         for _ in range(100):
             seq, n, state = _HEAD.unpack_from(self._buf, 0)
             raw = bytes(self._buf[_HEAD.size:_HEAD.size + n])
             if _HEAD.unpack_from(self._buf, 0)[0] == seq:
-                return state, (raw.decode(errors="replace") if n else None)
-        return IDLE, None
+                return state, (raw.decode(errors="replace") if n else None), seq
+        return IDLE, None, 0
+
+    def request_stop(self, job_id: str) -> bool:
+        """Monitor: ask the worker to stop ``job_id`` now, if it is the job running (the SIGTERM that
+        follows then ends the job instead of being a warm stop).  True if it was running."""
+        state, current, seq = self._read()
+        if state != RUNNING or current != job_id:
+            return False
+        _STOP.pack_into(self._buf, _STOP_AT, seq)
+        return True
 
     def current(self) -> str | None:
         """Monitor: the id of the job running now, or None."""

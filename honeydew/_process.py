@@ -30,14 +30,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _RESET_SIGNALS = tuple(int(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2,
                                         signal.SIGALRM, signal.SIGCHLD))
 _SIGINT, _SIG_DFL, _SIG_IGN = int(signal.SIGINT), int(signal.SIG_DFL), int(signal.SIG_IGN)
+_SIGUSR1 = int(signal.SIGUSR1)
 
 #: Exit codes a honeydew process uses to tell its parent why it stopped.
 EXIT_OK = 0          # finished on purpose (drained, stopped, recycled)
 EXIT_INIT_FAILED = 3  # a worker whose init raised
 EXIT_PARENT_GONE = 4  # the process it served is gone
+EXIT_BOOT_FAILED = 5  # a spawned supervisor could not load the pool's worker and options
 EXIT_INTERNAL = 70    # a bug in honeydew itself (the traceback is logged)
 
 _role = "caller"
+
+#: Non-empty while this pool process imports the user's code to decode a job or its configuration
+#: (what it is doing, for the error): a ``Pool()`` made then is refused (see ``pool.py``).
+decoding = ""
 
 
 def role() -> str:
@@ -98,10 +104,15 @@ def _has_children() -> bool:
     return True
 
 
-def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL) -> None:
+def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL, dump_fd: int = -1) -> None:
     """Set up a freshly forked (or spawned) honeydew process.  ``parent``: the pid whose death
     must end us (``None`` for the supervisor, which uses its lifeline instead), by ``death_signal``
-    (a monitor asks for SIGUSR2, to kill its worker's tree before it goes)."""
+    (a monitor asks for SIGUSR2, to kill its worker's tree before it goes).
+
+    SIGUSR1 dumps every thread's stack to stderr, headed by a line naming the process's role and
+    pid.  A worker may be stuck in C code, where no Python handler runs, so its dump is written by
+    faulthandler's own C handler into ``dump_fd``, a pipe its monitor reads and forwards under the
+    heading; the others wait in ``poll``, which a signal interrupts, so a Python handler serves."""
     global _role
     _role = name
     gc.freeze()  # objects inherited from the parent are never collected here (nor closed twice)
@@ -114,7 +125,11 @@ def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL)
     for sig in _RESET_SIGNALS:
         _signal.signal(sig, _SIG_DFL)
     _signal.signal(_SIGINT, _SIG_IGN)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if dump_fd >= 0:
+        faulthandler.register(signal.SIGUSR1, file=dump_fd, all_threads=True)
+    else:
+        faulthandler.unregister(signal.SIGUSR1)  # (registered by the caller we were forked from)
+        _signal.signal(_SIGUSR1, _dump_stacks)
     _set_comm(name)
     factory = logging.getLogRecordFactory()
 
@@ -130,18 +145,36 @@ def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL)
             os._exit(EXIT_PARENT_GONE)
 
 
+def dump_heading(what: str) -> bytes:
+    return f"honeydew: stacks of {what}, most recent call first:\n".encode()
+
+
+def _dump_stacks(signum: int, frame: object) -> None:
+    try:
+        os.write(2, dump_heading(f"{_role} (pid {os.getpid()})"))
+        faulthandler.dump_traceback(file=2, all_threads=True)
+    except OSError:
+        pass
+
+
 class SignalPipe:
-    """SIGTERM made pollable: the handler only counts, and a wakeup pipe makes the process's single
-    ``poll`` return, where the loop reads :attr:`count`."""
+    """SIGTERM made pollable: the handler counts and writes a byte to a pipe that the process's
+    single ``poll`` watches, where the loop then reads :attr:`count`.  (The signal interrupts that
+    ``poll``, Python runs the handler before retrying it, and the retry finds the byte.)  Only this
+    signal writes there, not ``signal.set_wakeup_fd``'s every signal: a SIGUSR1 asking for a stack
+    dump must not look like a SIGTERM."""
 
     def __init__(self, sig: int = signal.SIGTERM) -> None:
         self.count = 0
         self.fd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
         signal.signal(sig, self._handler)
 
     def _handler(self, signum: int, frame: object) -> None:
         self.count += 1
+        try:
+            os.write(self.wfd, b"\0")
+        except OSError:
+            pass  # full: a byte is there already
 
     def drain(self) -> None:
         try:
@@ -149,6 +182,12 @@ class SignalPipe:
                 pass
         except OSError:
             pass
+
+
+def default_signal(sig: int) -> None:
+    """Give ``sig`` its default action now, from any thread (libc's ``signal``, below Python's
+    handler table, which only the main thread may change)."""
+    _libc.signal(int(sig), 0)  # SIG_DFL
 
 
 def set_subreaper() -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "SerializationError",
     "UnknownTask",
     "WorkerCrashed",
+    "WorkerInitError",
     "signal_name",
 ]
 
@@ -56,6 +57,13 @@ class JobLost(HoneydewError):
 
 class JobTimeout(HoneydewError):
     """The job ran past its time limit and its worker was stopped."""
+
+
+class WorkerInitError(HoneydewError):
+    """The job was not run because no worker could start: every worker slot's ``init`` failed (at
+    least 3 times each) and no worker has served yet.  ``__cause__`` is the last ``init``'s
+    exception (its remote traceback on its own ``__cause__``).  The pool goes on retrying ``init``:
+    jobs sent later run once a worker comes up, and fail the same way while none has."""
 
 
 class RemoteError(SerializationError):
@@ -124,7 +132,8 @@ class Failure(NamedTuple):
 
     ``kind`` is one of ``raised`` (the task raised), ``crashed`` (the worker died holding the job),
     ``serialization`` (a value would not pickle or unpickle), ``lost`` (the queue died),
-    ``timeout`` (the job overran its limit), ``init`` (the worker's ``init`` failed).
+    ``timeout`` (the job overran its limit), ``init`` (the worker's ``init`` failed), ``no_worker``
+    (the job was dropped because no worker could start; it carries the last ``init`` failure).
     ``mro`` lists the qualified names of the exception's classes, so that a failure mode can match
     ``Retry(on=...)`` without unpickling anything.
     """
@@ -201,6 +210,8 @@ class Failure(NamedTuple):
 
 _TIMEOUT_MRO = ("honeydew.errors.JobTimeout", "honeydew.errors.HoneydewError", "builtins.Exception",
                 "builtins.BaseException", "builtins.object")
+NO_WORKER_MRO = ("honeydew.errors.WorkerInitError", "honeydew.errors.HoneydewError", "builtins.Exception",
+                 "builtins.BaseException", "builtins.object")
 _CRASH_MRO = ("honeydew.errors.WorkerCrashed", "honeydew.errors.HoneydewError", "builtins.Exception",
               "builtins.BaseException", "builtins.object")
 
@@ -233,6 +244,10 @@ def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type
     if f.kind == "init":
         exc = _unpickle(f) or RemoteError(f.type_name, f.message, f.traceback)
         return exc
+    if f.kind == "no_worker":
+        err = WorkerInitError(f.message + where)
+        err.__cause__ = _unpickle(f) or (RemoteTraceback(f.traceback) if f.traceback else None)
+        return err
     if f.exc_blob is not None:
         try:
             exc = pickle.loads(f.exc_blob)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -42,12 +43,13 @@ from ._process import (
     EXIT_PARENT_GONE,
     SignalPipe,
     become,
+    dump_heading,
     exit_status,
     kill_descendants,
     set_subreaper,
 )
 from ._wire import Endpoint, pack, socketpair
-from .errors import Failure, signal_name
+from .errors import Failure, signal_name, to_exception
 from .protocol import (
     InitFailed,
     InitOk,
@@ -56,6 +58,7 @@ from .protocol import (
     KillWorker,
     Leaving,
     WorkerDied,
+    WorkerInitFailed,
     WorkerStarted,
     WorkerState,
 )
@@ -81,6 +84,13 @@ class MonitorConfig:
     spool: str | None
 
 
+#: the first line of each thread's part of a faulthandler dump
+_THREAD_LINE = re.compile(rb"^(?:Current thread|Thread) (0x[0-9a-f]+) ")
+
+#: an init still running after this many seconds is logged once (it goes on: init_timeout stops it)
+SLOW_INIT_SECS = 10.0
+
+
 def backoff(cfg: MonitorConfig, failures: int) -> float:
     """Seconds before restarting a worker whose init failed ``failures`` times in a row.
     Doubles from ``init_retry_secs`` to the cap; the jitter only ever lengthens the wait."""
@@ -97,6 +107,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
     log = logging.getLogger(f"honeydew.monitor.{cfg.slot}")
     failures = 0
     last_error = ""    # why the last init failed (kept in the status until an init succeeds)
+    served = False     # a worker of this slot has come up (then no job is dropped for its init failures)
     while True:
         if term.count:
             os._exit(EXIT_OK)
@@ -124,7 +135,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
             failures, last_error = 0, ""
             continue
         if outcome.init_ok:
-            failures, last_error = 0, ""
+            failures, last_error, served = 0, "", True
             what = Failure.crash(outcome.code, watch.pid, "serving jobs").message
             if outcome.reason in ("timeout", "cancelled"):
                 what = f"worker pid {watch.pid} was stopped ({outcome.reason} of job {outcome.job_id})"
@@ -132,12 +143,22 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
             continue
         failures += 1
         delay = backoff(cfg, failures)
-        if outcome.init_failure is not None:
-            why = f"init raised {Failure._make(outcome.init_failure).describe()}"
-        elif outcome.reason == "init timeout":
+        if outcome.reason == "init timeout":  # (stopped by us: what its init then raised is beside the point)
             why = f"init did not finish within init_timeout={cfg.init_timeout}s"
+            record = Failure.from_exception(TimeoutError(why), kind="init")
+        elif outcome.init_failure is not None:
+            record = Failure._make(outcome.init_failure)
+            why = f"init raised {record.describe()}"
         else:
-            why = Failure.crash(outcome.code, watch.pid, "running init").message
+            crash = Failure.crash(outcome.code, watch.pid, "running init")
+            why = crash.message
+            record = Failure.from_exception(to_exception(crash), kind="init")
+        note = WorkerInitFailed(failures, served, tuple(record))
+        for q in cfg.queues:
+            try:
+                q.send(note)  # (the worker is dead and reaped: we are this socket's writer now)
+            except OSError:
+                pass
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
         last_error = why
         _report(cfg, "backoff", watch.pid, failures, why, delay)
@@ -202,15 +223,19 @@ class _Watch:
         cfg = self.cfg
         mon_sock, wrk_sock = socketpair()
         self.running = JobSlot()
+        dump_r, dump_w = os.pipe2(os.O_CLOEXEC)  # the worker's SIGUSR1 stack dumps (see _process.become)
         try:
             pid = os.fork()
         except OSError:
             mon_sock.close()
             wrk_sock.close()
             self.running.close()
+            os.close(dump_r)
+            os.close(dump_w)
             raise
         if pid == 0:
             mon_sock.close()
+            os.close(dump_r)
             for ep in (cfg.supervisor, *cfg.kills):
                 ep.sock.close()
             signal.set_wakeup_fd(-1)  # before its pipe is closed: a signal now must not write to it
@@ -218,13 +243,20 @@ class _Watch:
                 os.close(fd)
             worker.run(worker.WorkerConfig(cfg.slot, cfg.spec, cfg.queues, cfg.reply, Endpoint(wrk_sock),
                                            self.running, cfg.token, cfg.prefetch, cfg.max_jobs, cfg.max_memory,
-                                           self.worker_log, cfg.spool),
+                                           self.worker_log, cfg.spool, dump_w),
                        self.me)
         wrk_sock.close()
+        os.close(dump_w)
+        os.set_blocking(dump_r, False)
+        self.dumps = dump_r
+        self.dump_seen = 0.0
+        self.dump_partial = b""
+        self.dump_threads: set[bytes] | None = None   # thread ids of the dump being forwarded
         self.pid = pid
         self.status = Endpoint(mon_sock)
         cfg.supervisor.send(WorkerStarted(pid))
         _report(cfg, "starting", pid, self.failures, self.last_error)
+        self.slow_init_at: float | None = time.monotonic() + SLOW_INIT_SECS
         if cfg.init_timeout:
             self.deadline = time.monotonic() + cfg.init_timeout
             self.deadline_why = ("init timeout", "")
@@ -237,6 +269,7 @@ class _Watch:
         poller.register(self.status.fd, select.POLLIN)
         poller.register(cfg.supervisor.fd, select.POLLIN)
         poller.register(self.term.fd, select.POLLIN)
+        poller.register(self.dumps, select.POLLIN)
         kill_fds = {ep.fd: ep for ep in cfg.kills}
         for kfd in kill_fds:
             poller.register(kfd, select.POLLIN)
@@ -244,7 +277,8 @@ class _Watch:
             alive = True
             while alive:
                 timeout = None
-                due = min((t for t in (self.deadline, self.kill_at) if t is not None), default=None)
+                due = min((t for t in (self.deadline, self.kill_at, self.slow_init_at) if t is not None),
+                          default=None)
                 if due is not None:
                     timeout = max(0, int((due - time.monotonic()) * 1000) + 1)
                 for ready, _ in poller.poll(timeout):
@@ -252,6 +286,9 @@ class _Watch:
                         alive = False
                     elif ready == self.status.fd:
                         self._read_status()
+                    elif ready == self.dumps:
+                        if not self._forward_dump():
+                            poller.unregister(self.dumps)
                     elif ready in kill_fds:
                         self._read_kills(kill_fds[ready])
                     elif ready == cfg.supervisor.fd:
@@ -269,6 +306,12 @@ class _Watch:
                             except ProcessLookupError:
                                 pass
                 now = time.monotonic()
+                if self.slow_init_at is not None and now >= self.slow_init_at:
+                    self.slow_init_at = None
+                    if alive and not self.out.init_ok and self.out.init_failure is None:
+                        limit = f"init_timeout={cfg.init_timeout}s" if cfg.init_timeout else "no init_timeout"
+                        self.log.warning("worker %d (pid %d): init has been running for %gs (it goes on; %s)",
+                                         cfg.slot, self.pid, SLOW_INIT_SECS, limit)
                 if alive and self.deadline is not None and now >= self.deadline:
                     reason, job_id = self.deadline_why
                     self.deadline = None
@@ -281,6 +324,8 @@ class _Watch:
                     if not self.out.job_id or self.running.current() == self.out.job_id:
                         self._signal_tree(signal.SIGKILL)
             self._read_status()
+            while self._forward_dump():
+                pass
             _, st = os.waitpid(self.pid, 0)
             self.out.code = exit_status(st)
             if not self.out.reason:
@@ -294,8 +339,46 @@ class _Watch:
             return self.out
         finally:
             os.close(fd)
+            os.close(self.dumps)
             self.status.sock.close()
             self.running.close()
+
+    def _forward_dump(self) -> bool:
+        """Copy what the worker's faulthandler wrote to our stderr, each dump headed by the worker's
+        role, pid and job.  A dump lists each thread once, so a thread seen again (or data after a
+        quiet spell) starts the next one.  False at end of file or when nothing was there."""
+        try:
+            data = os.read(self.dumps, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if not data:
+            return False
+        now = time.monotonic()
+        if now - self.dump_seen > 0.05:
+            self.dump_threads = None  # a new burst: a new dump
+        self.dump_seen = now
+        out = []
+        lines = (self.dump_partial + data).split(b"\n")
+        self.dump_partial = lines.pop()
+        for line in lines:
+            head = _THREAD_LINE.match(line)
+            if head is not None and self.dump_threads is not None and head.group(1) in self.dump_threads:
+                self.dump_threads = None
+            if self.dump_threads is None:
+                job = self.running.current()
+                doing = f"running job {job}" if job else "not running a job"
+                out.append(dump_heading(f"hd-worker-{self.cfg.slot} (pid {self.pid}, {doing})"))
+                self.dump_threads = set()
+            if head is not None:
+                self.dump_threads.add(head.group(1))
+            out.append(line + b"\n")
+        view = memoryview(b"".join(out))
+        try:
+            while view:
+                view = view[os.write(2, view):]
+        except OSError:
+            pass
+        return True
 
     def _read_status(self) -> None:
         try:
@@ -313,6 +396,7 @@ class _Watch:
             elif t is InitOk:
                 out.init_ok = True
                 self.deadline = None
+                self.slow_init_at = None
                 _report(self.cfg, "serving", self.pid, 0, "")
             elif t is InitFailed:
                 out.init_failure = m.failure
@@ -334,6 +418,8 @@ class _Watch:
             return
         self.out.reason, self.out.job_id = reason, job_id
         self.deadline = None
+        if job_id:
+            self.running.request_stop(job_id)  # the SIGTERM below then ends the job, not a warm stop
         # a pool shutting down while a worker starts is the normal course of things, not a warning
         level = logging.INFO if reason == "shutdown during init" else logging.WARNING
         self.log.log(level, "worker %d (pid %d): stopping it (%s%s)", self.cfg.slot, self.pid, reason,

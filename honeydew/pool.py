@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -31,14 +32,23 @@ from typing import Any
 
 import cloudpickle
 
-from . import _boot, _spool, _threads, supervisor
+from . import _boot, _leftovers, _process, _spool, _threads, supervisor
 from ._inbox import _EXC, Inbox
 from ._outbuf import Writer
 from ._payload import Encoder
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
-from .errors import JobLost, PoolClosed, QueueFull, signal_name, to_exception
+from .errors import (
+    Failure,
+    HoneydewError,
+    JobLost,
+    PoolClosed,
+    QueueFull,
+    WorkerInitError,
+    signal_name,
+    to_exception,
+)
 from .failure_modes import Abandon, FailureMode
 from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, StatusRequest, Terminate
 from .queues import Memory, Queue
@@ -79,14 +89,14 @@ class JobFuture(Future):  # type: ignore[type-arg]
         if not self.done():
             self._pool._wait(self, timeout)
         if not self.done():
-            raise TimeoutError(f"job {self.job_id} did not finish within {timeout}s (it goes on running)")
+            raise self._pool._timed_out(self.job_id, timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.done():
             self._pool._wait(self, timeout)
         if not self.done():
-            raise TimeoutError(f"job {self.job_id} did not finish within {timeout}s (it goes on running)")
+            raise self._pool._timed_out(self.job_id, timeout)
         return super().exception(0)
 
     def cancel(self) -> bool:
@@ -204,6 +214,10 @@ class Pool:
                  max_jobs_per_worker: int | None = None, max_memory_per_worker: int | None = None,
                  threads_per_worker: int | str | None = "auto", start_method: str = "auto", **unknown: Any) -> None:
         self._started = False
+        self._owner = os.getpid()
+        self._foreign = False   # set in a process forked from the owner (os.register_at_fork below)
+        if _process.decoding:
+            raise HoneydewError(_nested_pool_message())
         if unknown:
             raise TypeError(f"unknown Pool option(s) {', '.join(sorted(unknown))}; the options are "
                             f"{', '.join(_OPTIONS)}; e.g. {_EXAMPLE}")
@@ -258,6 +272,9 @@ class Pool:
         self._closed = False
         self._terminated = False
         self._broken: str | None = None
+        self._boot_error = ""   # why a spawned supervisor could not start (its BootFailed)
+        self._init_dropped = 0  # jobs the queues dropped because no worker could start (WorkersDown)
+        self._init_failure: tuple[Any, ...] | None = None
         self._outstanding = [0] * num_queues
         self._count_lock = threading.Lock()
         self._async = 0
@@ -272,6 +289,11 @@ class Pool:
         self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method,
                     init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker, threads_per_worker)
         self._started = True
+        # collected without being joined: stop the tree and say what was dropped (_leftovers)
+        self._finalizer = weakref.finalize(
+            self, _leftovers.stop_collected, self._owner, f"<honeydew.Pool {self._spec.name} workers={num_workers}>",
+            self._supervisor, self._queues, self._writer, self._spool)
+        self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
 
@@ -340,8 +362,8 @@ class Pool:
                             f"({e}); the caller has threads, so the supervisor starts as a fresh interpreter") from e
         r, w = os.pipe()
         try:
-            popen = subprocess.Popen([sys.executable, "-c", "from honeydew._boot import main; main()", str(r)],
-                                     pass_fds=sorted(cfg.fds() | {r}), close_fds=True)
+            popen = subprocess.Popen([sys.executable, "-c", "from honeydew._boot import main; main()", str(r),
+                                      str(cfg.control)], pass_fds=sorted(cfg.fds() | {r}), close_fds=True)
         finally:
             os.close(r)
         with os.fdopen(w, "wb") as f:
@@ -386,6 +408,7 @@ class Pool:
         iteration reaches it.  Items go in chunks: ``chunksize`` items each, or by default about 4
         per worker for the first three quarters of the items and chunks a quarter that size for the
         rest, so that workers finish together even when one runs slower than another."""
+        self._check_owner()
         if not iterables:
             raise TypeError("map() needs at least one iterable: pool.map(fn, items)")
         if chunksize is not None:
@@ -432,6 +455,7 @@ class Pool:
         the seconds left of it ``next_attempt_in``, monitor restarts).
 
         Raises ``PoolClosed`` once every pool process is gone, ``TimeoutError`` if no answer came."""
+        self._check_owner()
         if self._inbox.supervisor_gone:
             raise PoolClosed(self._closed_reason())
         req = next(self._status_ids)
@@ -462,6 +486,7 @@ class Pool:
 
     def close(self) -> None:
         """Accept no more jobs; queued jobs still run.  Returns at once (``join`` waits)."""
+        self._check_owner()
         if self._closed:
             return
         for i, lock in enumerate(self._queue_locks):
@@ -475,6 +500,7 @@ class Pool:
     def join(self, timeout: float | None = None) -> None:
         """Wait until every queued job is done and every pool process has exited.  ``close()``
         first.  Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds."""
+        self._check_owner()
         if not self._closed:
             raise ValueError("join() waits for a closed pool: call pool.close() first (or use `with Pool(...)`)")
         if not self._inbox.wait(lambda: self._inbox.supervisor_gone, timeout):
@@ -484,12 +510,50 @@ class Pool:
         self._shutdown_bg()
         self._release_fds()
         _SigtermHandler.uninstall_if_idle()
+        if self._init_dropped:
+            dropped, self._init_dropped = self._init_dropped, 0  # said once
+            raise self._init_error(f"{dropped} job(s) were dropped because no worker could start")
+
+    def _timed_out(self, job_id: str, timeout: float | None) -> TimeoutError:
+        """The caller's wait for ``job_id`` ran out: say where the job stands (running, or still
+        queued and why: no worker serving, with the last init error), as far as a quick look tells."""
+        head = f"job {job_id} did not finish within {timeout}s"
+        try:
+            st = self.status(timeout=0.5)
+        except Exception:
+            return TimeoutError(f"{head} (it goes on)")
+        if any(job_id in jobs for q in st["queues"] for jobs in q["running"].values()):
+            return TimeoutError(f"{head}: it is running (it goes on)")
+        if self._pending.get(job_id) is None:
+            return TimeoutError(f"{head} (it has finished since)")
+        serving = [w for w in st["workers"] if w["state"] == "serving"]
+        if serving or not st["workers"]:
+            pending = sum(q["pending"] for q in st["queues"])
+            return TimeoutError(f"{head}: it is still queued, not started ({pending} job(s) pending); "
+                                f"it goes on waiting")
+        why = "; ".join(f"worker {w['slot']}: {w['state']}" + (f", init failed {w['init_failures']} time(s): "
+                                                               f"{w['last_error']}" if w["init_failures"] else "")
+                        for w in st["workers"])
+        return TimeoutError(f"{head}: it is still queued, not started: no worker is serving ({why})")
+
+    def _workers_down(self, dropped: int, failure: tuple[Any, ...]) -> None:
+        """A queue dropped ``dropped`` jobs because no worker could start (their callers got the error)."""
+        self._init_dropped += dropped
+        self._init_failure = failure
+
+    def _init_error(self, what: str) -> WorkerInitError:
+        assert self._init_failure is not None
+        f = Failure._make(self._init_failure)
+        err = to_exception(f._replace(kind="no_worker", message=f"{what}; the last init failure: {f.describe()}"))
+        assert isinstance(err, WorkerInitError)
+        return err
 
     def _release_fds(self) -> None:
         """Every pool process is gone: close every descriptor the caller held for them, once no
         thread polls them any more (the inbox makes sure).  Later calls raise ``PoolClosed``."""
         if self._lifeline < 0:
             return
+        self._finalizer.detach()
         os.close(self._lifeline)
         self._lifeline = -1
         if self._spool is not None:
@@ -501,14 +565,18 @@ class Pool:
 
     def terminate(self) -> None:
         """Stop now: running jobs are killed, waiting callers get ``PoolClosed``, no process is left."""
+        self._check_owner()
         if self._terminated:
             return
         self._terminated = True
+        dropped = self._count_dropped() if not self._inbox.supervisor_gone else None
         self._closed = True
         try:
             self._control.send(Terminate())
         except OSError:
             pass
+        if dropped:
+            log.warning("honeydew: terminate(): %s", dropped)
         if not self._supervisor.reap(False):
             if not self._inbox.wait(lambda: self._inbox.supervisor_gone, 5.0):
                 os.kill(self._supervisor.pid, 9)
@@ -522,11 +590,18 @@ class Pool:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._foreign and exc_type is not None:
+            return  # a forked child leaving its parent's block by an exception (sys.exit): not its pool to stop
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.terminate()
             return
         self.close()
-        self.join()
+        try:
+            self.join()
+        except WorkerInitError:
+            if exc_type is None:
+                raise
+            # the block is failing already (most likely with this very error): let its exception through
 
     def __repr__(self) -> str:
         state = "terminated" if self._terminated else "closed" if self._closed else "running"
@@ -559,7 +634,7 @@ class Pool:
         if not slot._done:
             self._inbox.wait(slot.done, timeout)
             if not slot._done:
-                raise TimeoutError(f"job {slot.job_id} did not finish within {timeout}s (it goes on running)")
+                raise self._timed_out(slot.job_id, timeout)
         return slot.outcome()
 
     def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
@@ -571,7 +646,7 @@ class Pool:
                  is_async: bool = True) -> Any:
         if self._closed:
             raise PoolClosed(self._closed_reason())
-        if reply and self._nobody_runs:
+        if self._nobody_runs:
             raise ValueError(self._nobody_runs)
         if self.num_queues == 1:
             q = 0
@@ -602,7 +677,34 @@ class Pool:
                 raise PoolClosed(f"the pool's queue process is gone ({self._broken or 'it stopped'})") from None
         return fut if reply else job_id
 
+    def _count_dropped(self) -> str:
+        """What terminating now drops, in words ('' if nothing): every job the queues hold (casts
+        included) and those still in this process's write buffers."""
+        waiting = len(self._pending)
+        try:
+            st = self.status(timeout=0.5)
+            queued = sum(q["pending"] for q in st["queues"]) + sum(len(b) for b in self._writer.bufs)
+            running = sum(q["reserved"] for q in st["queues"])
+        except Exception:
+            return f"{waiting} job(s) with a waiting caller dropped (and an unknown number of casts)" if waiting else ""
+        if not queued + running:
+            return ""
+        return (f"{queued + running} job(s) dropped ({running} running, {queued} queued, casts included); "
+                f"{waiting} waiting caller(s) get PoolClosed")
+
+    def _check_owner(self) -> None:
+        """Any use of a pool from a process other than the one that made it (a forked child that
+        inherited a copy, a task running in another pool) raises at once and touches no descriptor:
+        the descriptors it would write to belong to, or were reused by, something else there."""
+        if self._foreign:
+            raise HoneydewError(
+                f"this pool was made by process {self._owner} and cannot be used from process {os.getpid()}, "
+                f"which inherited a copy of it when it was forked (a module-level pool used by a forked child, "
+                f"or by a task running in another pool); make a pool in this process, or send the work to the "
+                f"process that owns this one")
+
     def _closed_reason(self) -> str:
+        self._check_owner()
         if self._broken:
             return f"the pool is broken: {self._broken}"
         return "the pool was terminated" if self._terminated else "the pool is closed; it accepts no more jobs"
@@ -633,6 +735,7 @@ class Pool:
     # ---------------------------------------------------------------- waiting & bookkeeping
 
     def _wait(self, fut: Future, timeout: float | None) -> None:  # type: ignore[type-arg]
+        self._check_owner()
         self._inbox.wait(fut.done, timeout)
 
     def _cancel(self, fut: JobFuture, running: bool) -> None:
@@ -705,7 +808,11 @@ class Pool:
 
     def _supervisor_exited(self, work: list[Any]) -> None:
         self._supervisor.reap(True)  # its pidfd is readable: it has exited, this does not block
-        if not self._closed:
+        if self._boot_error:
+            self._broken = f"its supervisor could not start: {self._boot_error}"
+            log.error("honeydew pool: %s", self._broken)
+            self._closed = True
+        elif not self._closed:
             code = self._supervisor.exitcode
             how = (f"was killed by {signal_name(code)}" if code is not None and code < 0
                    else f"exited with code {code}")
@@ -717,6 +824,8 @@ class Pool:
             self._pending.pop(jid, None)
             if self._terminated:
                 exc: Exception = PoolClosed(f"job {jid}: the pool was terminated")
+            elif self._boot_error:
+                exc = PoolClosed(f"job {jid} was not run: the pool is broken: {self._broken}")
             else:
                 exc = JobLost(f"job {jid} was lost: the pool's processes are gone")
             work.append((fut, _EXC, exc))
@@ -729,29 +838,16 @@ class Pool:
             work.append((fut, _EXC, make(fut)))
         self._inbox._resolve(work)  # type: ignore[arg-type]
 
-    def __del__(self) -> None:
-        """Collected without being joined: stop the tree without any I/O (the cyclic collector may
-        already have closed this pool's sockets).  Killing the supervisor is enough: monitors and
-        queues die with it (PR_SET_PDEATHSIG) and each monitor takes its worker's tree along."""
-        if (not getattr(self, "_started", False) or self._inbox.supervisor_gone
-                or self._supervisor.exitcode is not None):
-            return
-        try:
-            os.kill(self._supervisor.pid, signal.SIGKILL)
-            self._supervisor.reap(True)
-        except OSError:
-            pass
-        if self._spool is not None:
-            _spool.remove(self._spool)
-
 
 class _SigtermHandler:
     """SIGTERM sent to the process that owns the pools (``kill PID``, a container runtime): warm
     shutdown of every live pool (running jobs finish, no new job starts, queued in-memory jobs are
-    reported lost); a second SIGTERM stops them now and then ends this process as SIGTERM would.
+    reported lost), then the process ends as SIGTERM would have ended it (killed by SIGTERM: exit
+    status 143 in a shell).  A second SIGTERM stops the pools now and ends the process at once.
 
     Installed only from the main thread and only over the default disposition: a program that
-    handles SIGTERM itself keeps its handler (it can call ``pool.close()``/``terminate()``)."""
+    handles SIGTERM itself keeps its handler (it can call ``pool.close()``/``terminate()``) and its
+    own say over when it ends."""
 
     installed = False
     count = 0
@@ -771,7 +867,7 @@ class _SigtermHandler:
 
     @classmethod
     def uninstall_if_idle(cls) -> None:
-        if not cls.installed or any(not p._inbox.supervisor_gone for p in list(_live_pools)):
+        if not cls.installed or cls.count or any(not p._inbox.supervisor_gone for p in list(_live_pools)):
             return
         try:
             if signal.getsignal(signal.SIGTERM) == cls._handle:
@@ -783,17 +879,38 @@ class _SigtermHandler:
     @classmethod
     def _handle(cls, signum: int, frame: Any) -> None:
         cls.count += 1
-        log.warning("honeydew: SIGTERM %s", "(warm shutdown of every pool)" if cls.count == 1 else "again (stop now)")
+        log.warning("honeydew: SIGTERM %s", "(warm shutdown of every pool, then this process ends)"
+                    if cls.count == 1 else "again (stop now)")
+        watch = []
         for pool in list(_live_pools):
             pool._closed = True
             try:
                 pool._control.sock.send(_SHUTDOWN_PACKET, socket.MSG_DONTWAIT)
             except OSError:
                 pass
+            fd = pidfd(pool._supervisor.pid) if pool._supervisor.exitcode is None else None
+            if fd is not None:
+                watch.append(fd)
         if cls.count >= 2:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            cls.installed = False
-            os.kill(os.getpid(), signal.SIGTERM)
+            _die_by_sigterm()
+        threading.Thread(target=_end_after_warm_stop, args=(watch,), name="honeydew-sigterm", daemon=True).start()
+
+
+def _end_after_warm_stop(pidfds: list[int]) -> None:
+    """Wait until every pool's supervisor has exited (the warm stop is over), then end the process."""
+    try:
+        for fd in pidfds:
+            select.select([fd], [], [])
+            os.close(fd)
+    finally:
+        _die_by_sigterm()
+
+
+def _die_by_sigterm() -> None:
+    """End this process as an unhandled SIGTERM does, from any thread: the default disposition is
+    restored in libc directly (``signal.signal`` works only in the main thread), then the signal sent."""
+    _process.default_signal(signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _background(ref: weakref.ref[Pool]) -> None:
@@ -854,10 +971,49 @@ def _check_instance(name: str, value: Any, kind: type, example: str) -> None:
         raise TypeError(f"{name}= must be a {kind.__module__}.{kind.__name__}, got {value!r}; e.g. {name}={example}")
 
 
+def _forget_pools_in_child() -> None:
+    """In a forked child: every pool inherited from the parent is the parent's.  Mark them so that
+    any use raises at once, and leave them alone at exit and on SIGTERM (an inherited SIGTERM
+    handler of ours goes back to the default)."""
+    for pool in list(_live_pools):
+        pool._foreign = True
+        pool._closed = True
+    _live_pools.clear()
+    if _SigtermHandler.installed:
+        _SigtermHandler.installed = False
+        try:
+            if signal.getsignal(signal.SIGTERM) == _SigtermHandler._handle:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:
+            pass
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
+def _nested_pool_message() -> str:
+    """The error for a pool created while a pool process imports the user's code: a module-level
+    pool in a module the workers import would start a whole pool in every worker."""
+    module = "?"
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>":
+            module = frame.f_globals.get("__name__", "?")
+            break
+        frame = frame.f_back  # type: ignore[assignment]
+    return (f"honeydew.Pool() was called at the top level of module {module!r} while {_process.decoding}: "
+            f"a pool made when a module is imported would start a whole new pool in every pool process "
+            f"that imports it.  Make pools under `if __name__ == \"__main__\":` (or in a function the "
+            f"program calls), as multiprocessing requires for its start-up")
+
+
 @atexit.register
 def _terminate_leftovers() -> None:
     """At interpreter exit, a pool that was not joined is terminated: exit never hangs, and jobs
-    still queued are not run (leave the ``with`` block, or ``close()`` + ``join()``, to run them)."""
+    still queued are not run (leave the ``with`` block, or ``close()`` + ``join()``, to run them).
+    A process that got SIGTERM and was about to end normally ends by SIGTERM after all."""
+    if _SigtermHandler.count:
+        _die_by_sigterm()
     for pool in list(_live_pools):
         if pool._inbox.supervisor_gone or pool._terminated:
             continue

@@ -24,6 +24,8 @@ Done                   worker              queue               queue ``i``<->wor
 Failed                 worker              queue               queue ``i``<->worker slot ``j``
 Release                worker              queue               queue ``i``<->worker slot ``j``
 WorkerDied             monitor/supervisor  queue               queue ``i``<->worker slot ``j``
+WorkerInitFailed       monitor             queue               queue ``i``<->worker slot ``j``
+WorkersDown            queue               caller              caller<->queue ``i``
 WorkerStarted          monitor             supervisor          monitor ``j`` <-> supervisor
 KillWorker             queue               monitor             queue ``i`` -> monitor ``j``
 JobStarted             worker              monitor             worker -> monitor socket
@@ -40,6 +42,7 @@ StatusRequest          caller              queue, supervisor   caller<->queue ``
 StatusReply            queue, supervisor   caller              caller<->queue ``i``, control
 WorkerState            monitor             supervisor          monitor ``j`` <-> supervisor
 QueueRestarted         supervisor          caller              caller<->supervisor control
+BootFailed             supervisor          caller              caller<->supervisor control
 =====================  ==================  ==================  =================================
 """
 
@@ -86,6 +89,15 @@ class JobFailed(NamedTuple):
 
     TAG = 10
     job_id: str
+    failure: tuple[Any, ...]
+
+
+class WorkersDown(NamedTuple):
+    """No worker could start: ``dropped`` jobs (casts included) were failed with
+    ``WorkerInitError``; ``failure`` is the record of the last ``init`` failure."""
+
+    TAG = 13
+    dropped: int
     failure: tuple[Any, ...]
 
 
@@ -178,6 +190,18 @@ class WorkerDied(NamedTuple):
     signal_name: str | None
     reason: str
     job_id: str
+
+
+class WorkerInitFailed(NamedTuple):
+    """The slot's worker died in ``init``: its ``failures``-th failure in a row; ``failure`` is the
+    record of the last one.  ``served``: a worker of this slot has served before.  Written by the
+    monitor, right after its ``WorkerDied``: the queue fails its jobs with ``WorkerInitError`` once
+    every slot has failed 3 times and none has served."""
+
+    TAG = 42
+    failures: int
+    served: bool
+    failure: tuple[Any, ...]
 
 
 # --------------------------------------------------------------------------- queue -> monitor
@@ -311,6 +335,14 @@ class QueueRestarted(NamedTuple):
     TAG = 82
     index: int
     gen: int
+    reason: str
+
+
+class BootFailed(NamedTuple):
+    """A supervisor started as a fresh interpreter could not load the pool's worker and options
+    (``reason``: the error); it exits at once and the pool is broken."""
+
+    TAG = 84
     reason: str
 
 

@@ -28,7 +28,7 @@ from . import _spool
 from ._process import EXIT_OK, SignalPipe, become, log_exception_and_exit
 from ._wire import Endpoint, Outbox
 from .dispatchers import Dispatcher
-from .errors import Failure
+from .errors import NO_WORKER_MRO, Failure
 from .failure_modes import FailureMode, GiveUp, Redeliver
 from .protocol import (
     Cancel,
@@ -48,6 +48,8 @@ from .protocol import (
     StatusRequest,
     StopWorker,
     WorkerDied,
+    WorkerInitFailed,
+    WorkersDown,
 )
 from .queues.base import Job, Queue
 
@@ -84,6 +86,10 @@ class _State:
     draining: bool = False        # Drain: finish every job, then stop
     shutting_down: bool = False   # SIGTERM: finish running jobs, start nothing new, then stop
     settled: int = 0
+    init_failures: dict[int, int] = field(default_factory=dict)  # slot -> init failures in a row
+    served: bool = False          # some worker has come up (credited us, or its monitor says so)
+    last_init: tuple[int, Failure] | None = None   # (slot, its last init failure)
+    no_worker: bool = False       # every slot failed init often enough and none served: jobs are dropped
 
 
 def run(cfg: QueueConfig, supervisor_pid: int) -> NoReturn:
@@ -240,6 +246,7 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
             info = dict(backend.status())
             info.update(index=st.cfg.index, pid=os.getpid(), generation=st.cfg.gen, backend=repr(backend),
                         idle_credits=len(st.cfg.dispatcher), draining=st.draining, shutting_down=st.shutting_down,
+                        no_worker=st.no_worker,
                         running={slot: sorted(jobs) for slot, jobs in enumerate(st.reserved) if jobs})
             st.caller_out.put(StatusReply(m.req_id, info))
 
@@ -262,6 +269,7 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
         elif t is Credit:
             if m.gen != st.cfg.gen:
                 continue
+            st.served, st.no_worker = True, False
             if m.pid != st.pids[slot]:
                 if st.pids[slot] and reserved:
                     # no WorkerDied arrived for the previous incarnation: treat it as dead now
@@ -284,6 +292,12 @@ def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:
             # written before the slot's next worker starts, so it precedes all that worker says.
             # (Even an uncredited worker may have read the Hello meant for its successor: resend it.)
             _worker_died(st, slot, m)
+        elif t is WorkerInitFailed:
+            st.init_failures[slot] = m.failures
+            st.served = st.served or m.served
+            st.last_init = (slot, Failure._make(m.failure))
+            st.no_worker = (not st.served and len(st.init_failures) == len(st.cfg.workers)
+                            and min(st.init_failures.values()) >= INIT_FAILURES_TO_GIVE_UP)
 
 
 def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
@@ -310,6 +324,30 @@ def _worker_died(st: _State, slot: int, m: WorkerDied) -> None:
             _failed(st, job, Failure.timeout(job.id, job.timeout, m.pid, m.signal_name))
         else:
             _failed(st, job, Failure.crash(m.exitcode, m.pid or None, f"running job {job.id}"))
+
+
+#: Once every worker slot's init has failed this many times in a row and no worker has served,
+#: queued jobs fail with WorkerInitError instead of waiting blind (the pool keeps retrying init).
+INIT_FAILURES_TO_GIVE_UP = 3
+
+
+def _drop_for_no_worker(st: _State) -> None:
+    """No worker could start: fail every queued job (a waiting caller gets ``WorkerInitError``, with
+    the last init failure as its cause), log the casts as dropped, and tell the caller how many."""
+    assert st.last_init is not None
+    slot, init = st.last_init
+    jobs = st.cfg.backend.take_pending()
+    casts = 0
+    for job in jobs:
+        casts += not job.origin
+        message = (f"job {job.id} was not run: no worker could start (the init of every worker failed at least "
+                   f"{INIT_FAILURES_TO_GIVE_UP} times; worker {slot}'s last: {init.describe()}); "
+                   f"the pool goes on retrying init")
+        _give_up(st, job, init._replace(kind="no_worker", type_name="honeydew.errors.WorkerInitError",
+                                        message=message, mro=NO_WORKER_MRO, partial=False))
+    st.log.warning("%d queued job(s) dropped (%d of them casts): no worker could start; worker %d's last init "
+                   "failure: %s", len(jobs), casts, slot, init.describe())
+    st.caller_out.put(WorkersDown(len(jobs), tuple(init)))
 
 
 #: A job handed back unstarted this many times (its workers died before starting it) counts as
@@ -342,7 +380,7 @@ def _forget(job: Job) -> None:
 
 def _give_up(st: _State, job: Job, failure: Failure) -> None:
     _forget(job)
-    if failure.kind != "raised":
+    if failure.kind not in ("raised", "no_worker"):  # (no_worker: logged once for the whole batch)
         st.log.warning("job %s given up: %s", job.id, failure.describe())
     if job.origin:
         st.caller_out.put(JobFailed(job.id, tuple(failure)))
@@ -356,6 +394,8 @@ def _settle(st: _State) -> None:
 
 def _dispatch(st: _State) -> None:
     backend, dispatcher = st.cfg.backend, st.cfg.dispatcher
+    if st.no_worker and len(backend):
+        _drop_for_no_worker(st)
     if len(dispatcher) and len(backend) and not st.shutting_down:
         now = time.time()
         while len(dispatcher):

@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from . import context
+from . import _process, context
 from ._jobslot import JobSlot
 from ._payload import CALL, callable_of, decode, encode_result
 from ._process import EXIT_INIT_FAILED, EXIT_OK, become, log_exception_and_exit
@@ -66,6 +66,7 @@ class WorkerConfig:
     max_memory: int | None = None    # recycle when RSS exceeds this many bytes after a job
     log: logging.Logger | None = None  # made by the monitor before the fork
     spool: str | None = None         # the pool's spool directory: big results go there (_spool)
+    dump_fd: int = -1                # SIGUSR1's stack dumps go to this pipe, which the monitor forwards
 
 
 _SIGTERM = int(signal.SIGTERM)  # for _signal.signal, which skips signal.signal's enum wrapping (see _process)
@@ -75,15 +76,24 @@ class _WarmStop(BaseException):
     """SIGTERM while idle: leave now (SIGTERM during a job: leave after it)."""
 
 
+class _JobStop(BaseException):
+    """SIGTERM from the monitor to stop the running job (its time limit passed, or it was
+    cancelled): raised in the task, so that it ends within moments and its ``finally`` blocks run;
+    then the worker dies by SIGTERM (its monitor starts the next one)."""
+
+
 # A SIGTERM interrupts only ``init`` and the idle wait for a job (by raising ``_WarmStop`` there);
 # anywhere else it is a request the job loop reads when it is next idle.  It raises at most once,
 # so a second SIGTERM can never fire in the middle of the first one's clean-up.
 _busy = False
 _term_requested = False
+_slot: JobSlot | None = None
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _term_requested, _busy
+    if _slot is not None and _slot.stop_requested():
+        raise _JobStop
     _term_requested = True
     if not _busy:
         _busy = True
@@ -125,6 +135,8 @@ def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: A
         for i, item in enumerate(items):
             try:
                 append(call(*item) if star else call(item))
+            except _JobStop:
+                raise
             except BaseException as e:
                 append(None)
                 errors[i] = tuple(Failure.from_exception(e))
@@ -133,6 +145,8 @@ def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: A
             try:
                 a = item if star else (item,)
                 append(call(state, *a) if state_first else call(*a, state))
+            except _JobStop:
+                raise
             except BaseException as e:
                 append(None)
                 errors[i] = tuple(Failure.from_exception(e))
@@ -143,11 +157,12 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
     """The worker's whole life; never returns (nothing raised here reaches the monitor's code it
     was forked from)."""
     name = f"hd-worker-{cfg.slot}"
-    become(name, parent=monitor_pid)
+    become(name, parent=monitor_pid, dump_fd=cfg.dump_fd)
     os.setpgid(0, 0)  # its own process group: a timeout stops the task's children with it
     log = cfg.log or logging.getLogger(f"honeydew.worker.{cfg.slot}")
     pid = os.getpid()
-    global _busy
+    global _busy, _slot
+    _slot = cfg.slot_memory
     try:
         _signal.signal(_SIGTERM, _on_sigterm)  # (until here SIGTERM simply ends the process)
         state = cfg.spec.build_state()
@@ -166,6 +181,9 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
         cfg.monitor.send(Leaving(recycle))
         sys.stdout.flush()
         sys.stderr.flush()
+    except _JobStop:
+        _process.default_signal(_SIGTERM)  # die as stopped: the monitor reports the job's time limit or cancel
+        os.kill(pid, _SIGTERM)
     except BaseException:
         log_exception_and_exit(log, f"worker {cfg.slot} (pid {pid})")
     os._exit(EXIT_OK)
@@ -311,9 +329,14 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
     context._enter(context.JobInfo(job_id, job.deliveries, slot))
     try:
         try:
+            _process.decoding = f"hd-worker-{slot} decoded job {job_id}"
             payload = decode(job.payload)
             fn = callable_of(payload[1])
+            _process.decoding = ""
+        except _JobStop:
+            raise
         except BaseException as e:
+            _process.decoding = ""
             return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
@@ -326,6 +349,8 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
                 value = _run_chunk(fn, payload[2], payload[3], spec, state)
                 if value[1]:
                     failure = Failure._make(value[1][min(value[1])])._replace(partial=True)
+        except _JobStop:
+            raise
         except BaseException as e:
             return Failure.from_exception(e), None
         finally:
@@ -334,6 +359,8 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
             return failure, None
         try:
             return failure, encode_result(value, spool, f"result-{os.getpid()}-{job_id}-{job.deliveries}")
+        except _JobStop:
+            raise
         except BaseException as e:
             return Failure.from_exception(e, kind="serialization")._replace(
                 type_name="honeydew.errors.SerializationError",

@@ -8,6 +8,7 @@ import re
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import faults_helpers as F
@@ -68,15 +69,20 @@ def test_init_hanging_past_init_timeout_is_stopped_and_retried(tmp_path):
     try:
         fut = pool.submit(F.getpid)
         F.wait_until(lambda: F.init_attempts(tmp_path) >= 3, T, what="three init attempts")
+        # three hung inits in a row and no worker ever served: the job queued meanwhile is not left waiting
+        exc = fut.exception(timeout=T)
+        assert isinstance(exc, honeydew.WorkerInitError) and isinstance(exc.__cause__, TimeoutError), repr(exc)
+        assert "init_timeout=0.3s" in str(exc.__cause__)
         hung = {int(p.name.split("-")[1]) for p in tmp_path.glob("init-*")}
-        assert not fut.done()  # no worker finished init: no job ran
         hang.unlink()
-        pid = fut.result(timeout=T)
+        # the pool went on retrying init: jobs fail at once until a worker is up, then run
+        pid = F.wait_until(lambda: _call_or_none(pool, F.getpid), T, what="a job to run once init succeeds")
         others = hung - {pid}
         assert len(others) >= 2 and F.wait_gone(others, T) == []  # each hung attempt was stopped
         assert pool.options(timeout=T).call(F.echo, "next") == "next"
         pool.close()
-        pool.join(timeout=T)
+        with pytest.raises(honeydew.WorkerInitError, match="dropped"):
+            pool.join(timeout=T)  # it says, once more, that jobs were dropped
     finally:
         pool.terminate()
 
@@ -84,35 +90,67 @@ def test_init_hanging_past_init_timeout_is_stopped_and_retried(tmp_path):
 # --- 23: every worker's init fails for good -------------------------------------------------------
 
 @pytest.mark.timeout(60)
-def test_every_init_failing_for_good_bounded_waits_and_terminate_leaves_nothing(tmp_path):
+def test_every_init_failing_for_good_fails_the_queued_jobs_and_terminate_leaves_nothing(tmp_path):
+    """Every worker's init fails and keeps failing: a call with a wait timeout says why its job is
+    still queued; once every slot has failed 3 times with no worker ever serving, every job queued
+    so far fails with WorkerInitError (the last init error on __cause__), later ones too while no
+    worker serves; join() raises it instead of waiting; the pool goes on retrying init."""
     (tmp_path / "fail-init").touch()
-    pool = honeydew.Pool(F, [str(tmp_path)], num_workers=2, init_retry_secs=0.05, init_retry_max_secs=0.2)
+    # a 2 s back-off: the third failure of each slot is seconds away when the first checks run
+    pool = honeydew.Pool(F, [str(tmp_path)], num_workers=2, init_retry_secs=2, init_retry_max_secs=2)
     try:
-        F.wait_until(lambda: F.init_attempts(tmp_path) >= 4, T, what="failed init attempts")
-        # status shows every worker in back-off, with the last error
         status = F.wait_until(lambda: (lambda s: s if all(w["state"] == "backoff" for w in s["workers"]) else None)(
             pool.status(timeout=T)), T, what="both workers in back-off")
         assert len(status["workers"]) == 2
         assert all("init fails on purpose" in str(w.get("last_error", w)) for w in status["workers"]), status
-        with pytest.raises(TimeoutError):
-            pool.options(timeout=0.5).call(F.echo, 1)
+        with pytest.raises(TimeoutError, match="still queued, not started: no worker is serving") as info:
+            pool.options(timeout=0.2).call(F.echo, 1)
+        assert "init fails on purpose" in str(info.value) and "backoff" in str(info.value)
         fut = pool.submit(F.echo, 2)
-        job_id = pool.cast(F.echo, 3)
-        assert job_id
-        pool.close()
-        with pytest.raises(TimeoutError):
-            pool.join(timeout=0.5)
-        assert not fut.done()
+        assert pool.cast(F.echo, 3)
+        exc = fut.exception(timeout=T)
+        assert isinstance(exc, honeydew.WorkerInitError), repr(exc)
+        assert isinstance(exc.__cause__, RuntimeError) and "init fails on purpose" in str(exc.__cause__)
+        assert "init fails on purpose" in str(exc.__cause__.__cause__)  # the remote traceback
+        assert pool.status(timeout=T)["queues"][0]["no_worker"] is True
+        with pytest.raises(honeydew.WorkerInitError):
+            pool.options(timeout=T).call(F.echo, 4)  # while no worker serves, a new job fails at once
+        attempts = F.init_attempts(tmp_path)
+        F.wait_until(lambda: F.init_attempts(tmp_path) > attempts, T, what="init retried again")
         procs = F.pool_processes()
-        assert sorted(p.name() for p in procs if p.name() != "hd-worker-0" and p.name() != "hd-worker-1") == [
+        assert sorted(p.name() for p in procs if not p.name().startswith("hd-worker-")) == [
             "hd-monitor-0", "hd-monitor-1", "hd-queue-0", "hd-supervisor"]
+        pool.close()
+        with pytest.raises(honeydew.WorkerInitError, match=r"4 job\(s\) were dropped because no worker could start"):
+            pool.join(timeout=T)
     finally:
         pool.terminate()
-    with pytest.raises(honeydew.PoolClosed):
-        fut.result(timeout=T)
     assert F.wait_gone([p.pid for p in procs], T) == []
     assert F.pool_processes() == []
     F.wait_until(lambda: F.zombies() == [], T, what="no zombies")
+
+
+@pytest.mark.timeout(60)
+def test_jobs_run_once_a_worker_comes_up_after_init_failed_for_good(tmp_path):
+    flag = tmp_path / "fail-init"
+    flag.touch()
+    with honeydew.Pool(F, [str(tmp_path)], num_workers=1, init_retry_secs=0.05, init_retry_max_secs=0.2) as pool:
+        with pytest.raises(honeydew.WorkerInitError):
+            pool.options(timeout=T).call(F.echo, 1)
+        flag.unlink()
+        up = F.wait_until(lambda: _call_or_none(pool, F.echo, "up"), T, what="a job to run once init succeeds")
+        assert up == "up"
+        assert pool.status(timeout=T)["queues"][0]["no_worker"] is False
+        pool.close()
+        with pytest.raises(honeydew.WorkerInitError, match="dropped"):
+            pool.join(timeout=T)
+
+
+def _call_or_none(pool: honeydew.Pool, fn: Any, *args: Any) -> Any:
+    try:
+        return pool.options(timeout=T).call(fn, *args)
+    except honeydew.WorkerInitError:
+        return None
 
 
 @pytest.mark.timeout(90)

@@ -43,14 +43,16 @@ N_PENDING = 1_000_000
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_million_pending_jobs_bounded_memory_no_extra_process(record_property):
-    """A million casts to a pool with no worker: the queue process holds them all.  Memory per
-    pending job is bounded (the figure goes to docs/reliability.md); no process is started for
-    them; the caller keeps nothing per cast."""
-    pool = honeydew.Pool(num_workers=0)
+    """A million casts behind a job that holds the pool's one worker: the queue process holds them
+    all.  Memory per pending job is bounded (the figure goes to docs/reliability.md); no process is
+    started for them; the caller keeps nothing per cast."""
+    pool = honeydew.Pool(num_workers=1)
     try:
         queue = F.one("hd-queue-0")
+        pool.cast(F.nap_forever)
+        F.wait_until(lambda: any(pool.status()["queues"][0]["running"].values()), T, what="the worker held")
         names = sorted(p.name() for p in F.pool_processes())
-        assert names == ["hd-queue-0", "hd-supervisor"]
+        assert names == ["hd-monitor-0", "hd-queue-0", "hd-supervisor", "hd-worker-0"]
         q0, c0 = F.uss(queue.pid), F.uss(os.getpid())
         t0 = time.monotonic()
         batch = []
@@ -135,7 +137,8 @@ def _fds(pid: int) -> dict[int, str]:
 def test_a_worker_holds_only_its_own_sockets(num_queues):
     """Besides stdin/stdout/stderr and the files the caller prints and logs to (kept so that pool
     processes print and log where the caller does), a worker holds exactly: one socket per queue, its reply
-    socket to the caller and its status socket to its monitor; nothing else (no pipe, no other socket)."""
+    socket to the caller, its status socket to its monitor and the pipe its stack dumps (SIGUSR1) go to
+    its monitor through; nothing else."""
     from honeydew._boot import output_fds
 
     with honeydew.Pool(num_workers=1, num_queues=num_queues) as pool:
@@ -143,8 +146,9 @@ def test_a_worker_holds_only_its_own_sockets(num_queues):
         worker = F.one("hd-worker-0").pid
         logs = output_fds()
         extra = {fd: target for fd, target in _fds(worker).items() if fd > 2 and fd not in logs}
-        assert all(t.startswith("socket:") for t in extra.values()), f"a worker holds more than sockets: {extra}"
-        assert len(extra) == num_queues + 2, extra
+        sockets = [t for t in extra.values() if t.startswith("socket:")]
+        pipes = [t for t in extra.values() if t.startswith("pipe:")]
+        assert len(sockets) == num_queues + 2 and len(pipes) == 1 and len(extra) == num_queues + 3, extra
 
 
 @pytest.mark.parametrize("how", ["join", "terminate", "with"])

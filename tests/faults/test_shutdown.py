@@ -164,24 +164,15 @@ from support import faults_helpers as F
 
 d, prefetch = sys.argv[1], int(sys.argv[2])
 pool = honeydew.Pool(num_workers=1, prefetch=prefetch)
-running = pool.submit(F.announce_then_wait, d + "/flag", d + "/release", 120)
+running = pool.submit(F.announce_wait_record, d, "running")
 queued = [pool.submit(F.record_run, d, f"queued{i}") for i in range(5)]
 casts = [pool.cast(F.record_run, d, "cast") for i in range(3)]
 F.wait_until(lambda: os.path.exists(d + "/flag"), 30)
 print("PIDS", " ".join(str(p.pid) for p in F.pool_processes()), flush=True)
 print("READY", flush=True)
-print("RUNNING", running.result(timeout=120) > 0, flush=True)
-for fut in queued:
-    exc = fut.exception(timeout=60)
-    print("QUEUED", type(exc).__name__, "never started" in str(exc), flush=True)
-try:
-    pool.call(F.echo, 1)
-except honeydew.PoolClosed:
-    print("LATER PoolClosed", flush=True)
-pool.join(timeout=60)
-print("JOINED", flush=True)
-time.sleep(0.2)
-print("LEFT", F.pool_processes(), flush=True)
+running.exception(timeout=120)
+time.sleep(60)  # the warm stop is over: the process ends by SIGTERM long before this
+print("UNREACHABLE", flush=True)
 """
 
 
@@ -195,7 +186,10 @@ def _sigterm(w: F.Watched, target: str) -> None:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("prefetch", [1, 2])
 @pytest.mark.parametrize("target", ["owner", "group"])
-def test_sigterm_is_a_warm_shutdown(tmp_path, target, prefetch):
+def test_sigterm_is_a_warm_shutdown_then_the_process_ends_by_sigterm(tmp_path, target, prefetch):
+    """``kill PID`` (or a SIGTERM to the whole group, as systemd and container runtimes send it): the
+    running job finishes, queued ones never start, every pool process exits, and then the program
+    ends as SIGTERM would have ended it (exit status 143 in a shell), instead of going on."""
     w = F.start_watched(tmp_path, SIGTERM_CALLER, args=[str(tmp_path), str(prefetch)], start_new_session=True)
     pids: list[int] = []
     try:
@@ -204,16 +198,48 @@ def test_sigterm_is_a_warm_shutdown(tmp_path, target, prefetch):
         _sigterm(w, target)
         w.wait_for("SIGTERM: finishing the running jobs", which="err")  # the queue took it
         (tmp_path / "release").touch()
-        assert w.finish(90) == 0, w.text("err")
-        out = w.out
-        assert "RUNNING True" in out                               # the running job finished
-        assert out.count("QUEUED JobLost True") == 5, w.text()       # queued ones never started: lost
-        assert "LATER PoolClosed" in out and "JOINED" in out and "LEFT []" in out
+        assert w.finish(90) == -signal.SIGTERM, w.text()
+        assert "UNREACHABLE" not in w.out
+        assert F.count_runs(tmp_path, "running") == 1                # the running job finished
         assert F.count_runs(tmp_path, "queued") == 0 and F.count_runs(tmp_path, "cast") == 0
         assert F.wait_gone(pids, T) == []
     finally:
         w.kill()
         F.kill_all(pids)
+
+
+OWN_HANDLER_CALLER = """
+import os, signal, sys
+import honeydew
+from support import faults_helpers as F
+
+d = sys.argv[1]
+stopping = []
+signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))   # the program's own handler
+pool = honeydew.Pool(num_workers=1)
+running = pool.submit(F.announce_wait_record, d, "running")
+F.wait_until(lambda: os.path.exists(d + "/flag"), 30)
+print("READY", flush=True)
+F.wait_until(lambda: stopping, 60)
+pool.close()
+pool.join(timeout=60)
+print("RESULT", running.result(timeout=0), flush=True)
+print("EXITING", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_program_with_its_own_sigterm_handler_keeps_it(tmp_path):
+    w = F.start_watched(tmp_path, OWN_HANDLER_CALLER, args=[str(tmp_path)], start_new_session=True)
+    try:
+        w.wait_for("READY")
+        w.proc.send_signal(signal.SIGTERM)
+        (tmp_path / "release").touch()
+        assert w.finish(90) == 0, w.text()
+        assert any(line.startswith("RESULT") for line in w.out) and "EXITING" in w.out
+        assert F.count_runs(tmp_path, "running") == 1
+    finally:
+        w.kill()
 
 
 SECOND_SIGTERM_CALLER = """
@@ -263,9 +289,15 @@ def test_pool_processes_ignore_sigint():
 
 
 SIGUSR1_CALLER = """
-import time
+import ctypes, os, time
 import honeydew
 from support import faults_helpers as F
+
+def stuck_in_c(seconds):
+    # a read in C that a signal does not end (it is restarted): no Python signal handler runs meanwhile
+    r, w = os.pipe()
+    ctypes.CDLL(None).read(r, ctypes.create_string_buffer(1), 1)
+    return "woke"
 
 with honeydew.Pool(num_workers=1) as pool:
     assert pool.call(F.echo, 1) == 1
@@ -275,11 +307,20 @@ with honeydew.Pool(num_workers=1) as pool:
     print("READY", flush=True)
     input()
     print("STILL", pool.call(F.echo, 2), flush=True)
+    stuck = pool.submit(stuck_in_c, 30)
+    F.wait_until(lambda: any(pool.status()["queues"][0]["running"].values()), 30)
+    print("STUCK", stuck.job_id, flush=True)
+    input()
+    print("RESULT", stuck.result(), flush=True)
 """
+
+HEADING = "honeydew: stacks of "
 
 
 @pytest.mark.timeout(90)
 def test_sigusr1_makes_every_pool_process_dump_its_stack(tmp_path):
+    """Each dump starts with a line naming the process's role and pid (and a worker's job); a worker
+    stuck in C code, where no Python handler can run, dumps all the same (its monitor forwards it)."""
     w = F.Watched(F.start_script(tmp_path, SIGUSR1_CALLER, stdin=subprocess.PIPE))
     try:
         w.wait_for("READY", timeout=60)
@@ -287,14 +328,27 @@ def test_sigusr1_makes_every_pool_process_dump_its_stack(tmp_path):
         assert sorted(procs) == ["hd-monitor-0", "hd-queue-0", "hd-supervisor", "hd-worker-0"]
         for n, (name, pid) in enumerate(sorted(procs.items()), start=1):
             os.kill(pid, signal.SIGUSR1)
-            w.wait_for("most recent call first", which="err", count=n, timeout=T)
+            w.wait_for(HEADING, which="err", count=n, timeout=T)
+            dump = w.text("err").split(HEADING)[-1]
+            assert dump.startswith(f"{name} (pid {pid}"), (name, dump)
             where = {"hd-supervisor": "supervisor.py", "hd-queue-0": "queue_process.py",
                      "hd-monitor-0": "monitor.py", "hd-worker-0": "worker.py"}[name]
-            assert where in w.text("err").split("most recent call first")[-1], (name, w.text("err"))
+            w.wait_until_text(where, which="err", after=HEADING, timeout=T)
         w.proc.stdin.write("\n")
         w.proc.stdin.flush()
         w.wait_for("STILL 2", timeout=T)  # dumping is harmless: the pool goes on
-        assert w.finish(60) == 0
+        job = w.value("STUCK", timeout=T)
+        worker = F.one("hd-worker-0").pid
+        os.kill(worker, signal.SIGUSR1)
+        w.wait_for(HEADING, which="err", count=5, timeout=T)
+        dump = w.text("err").split(HEADING)[-1]
+        assert dump.startswith(f"hd-worker-0 (pid {worker}, running job {job})"), dump
+        w.wait_until_text("stuck_in_c", which="err", after=HEADING, timeout=T)  # while it is still in C
+        assert not any(line.startswith("RESULT") for line in w.out)
+        F.signal_pid(worker, signal.SIGKILL)
+        w.proc.stdin.write("\n")
+        w.proc.stdin.flush()
+        assert w.finish(60) == 1 and "WorkerCrashed" in w.text("err")
     finally:
         w.kill()
 

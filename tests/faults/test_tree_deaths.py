@@ -257,12 +257,40 @@ def test_interpreter_exit_with_pending_jobs_terminates_with_a_warning(tmp_path):
 
 
 @pytest.mark.timeout(90)
-def test_garbage_collected_pool_is_terminated(tmp_path):
+def test_garbage_collected_pool_is_terminated_and_says_what_it_dropped(tmp_path):
     res = F.run_script(tmp_path, GC_WITH_PENDING, timeout=80)
     assert res.returncode == 0, res.stderr
     out = dict(line.split(" ", 1) for line in res.stdout.splitlines())
     assert out["LEFT"] == "[]", res.stderr
     assert out["ZOMBIES"] == "[]"
+    # four casts: two running (one per worker), two queued
+    assert ("was garbage-collected without being joined: stopped; 4 job(s) dropped (2 running, 2 queued, "
+            "casts included)") in res.stderr, res.stderr
+
+
+TERMINATE_WITH_PENDING = """
+import logging
+import honeydew
+from support import faults_helpers as F
+
+logging.basicConfig()
+pool = honeydew.Pool(num_workers=1)
+waiting = [pool.submit(F.nap_forever) for _ in range(2)]
+for _ in range(3):
+    pool.cast(F.nap_forever)
+F.wait_until(lambda: any(pool.status()["queues"][0]["running"].values()), 30)
+pool.terminate()
+print("FUTURES", [type(f.exception(timeout=0)).__name__ for f in waiting], flush=True)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_terminate_says_how_many_jobs_it_dropped_casts_included(tmp_path):
+    res = F.run_script(tmp_path, TERMINATE_WITH_PENDING, timeout=80)
+    assert res.returncode == 0, res.stderr
+    assert "terminate(): 5 job(s) dropped (1 running, 4 queued, casts included); 2 waiting caller(s) get " \
+           "PoolClosed" in res.stderr, res.stderr
+    assert "FUTURES ['PoolClosed', 'PoolClosed']" in res.stdout
 
 
 # --- restarts in a caller that logs to a file (B7 in docs/reliability.md) ---------------------------

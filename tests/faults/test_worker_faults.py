@@ -10,8 +10,10 @@ import logging
 import os
 import random
 import signal
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import faults_helpers as F
@@ -182,6 +184,69 @@ def test_sigterm_to_an_idle_worker_replaces_it_and_loses_nothing(tmp_path):
         results = [f.result(timeout=T) for f in futs]
         assert all(p != pid and d == 1 for p, d in results)
         assert F.count_runs(tmp_path) == 5
+
+
+# --- (a) 6: a task that overruns its time limit ----------------------------------------------------
+
+def sleep_then_mark(directory: str, seconds: float, *_state: Any) -> None:
+    try:
+        time.sleep(seconds)
+    finally:
+        Path(directory, "finally-ran").write_text("yes")
+
+
+@pytest.mark.parametrize("task", ["sleeping", "looping"])
+def test_a_python_task_ends_at_its_time_limit_not_after_the_grace(tmp_path, task):
+    """A task that returns to Python (sleeping or looping) is ended by the monitor's SIGTERM itself,
+    at its time limit: its ``finally`` blocks run and the worker dies by SIGTERM.  The grace period
+    (a minute here) is only for code that never returns to Python, which SIGKILL then ends."""
+    with honeydew.Pool(num_workers=1, init_retry_secs=0.05, job_timeout=0.5, kill_grace_secs=60) as pool:
+        fn = sleep_then_mark if task == "sleeping" else F.loop_then_mark
+        with pytest.raises(honeydew.JobTimeout) as info:
+            pool.options(timeout=T).call(fn, str(tmp_path), 600)
+        assert "ran past its 0.5s limit" in str(info.value)
+        assert "(it ended by SIGTERM)" in str(info.value), str(info.value)  # not SIGKILL after the grace
+        assert (tmp_path / "finally-ran").read_text() == "yes"
+        assert pool.options(timeout=T).call(F.echo, "next") == "next"
+
+
+def test_a_warm_stop_still_lets_the_running_job_finish(tmp_path):
+    """The stop of a timed-out job must not turn every SIGTERM into a job stop: the pool's warm
+    shutdown (SIGTERM from the monitor without a stop request) lets a job with a limit finish."""
+    with honeydew.Pool(num_workers=1, job_timeout=30) as pool:
+        futs, pids, release = _start_blocked(pool, tmp_path, 1)
+        assert F.signal_pid(pids["j0"], signal.SIGTERM)
+        release.touch()
+        assert futs[0].result(timeout=T) == (pids["j0"], 1)
+
+
+SLOW_INIT_CALLER = """
+import os, sys, time
+import honeydew, honeydew.monitor
+from support import faults_helpers as F
+
+d = sys.argv[1]
+honeydew.monitor.SLOW_INIT_SECS = 0.3  # (10 s by default; the forked monitor inherits this)
+with honeydew.Pool(F, [d], num_workers=1, start_method="fork") as pool:
+    F.wait_until(lambda: os.path.exists(d + "/seen"), 30)
+    os.unlink(d + "/hang-init")
+    print("RESULT", pool.call(F.echo, 1), flush=True)
+"""
+
+
+def test_a_slow_init_is_reported_once(tmp_path):
+    """An init still running after a while (10 s by default) logs one warning naming the slot."""
+    (tmp_path / "hang-init").touch()
+    w = F.start_watched(tmp_path, SLOW_INIT_CALLER, args=[str(tmp_path)])
+    try:
+        w.wait_for("init has been running", which="err", timeout=T)
+        (tmp_path / "seen").touch()
+        assert w.finish(60) == 0, w.text("err")
+        assert "RESULT 1" in w.out
+        lines = [ln for ln in w.err if "init has been running" in ln]
+        assert len(lines) == 1 and "worker 0 (pid " in lines[0] and "no init_timeout" in lines[0], lines
+    finally:
+        w.kill()
 
 
 # --- (a) 6: a task that ignores SIGTERM and overruns its time limit ------------------------------

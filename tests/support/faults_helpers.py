@@ -234,6 +234,19 @@ def die_midway_through_result(n: int, packets: int, call: str = "sendmsg", *_sta
     return value
 
 
+def announce_wait_record(directory: str, tag: str, *_state: Any) -> int:
+    """Create ``<directory>/flag`` (with our pid), wait for ``<directory>/release``, then record a
+    run tagged ``tag``: the record proves the job ran to its end."""
+    Path(directory, "flag").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 120
+    while not Path(directory, "release").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("release never appeared")
+        time.sleep(0.01)
+    record_run(directory, tag)
+    return os.getpid()
+
+
 def report(directory: str, *_state: Any) -> tuple[int, int]:
     """Record the run; return ``(pid, deliveries)``."""
     record_run(directory)
@@ -286,6 +299,17 @@ def chaos_task(directory: str, kind: str, value: Any, nap: float, *_state: Any) 
 
 # --- tasks that block, ignore signals, start process trees --------------------------------------
 
+
+
+def loop_then_mark(directory: str, seconds: float, *_state: Any) -> None:
+    """Spin in Python for ``seconds``; whatever ends the loop, leave ``<directory>/finally-ran``."""
+    try:
+        end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+    finally:
+        Path(directory, "finally-ran").write_text("yes")
 
 
 def nap_forever(*_state: Any) -> None:
@@ -551,6 +575,17 @@ class Watched:
             return wait_until(found, timeout, what=f"{marker!r} x{count} on the script's std{which}")[-1]
         except AssertionError:
             raise AssertionError(f"{marker!r} not seen (x{count}) within {timeout}s; exit={self.proc.poll()}\n"
+                                 f"stdout:\n{self.text('out')}\nstderr:\n{self.text('err')}") from None
+
+    def wait_until_text(self, text: str, which: str = "out", after: str = "", timeout: float = 60.0) -> None:
+        """Wait until ``text`` appears in ``which`` after the last occurrence of ``after``."""
+        def found() -> bool:
+            return text in self.text(which).split(after)[-1] if after else text in self.text(which)
+
+        try:
+            wait_until(found, timeout, what=f"{text!r} on the script's std{which}")
+        except AssertionError:
+            raise AssertionError(f"{text!r} not seen within {timeout}s; exit={self.proc.poll()}\n"
                                  f"stdout:\n{self.text('out')}\nstderr:\n{self.text('err')}") from None
 
     def value(self, key: str, timeout: float = 60.0) -> str:
