@@ -6,8 +6,10 @@ The model is deliberately coarse, so that every assertion is about outcomes, nev
 
 * every accepted job ends completed (with its own value), failed through its failure mode (the
   task's ``ValueError``, or ``WorkerCrashed``), or, only if the queue process was killed while the
-  job was pending, ``JobLost``.  A ``WorkerCrashed`` for a job that does not crash its worker is
-  accepted only if some process was killed while that job was pending;
+  job was pending, ``JobLost``; or, only if init was failing while it was pending,
+  ``WorkerInitError`` (every worker's init failed 3 times and none served: the job is dropped; a
+  cast then never runs, and ``join`` raises it).  A ``WorkerCrashed`` for a job that does not crash
+  its worker is accepted only if some process was killed while that job was pending;
 * a job ran (one file per run, written by the task) at most its delivery limit, at least once if
   it completed or failed by itself, and exactly once if it completed with no process killed while
   it was pending.  (A job that always fails may run fewer times than its limit: honeydew charges a
@@ -64,7 +66,7 @@ NAPS = st.sampled_from([0.0, 0.0, 0.005, 0.03])
 
 class Job:
     __slots__ = ("id", "step", "kind", "value", "kills_at_start", "qkills_at_start", "future", "outcome", "kills_seen",
-                 "qkills_seen")
+                 "qkills_seen", "init_exposed", "ifails_at_start")
 
     def __init__(self, job_id: str, kind: str, value: int, kills: int, qkills: int) -> None:
         self.id = job_id
@@ -77,6 +79,8 @@ class Job:
         self.outcome: Any = None          # ("ok", value) | ("exc", exception); None while unknown
         self.kills_seen = kills           # kill counters when the outcome was observed
         self.qkills_seen = qkills
+        self.init_exposed = False         # init was failing at some point while it was pending
+        self.ifails_at_start = 0
 
     @property
     def name(self) -> str:
@@ -105,6 +109,7 @@ class ChaosPool(RuleBasedStateMachine):
         self.monitor_kill_rules = 0
         self.killed_queues: set[int] = set()
         self.queue_kill_steps: list[int] = []
+        self.init_fails = 0  # init_starts_failing rules so far
         self.step = 0       # bumped by every acceptance and every kill: orders them
         self.values = iter(range(1, 10**9))
 
@@ -125,11 +130,14 @@ class ChaosPool(RuleBasedStateMachine):
         self.step += 1
         job = Job("", kind, next(self.values), self.kills, self.qkills)
         job.step = self.step
+        job.init_exposed = self.init_failing
+        job.ifails_at_start = self.init_fails
         return job
 
     def _observe(self, job: Job, outcome: Any) -> None:
         job.outcome = outcome
         job.kills_seen, job.qkills_seen = self.kills, self.qkills
+        job.init_exposed = job.init_exposed or self.init_fails > job.ifails_at_start
 
     # ------------------------------------------------------------------ jobs
     @rule(kind=KINDS, nap=NAPS)
@@ -240,6 +248,7 @@ class ChaosPool(RuleBasedStateMachine):
     def init_starts_failing(self, slot: int) -> None:
         """From now on every init raises; a worker is killed so that its replacement's init fails."""
         (self.flag_dir / "fail-init").touch()
+        self.init_fails += 1
         if self._kill(f"hd-worker-{slot}", slot):
             event("init failure (worker killed, replacement's init raises)")
 
@@ -270,6 +279,9 @@ class ChaosPool(RuleBasedStateMachine):
             pool.join(timeout=WAIT)
         except TimeoutError:
             raise AssertionError(f"close + join took more than {WAIT}s (a hang)") from None
+        except honeydew.WorkerInitError:
+            assert self.init_fails, "jobs dropped for a failing init, but init never failed"
+            event("join: WorkerInitError (jobs dropped while no worker could start)")
         runs = F.runs_by_value(self.runs_dir)
         for job in self.jobs:
             self._check(job, runs.get(job.value, 0))
@@ -322,12 +334,19 @@ class ChaosPool(RuleBasedStateMachine):
             assert kind == "crash" or killed, f"job {job.name} ({kind}) crashed with no kill: {exc!r}"
             event("outcome: WorkerCrashed")
             return
+        if isinstance(exc, honeydew.WorkerInitError):
+            assert job.init_exposed, f"job {job.name} ({kind}) dropped for init, which was not failing: {exc!r}"
+            assert "init fails on purpose" in str(exc.__cause__)
+            event("outcome: WorkerInitError")
+            return
         raise AssertionError(f"job {job.name} ({kind}) ended with an unexpected {exc!r}")
 
     def _check_cast(self, job: Job, runs: int) -> None:
         assert runs <= self.limit, f"cast {job.name} ({job.kind}) ran {runs} times; limit {self.limit}"
         if self.kills > job.kills_at_start:
             return  # something was killed while it was pending (casts are pending until join)
+        if job.init_exposed or self.init_fails > job.ifails_at_start:
+            return  # init failed while it was pending: it may have been dropped
         if not self._reached_a_live_queue(job):
             event("cast maybe sent to a killed queue")
             return
