@@ -6,9 +6,10 @@ The model is deliberately coarse, so that every assertion is about outcomes, nev
 
 * every accepted job ends completed (with its own value), failed through its failure mode (the
   task's ``ValueError``, or ``WorkerCrashed``), or, only if the queue process was killed while the
-  job was pending, ``JobLost``; or, only if init was failing while it was pending,
-  ``WorkerInitError`` (every worker's init failed 3 times and none served: the job is dropped; a
-  cast then never runs, and ``join`` raises it).  A ``WorkerCrashed`` for a job that does not crash
+  job was pending, ``JobLost``; or, only if init had failed before its outcome, ``WorkerInitError``
+  (every worker's init failed 3 times and none served: the job is dropped, and so is every job sent
+  until a worker comes up again, after init recovered too; a cast then never runs, and ``join``
+  raises it).  A ``WorkerCrashed`` for a job that does not crash
   its worker is accepted only if some process was killed while that job was pending;
 * a job ran (one file per run, written by the task) at most its delivery limit, at least once if
   it completed or failed by itself, and exactly once if it completed with no process killed while
@@ -66,7 +67,7 @@ NAPS = st.sampled_from([0.0, 0.0, 0.005, 0.03])
 
 class Job:
     __slots__ = ("id", "step", "kind", "value", "kills_at_start", "qkills_at_start", "future", "outcome", "kills_seen",
-                 "qkills_seen", "init_exposed", "ifails_at_start")
+                 "qkills_seen", "init_exposed")
 
     def __init__(self, job_id: str, kind: str, value: int, kills: int, qkills: int) -> None:
         self.id = job_id
@@ -79,8 +80,7 @@ class Job:
         self.outcome: Any = None          # ("ok", value) | ("exc", exception); None while unknown
         self.kills_seen = kills           # kill counters when the outcome was observed
         self.qkills_seen = qkills
-        self.init_exposed = False         # init was failing at some point while it was pending
-        self.ifails_at_start = 0
+        self.init_exposed = False         # init had failed at some point before its outcome
 
     @property
     def name(self) -> str:
@@ -131,13 +131,12 @@ class ChaosPool(RuleBasedStateMachine):
         job = Job("", kind, next(self.values), self.kills, self.qkills)
         job.step = self.step
         job.init_exposed = self.init_failing
-        job.ifails_at_start = self.init_fails
         return job
 
     def _observe(self, job: Job, outcome: Any) -> None:
         job.outcome = outcome
         job.kills_seen, job.qkills_seen = self.kills, self.qkills
-        job.init_exposed = job.init_exposed or self.init_fails > job.ifails_at_start
+        job.init_exposed = job.init_exposed or self.init_fails > 0
 
     # ------------------------------------------------------------------ jobs
     @rule(kind=KINDS, nap=NAPS)
@@ -345,8 +344,8 @@ class ChaosPool(RuleBasedStateMachine):
         assert runs <= self.limit, f"cast {job.name} ({job.kind}) ran {runs} times; limit {self.limit}"
         if self.kills > job.kills_at_start:
             return  # something was killed while it was pending (casts are pending until join)
-        if job.init_exposed or self.init_fails > job.ifails_at_start:
-            return  # init failed while it was pending: it may have been dropped
+        if self.init_fails:
+            return  # init failed at some point: it may have been dropped before a worker came up again
         if not self._reached_a_live_queue(job):
             event("cast maybe sent to a killed queue")
             return
