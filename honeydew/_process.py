@@ -130,6 +130,11 @@ def become(name: str, *, parent: int | None, death_signal: int = signal.SIGKILL,
     else:
         faulthandler.unregister(signal.SIGUSR1)  # (registered by the caller we were forked from)
         _signal.signal(_SIGUSR1, _dump_stacks)
+    if faulthandler.is_enabled():
+        # the caller enabled faulthandler for fatal signals (python -X faulthandler, pytest): its
+        # descriptor was the caller's and may now be one of ours, which a segfault's traceback
+        # would corrupt: write to stderr instead (a worker's, to its monitor, under a heading)
+        faulthandler.enable(file=dump_fd if dump_fd >= 0 else 2, all_threads=True)
     _set_comm(name)
     factory = logging.getLogRecordFactory()
 

@@ -144,3 +144,35 @@ def test_crash_while_the_caller_unpickles_kills_only_the_caller(tmp_path, how):
     finally:
         w.kill()
         F.kill_all(F.wait_gone(pids, 0))
+
+
+FAULTHANDLER_CALLER = """
+import faulthandler, os
+import honeydew
+from support import faults_helpers as F
+
+faulthandler.enable(file=os.dup(2))   # as pytest and `python -X faulthandler` do: a private descriptor
+with honeydew.Pool(num_workers=1) as pool:
+    pool.call(F.echo, 1)
+    F.wait_until(lambda: len(F.pool_processes()) == 4, 30)
+    keep = [p for p in F.pool_processes() if not p.name().startswith("hd-worker")]
+    for i in range(8):
+        try:
+            pool.call(F.fault_task, "segv")
+        except honeydew.WorkerCrashed as e:
+            print("CRASH", e.signal_name, e.pid is not None, flush=True)
+    print("SAME", all(p.is_running() and p.status() != "zombie" for p in keep), keep, flush=True)
+"""
+
+
+def test_a_callers_faulthandler_never_writes_into_a_pool_descriptor(tmp_path):
+    """The caller's faulthandler descriptor is closed in the pool's processes and its number reused
+    by their sockets and pipes: a worker's segfault traceback must go to stderr (through its
+    monitor, under a heading naming the worker and the job), not into a socket, where it would
+    crash the monitor or the queue reading it."""
+    res = F.run_script(tmp_path, FAULTHANDLER_CALLER, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("CRASH SIGSEGV True") == 8, res.stdout + res.stderr
+    assert "SAME True" in res.stdout, "a queue or monitor died with the worker"
+    assert res.stderr.count("Fatal Python error: Segmentation fault") == 8
+    assert res.stderr.count("honeydew: stacks of hd-worker-0 (pid ") == 8
