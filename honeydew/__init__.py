@@ -11,6 +11,7 @@ from .errors import (
                      HoneydewError,
                      JobLost,
                      JobTimeout,
+                     PoolBroken,
                      PoolClosed,
                      QueueFull,
                      RemoteError,
@@ -19,6 +20,7 @@ from .errors import (
                      WorkerCrashed,
                      WorkerInitError,
 )
+from .executor import ProcessPoolExecutor
 from .failure_modes import Abandon, FailureMode, Requeue, Retry
 from .pool import JobFuture, Pool
 from .tasks import task
@@ -34,7 +36,9 @@ __all__ = [
     "JobLost",
     "JobTimeout",
     "Pool",
+    "PoolBroken",
     "PoolClosed",
+    "ProcessPoolExecutor",
     "QueueFull",
     "RemoteError",
     "Requeue",

@@ -1,10 +1,12 @@
 """Entry point of a supervisor started as a fresh interpreter (the caller had other threads, and
 forking a multi-threaded process can copy a lock some other thread held).
 
-``python -c "from honeydew._boot import main; main()" FD`` (not ``-m``, which would warn that the
-module is already imported): reads from pipe ``FD`` the caller's ``sys.path`` (plain pickle,
-so that the next read can import the user's modules), its logging set-up, and then the
-cloudpickled :class:`~honeydew.supervisor.SupervisorConfig`, and runs the supervisor.
+``python -c "from honeydew._boot import main; main()" FD CONTROL`` (not ``-m``, which would warn
+that the module is already imported): reads from pipe ``FD`` the caller's ``sys.path`` (plain
+pickle, so that the next read can import the user's modules), its logging set-up, its
+``multiprocessing`` authkey, and then the cloudpickled :class:`~honeydew.supervisor.SupervisorConfig`,
+and runs the supervisor.  If that config cannot be loaded (a pool made at the top level of the
+worker's module, say), it says why on the control socket ``CONTROL`` (``BootFailed``) and exits 5.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def main() -> None:
         path = pickle.load(f)
         sys.path[:] = path
         apply_logging(pickle.load(f))
+        # the caller's multiprocessing authkey: Manager proxies and the like passed as arguments
+        # authenticate with it, as they do in a forked pool
+        import multiprocessing
+
+        multiprocessing.current_process().authkey = pickle.load(f)
         # loading the config imports the user's worker module: a pool made at its top level is refused
         _process.decoding = "the pool's supervisor (a fresh interpreter) imported the worker"
         try:

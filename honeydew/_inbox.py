@@ -25,7 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import _spool
 from .errors import Failure, SerializationError, to_exception
-from .protocol import BootFailed, JobFailed, Partial, QueueRestarted, Result, Settled, StatusReply, WorkersDown
+from .protocol import (
+    BootFailed,
+    JobFailed,
+    JobState,
+    Partial,
+    QueueRestarted,
+    Result,
+    Settled,
+    StatusReply,
+    WorkersDown,
+)
 
 if TYPE_CHECKING:
     from .pool import Pool
@@ -224,6 +234,8 @@ class Inbox:
                 pool._settled(i, m.count)
             elif t is WorkersDown:
                 pool._workers_down(m.dropped, m.failure)
+            elif t is JobState:
+                pool._job_states[m.req_id] = m.state
             elif t is StatusReply:
                 pool._status_replies.setdefault(m.req_id, []).append(("queue", m.info))
 
@@ -289,7 +301,8 @@ class Inbox:
                     value_exc.__cause__ = e
                     value, ok = value_exc, False
             elif kind == _FAILURE:
-                value, ok = to_exception(value, getattr(fut, "job_id", "")), False
+                value, ok = to_exception(value, getattr(fut, "job_id", ""), self.pool._remote_traceback,
+                                         self.pool._no_worker_error), False
             else:
                 ok = False
             if isinstance(fut, Future):

@@ -65,6 +65,11 @@ class Writer:
         """Write ``msg`` to queue ``q`` now, after every job put before it (one frame)."""
         self.send_wire(q, encode(msg))
 
+    def send_many(self, q: int, msgs: list[Any]) -> None:
+        """:meth:`send` for several messages, in one write."""
+        self.bufs[q].extend(encode(m) for m in msgs)
+        self.write(q)
+
     def send_wire(self, q: int, wire: tuple[Any, ...]) -> None:
         """:meth:`send` for a message in wire form (a ``call``'s job: its caller waits at once)."""
         self.bufs[q].append(wire)

@@ -31,6 +31,7 @@ import pickle
 import sys
 import types
 import weakref
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,31 @@ CALL = 0   # (CALL, task, args, kwargs)
 MAP = 1    # (MAP, task, items, star): run task over a chunk of items
 
 _MAIN = b"__main__"
+
+
+def _code_keeping_its_file(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with the code's own file name: cloudpickle writes
+    ``<dynamic-code>`` there (so that a payload does not depend on where a function was defined),
+    which would leave every traceback from a task sent by value without its source lines."""
+    rebuild, args = _cloudpickle_code_reduce(code)
+    return rebuild, tuple(code.co_filename if type(a) is str and a == "<dynamic-code>" else a for a in args)
+
+
+_cloudpickle_code_reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, keeping code objects' file names (see :func:`_code_keeping_its_file`)."""
+
+    if _cloudpickle_code_reduce is not None:
+        dispatch_table = ChainMap({types.CodeType: _code_keeping_its_file}, cloudpickle.Pickler.dispatch_table)
+
+
+def cloudpickle_dumps(obj: Any) -> bytes:
+    """``cloudpickle.dumps`` (protocol 5), with code objects' file names kept."""
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=5).dump(obj)
+    return buf.getvalue()
 
 
 class _NotInWorkers(Exception):
@@ -98,7 +124,7 @@ class Encoder:
         except Exception:
             pass
         try:
-            blob = cloudpickle.dumps(fn, protocol=5)
+            blob = cloudpickle_dumps(fn)
         except Exception as e:
             raise SerializationError(f"the task {fn!r} could not be pickled: {type(e).__name__}: {e}") from e
         if (len(blob) > _spool.CODE_THRESHOLD and self.spool is not None and type(fn) is types.FunctionType
@@ -134,7 +160,7 @@ class Encoder:
         except Exception:
             pass
         try:
-            return cloudpickle.dumps(payload, protocol=5)
+            return cloudpickle_dumps(payload)
         except Exception as e:
             raise SerializationError(f"the arguments could not be pickled ({type(e).__name__}: {e}); "
                                      f"nothing was enqueued") from e
@@ -210,7 +236,7 @@ def dumps_value(value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=5)
     except Exception:
-        return cloudpickle.dumps(value, protocol=5)
+        return cloudpickle_dumps(value)
 
 
 def encode_result(value: Any, spool: str | None, name: str) -> bytes:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import pickle
 import signal
 import traceback
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "HoneydewError",
     "JobLost",
     "JobTimeout",
+    "PoolBroken",
     "PoolClosed",
     "QueueFull",
     "RemoteError",
@@ -35,8 +38,9 @@ class HoneydewError(Exception):
     """Base class of every error honeydew raises itself."""
 
 
-class PoolClosed(HoneydewError):
-    """The pool was closed or terminated; the job was not (or will not be) run."""
+class PoolClosed(HoneydewError, RuntimeError):
+    """The pool was closed or terminated; the job was not (or will not be) run.  A ``RuntimeError``,
+    as ``concurrent.futures`` executors raise after ``shutdown()``."""
 
 
 class QueueFull(HoneydewError):
@@ -66,6 +70,12 @@ class WorkerInitError(HoneydewError):
     jobs sent later run once a worker comes up, and fail the same way while none has."""
 
 
+class PoolBroken(WorkerInitError, BrokenProcessPool):
+    """A :class:`honeydew.ProcessPoolExecutor` whose ``initializer`` keeps failing is broken, as
+    ``ProcessPoolExecutor`` is: the jobs waiting and every later ``submit`` fail with this error
+    (the last initializer failure on ``__cause__``), and its processes stop."""
+
+
 class RemoteError(SerializationError):
     """The task raised an exception that could not be rebuilt in the caller: it would not pickle in
     the worker, or not unpickle here.  A :class:`SerializationError` that names the exception's type
@@ -82,8 +92,10 @@ class RemoteError(SerializationError):
         return (RemoteError, (self.type_name, self.remote_message, self.traceback_text))
 
 
-class WorkerCrashed(HoneydewError):
-    """The worker process died while it held the job."""
+class WorkerCrashed(HoneydewError, BrokenProcessPool):
+    """The worker process died while it held the job.  Only that job fails: the pool goes on
+    serving.  It is a ``concurrent.futures.process.BrokenProcessPool`` too, so that code written
+    for ``ProcessPoolExecutor`` (where a crash breaks the whole pool) still catches it."""
 
     def __init__(
         self,
@@ -208,12 +220,9 @@ class Failure(NamedTuple):
         return f"{self.type_name}: {self.message}"
 
 
-_TIMEOUT_MRO = ("honeydew.errors.JobTimeout", "honeydew.errors.HoneydewError", "builtins.Exception",
-                "builtins.BaseException", "builtins.object")
-NO_WORKER_MRO = ("honeydew.errors.WorkerInitError", "honeydew.errors.HoneydewError", "builtins.Exception",
-                 "builtins.BaseException", "builtins.object")
-_CRASH_MRO = ("honeydew.errors.WorkerCrashed", "honeydew.errors.HoneydewError", "builtins.Exception",
-              "builtins.BaseException", "builtins.object")
+_TIMEOUT_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in JobTimeout.__mro__)
+NO_WORKER_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in WorkerInitError.__mro__)
+_CRASH_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in WorkerCrashed.__mro__)
 
 
 def qualname(cls: type) -> str:
@@ -227,8 +236,13 @@ def _safe_str(exc: BaseException) -> str:
         return f"<unprintable {type(exc).__name__}>"
 
 
-def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type: ignore[type-arg]
-    """Rebuild, in the caller, the exception that the failure record stands for."""
+def to_exception(f: Failure | tuple, job_id: str = "",  # type: ignore[type-arg]
+                 remote: Callable[[str], BaseException] | None = None,
+                 no_worker: type[WorkerInitError] = WorkerInitError) -> BaseException:
+    """Rebuild, in the caller, the exception that the failure record stands for.  ``remote`` makes
+    what hangs on ``__cause__`` from the remote traceback text (:class:`RemoteTraceback` by default;
+    ``ProcessPoolExecutor``'s own type for :class:`honeydew.ProcessPoolExecutor`)."""
+    remote = remote or RemoteTraceback
     f = Failure._make(f)
     where = f" (job {job_id})" if job_id and job_id not in f.message else ""
     if f.kind == "crashed":
@@ -239,33 +253,33 @@ def to_exception(f: Failure | tuple, job_id: str = "") -> BaseException:  # type
         return JobTimeout(f.message + where)
     if f.kind == "serialization":
         err = SerializationError(f.message + where)
-        err.__cause__ = _unpickle(f) or (RemoteTraceback(f.traceback) if f.traceback else None)
+        err.__cause__ = _unpickle(f, remote) or (remote(f.traceback) if f.traceback else None)
         return err
     if f.kind == "init":
-        exc = _unpickle(f) or RemoteError(f.type_name, f.message, f.traceback)
+        exc = _unpickle(f, remote) or RemoteError(f.type_name, f.message, f.traceback)
         return exc
     if f.kind == "no_worker":
-        err = WorkerInitError(f.message + where)
-        err.__cause__ = _unpickle(f) or (RemoteTraceback(f.traceback) if f.traceback else None)
+        err = no_worker(f.message + where)
+        err.__cause__ = _unpickle(f, remote) or (remote(f.traceback) if f.traceback else None)
         return err
     if f.exc_blob is not None:
         try:
             exc = pickle.loads(f.exc_blob)
         except Exception as e:
-            remote = RemoteError(f.type_name, f.message, f.traceback)
-            remote.__cause__ = e
-            return remote
+            unpicklable = RemoteError(f.type_name, f.message, f.traceback)
+            unpicklable.__cause__ = e
+            return unpicklable
         if isinstance(exc, BaseException):
             if f.traceback:
-                exc.__cause__ = RemoteTraceback(f.traceback)
+                exc.__cause__ = remote(f.traceback)
             return exc
-    remote = RemoteError(f.type_name, f.message, f.traceback)
+    rebuilt = RemoteError(f.type_name, f.message, f.traceback)
     if f.traceback:
-        remote.__cause__ = RemoteTraceback(f.traceback)
-    return remote
+        rebuilt.__cause__ = remote(f.traceback)
+    return rebuilt
 
 
-def _unpickle(f: Failure) -> BaseException | None:
+def _unpickle(f: Failure, remote: Callable[[str], BaseException]) -> BaseException | None:
     """The original exception with its remote traceback on ``__cause__``, if it can be rebuilt."""
     if f.exc_blob is None:
         return None
@@ -276,5 +290,5 @@ def _unpickle(f: Failure) -> BaseException | None:
     if not isinstance(exc, BaseException):
         return None
     if f.traceback:
-        exc.__cause__ = RemoteTraceback(f.traceback)
+        exc.__cause__ = remote(f.traceback)
     return exc

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import multiprocessing
 import os
 import pickle
 import select
@@ -25,9 +26,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future, _base
 from typing import Any
 
 import cloudpickle
@@ -45,12 +47,23 @@ from .errors import (
     JobLost,
     PoolClosed,
     QueueFull,
+    RemoteTraceback,
     WorkerInitError,
     signal_name,
     to_exception,
 )
 from .failure_modes import Abandon, FailureMode
-from .protocol import Cancel, Drain, Enqueue, QueueRestarted, Resume, Shutdown, StatusRequest, Terminate
+from .protocol import (
+    Cancel,
+    Drain,
+    Enqueue,
+    QueueRestarted,
+    Resume,
+    Shutdown,
+    StatusRequest,
+    Terminate,
+    WhereIs,
+)
 from .queues import Memory, Queue
 from .tasks import WorkerSpec, make_spec
 
@@ -58,12 +71,15 @@ log = logging.getLogger("honeydew.pool")
 _ENQUEUE = Enqueue.TAG  # the hot path sends Enqueue in wire form: (TAG, job_id, payload, origin, timeout)
 assert Enqueue._fields == ("job_id", "payload", "origin", "timeout")
 _SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-built: signal handlers stay simple
+_TERMINATE_PACKET = b"".join(bytes(b) for b in pack([Terminate()])[0])
 
 _OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
             "num_queues", "max_pending", "prefetch", "job_timeout", "init_timeout", "kill_grace_secs",
             "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method")
 _EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_PENDING, _RUNNING, _FINISHED = _base.PENDING, _base.RUNNING, _base.FINISHED
+_CANCELLED, _CANCELLED_AND_NOTIFIED = _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED
 
 
 class JobFuture(Future):  # type: ignore[type-arg]
@@ -99,18 +115,46 @@ class JobFuture(Future):  # type: ignore[type-arg]
             raise self._pool._timed_out(self.job_id, timeout)
         return super().exception(0)
 
-    def cancel(self) -> bool:
-        """Cancel the job: a queued job never starts; a running one has its worker stopped
-        (SIGTERM, then SIGKILL) and replaced.  False if the job already finished."""
-        if not super().cancel():
+    def cancel(self, terminate: bool = False) -> bool:
+        """Cancel the job, as ``Future.cancel`` promises: a job still queued is removed and never
+        starts (True); a job already handed to a worker is not touched (False, and ``running()``
+        says True from then on); False if it finished.  The queue is asked, so the answer is exact.
+
+        ``terminate=True`` also stops a job that is running: its worker's process tree is stopped
+        (SIGTERM, then SIGKILL after ``kill_grace_secs``) and replaced, and the future is cancelled
+        (True).  An ``asyncio`` task awaiting the future, when cancelled, cancels without it."""
+        state = self._state
+        if state == _CANCELLED or state == _CANCELLED_AND_NOTIFIED:
+            return True
+        if state == _FINISHED or (state == _RUNNING and not terminate):
             return False
-        self._pool._cancel(self, running=True)
-        return True
+        answer = self._pool._ask(self, terminate)
+        if answer == "cancelled" or (answer == "running" and terminate):
+            return self._pool._cancelled(self)
+        if answer == "running":
+            self._mark_running()
+        return False
+
+    def running(self) -> bool:
+        """Has the job been handed to a worker (and not finished)?  The queue is asked."""
+        if self._state == _RUNNING:
+            return True
+        if self._state != _PENDING:
+            return False
+        if self._pool._ask(self, None) == "running":
+            self._mark_running()
+        return self._state == _RUNNING
+
+    def _mark_running(self) -> None:
+        with self._condition:
+            if self._state == _PENDING:
+                self._state = _RUNNING
 
     def _cancel_queued(self) -> None:
-        """Cancel only if not started yet (a map whose iteration was abandoned)."""
-        if super().cancel():
-            self._pool._cancel(self, running=False)
+        """Cancel if still queued, without waiting for the queue's word (a map whose iteration was
+        abandoned: if the job started meanwhile, its outcome is dropped)."""
+        if self._state == _PENDING:
+            self._pool._cancel_nowait(self)
 
 
 class _CallSlot:
@@ -199,12 +243,14 @@ class Options:
         return self._pool._submit(fn, args, kwargs, self._block, self._timeout, self._job_timeout)
 
 
-class Pool:
+class Pool(Executor):
     """A supervised pool of permanent worker processes.
 
     ``Pool(worker, args, num_workers=..., ...)``: see the README for every option.  Use it as a
     context manager: leaving the ``with`` block waits for queued jobs (``close`` + ``join``), or
-    stops at once when left by ``KeyboardInterrupt`` (``terminate``)."""
+    stops at once when left by ``KeyboardInterrupt`` (``terminate``).  It is a
+    ``concurrent.futures.Executor`` (``submit``, ``map``, ``shutdown``), so it serves wherever one
+    is taken (``loop.run_in_executor``)."""
 
     def __init__(self, worker: Any = None, args: Iterable[Any] | None = None, *, num_workers: int | None = None,
                  init_retry_secs: float = 5.0, init_retry_max_secs: float = 300.0, queue: Queue | None = None,
@@ -221,7 +267,8 @@ class Pool:
         if unknown:
             raise TypeError(f"unknown Pool option(s) {', '.join(sorted(unknown))}; the options are "
                             f"{', '.join(_OPTIONS)}; e.g. {_EXAMPLE}")
-        self._spec: WorkerSpec = make_spec(worker, args)
+        # (a WorkerSpec already made: honeydew.ProcessPoolExecutor's, from its initializer)
+        self._spec: WorkerSpec = worker if isinstance(worker, WorkerSpec) else make_spec(worker, args)
         if num_workers is None:
             num_workers = len(os.sched_getaffinity(0))
         _check_int("num_workers", num_workers, 0)
@@ -282,6 +329,13 @@ class Pool:
         self._future_condition = threading.Condition()
         self._status_ids = itertools.count(1)
         self._status_replies: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        self._job_states: dict[int, str] = {}   # answers to Cancel/WhereIs (JobState), by request id
+        self._finisher: threading.Thread | None = None   # shutdown(wait=False): joins in the background
+        #: the type hung on a remote exception's ``__cause__`` (its traceback text)
+        self._remote_traceback: Callable[[str], BaseException] = RemoteTraceback
+        #: what a job dropped because no worker could start raises; an executor breaks on it instead
+        self._no_worker_error: type[WorkerInitError] = WorkerInitError
+        self._breaks_on_init = False
         self._bg: threading.Thread | None = None
         self._spool = None if queue.durable else _spool.directory(self._token)
         self._encoder = Encoder(self._spool)
@@ -369,6 +423,7 @@ class Pool:
         with os.fdopen(w, "wb") as f:
             pickle.dump(list(sys.path), f)
             pickle.dump(_boot.logging_setup(), f)
+            pickle.dump(bytes(multiprocessing.current_process().authkey), f)
             f.write(blob)
         return popen.pid, popen
 
@@ -427,25 +482,31 @@ class Pool:
                 f.cancel()
             raise
         del items
-        return self._map_results(futures, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout  # counted from the call
+        return self._map_results(futures, deadline)  # type: ignore[arg-type]
 
-    def _map_results(self, futures: list[JobFuture], timeout: float | None) -> Iterator[Any]:
-        import time
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _map_results(self, futures: list[JobFuture | None], deadline: float | None) -> Iterator[Any]:
+        """Yield each chunk's items in order.  Nothing here outlives what it yields: a chunk's future
+        is dropped once read, and each item leaves the chunk's list as it is yielded."""
         try:
-            for fut in futures:
+            for k in range(len(futures)):
+                fut = futures[k]
+                assert fut is not None
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 values, errors = fut.result(remaining)
+                futures[k] = fut = None
+                values.reverse()
                 if not errors:
-                    yield from values
+                    while values:
+                        yield values.pop()
                     continue
-                for i, v in enumerate(values):
+                for i in range(len(values)):
                     if i in errors:
-                        raise to_exception(errors[i])
-                    yield v
+                        raise to_exception(errors[i], remote=self._remote_traceback)
+                    yield values.pop()
         finally:
             for fut in futures:
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut._cancel_queued()
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
@@ -484,6 +545,26 @@ class Pool:
         out["queues"].sort(key=lambda q: q["index"])
         return out
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """``Executor.shutdown``: accept no more jobs; with ``cancel_futures``, cancel every job of
+        a future that has not started (casts run all the same); with ``wait``, wait until every
+        remaining job is done and every process has exited (``close()`` + ``join()``).  Without
+        ``wait`` it returns at once and the pool finishes its jobs in the background."""
+        self._check_owner()
+        if cancel_futures:
+            queued = [fut for fut, _ in list(self._pending.values()) if isinstance(fut, JobFuture)
+                      and fut._state == _PENDING]
+            for fut, answer in zip(queued, self._ask_all(queued), strict=True):
+                if answer == "cancelled":
+                    self._cancelled(fut)
+        self.close()
+        if wait:
+            self.join()
+        elif not self._inbox.supervisor_gone and self._finisher is None:
+            # (this thread keeps the pool alive, so that the collector does not stop it, until it is done)
+            self._finisher = threading.Thread(target=_finish, args=(self,), name="honeydew-finish", daemon=True)
+            self._finisher.start()
+
     def close(self) -> None:
         """Accept no more jobs; queued jobs still run.  Returns at once (``join`` waits)."""
         self._check_owner()
@@ -510,7 +591,7 @@ class Pool:
         self._shutdown_bg()
         self._release_fds()
         _SigtermHandler.uninstall_if_idle()
-        if self._init_dropped:
+        if self._init_dropped and not self._breaks_on_init:  # (an executor broke: its futures said so)
             dropped, self._init_dropped = self._init_dropped, 0  # said once
             raise self._init_error(f"{dropped} job(s) were dropped because no worker could start")
 
@@ -537,14 +618,23 @@ class Pool:
         return TimeoutError(f"{head}: it is still queued, not started: no worker is serving ({why})")
 
     def _workers_down(self, dropped: int, failure: tuple[Any, ...]) -> None:
-        """A queue dropped ``dropped`` jobs because no worker could start (their callers got the error)."""
+        """A queue dropped ``dropped`` jobs because no worker could start (their callers got the error).
+        An executor that breaks on it stops its tree now (its supervisor's exit fails the rest)."""
         self._init_dropped += dropped
         self._init_failure = failure
+        if self._breaks_on_init and not self._broken:
+            self._broken = f"its initializer keeps failing: {Failure._make(failure).describe()}"
+            self._closed = True
+            try:
+                self._control.sock.send(_TERMINATE_PACKET, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
 
     def _init_error(self, what: str) -> WorkerInitError:
         assert self._init_failure is not None
         f = Failure._make(self._init_failure)
-        err = to_exception(f._replace(kind="no_worker", message=f"{what}; the last init failure: {f.describe()}"))
+        err = to_exception(f._replace(kind="no_worker", message=f"{what}; the last init failure: {f.describe()}"),
+                           remote=self._remote_traceback, no_worker=self._no_worker_error)
         assert isinstance(err, WorkerInitError)
         return err
 
@@ -595,13 +685,16 @@ class Pool:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.terminate()
             return
-        self.close()
         try:
+            self.close()
             self.join()
         except WorkerInitError:
             if exc_type is None:
                 raise
             # the block is failing already (most likely with this very error): let its exception through
+        except KeyboardInterrupt:
+            self.terminate()  # Ctrl-C while the block waits for its jobs: stop them now
+            raise
 
     def __repr__(self) -> str:
         state = "terminated" if self._terminated else "closed" if self._closed else "running"
@@ -645,7 +738,7 @@ class Pool:
     def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None, job_timeout: float,
                  is_async: bool = True) -> Any:
         if self._closed:
-            raise PoolClosed(self._closed_reason())
+            raise self._closed_error()
         if self._nobody_runs:
             raise ValueError(self._nobody_runs)
         if self.num_queues == 1:
@@ -659,7 +752,7 @@ class Pool:
         with self._queue_locks[q]:
             if self._closed:
                 self._room_back(q)
-                raise PoolClosed(self._closed_reason())
+                raise self._closed_error()
             if reply:
                 fut = JobFuture(self, job_id, q, is_async) if is_async else _CallSlot(job_id, q)
                 self._pending[job_id] = (fut, q)
@@ -703,6 +796,16 @@ class Pool:
                 f"or by a task running in another pool); make a pool in this process, or send the work to the "
                 f"process that owns this one")
 
+    def _closed_error(self) -> Exception:
+        """What a job sent to a closed pool raises (a ``RuntimeError``, as executors do)."""
+        self._check_owner()
+        if self._breaks_on_init and self._init_failure is not None:
+            return self._init_error(f"the executor is broken: {self._broken}")
+        if _exiting:
+            # ProcessPoolExecutor's words, which code written for it may look for
+            return RuntimeError("cannot schedule new futures after interpreter shutdown")
+        return PoolClosed(self._closed_reason())
+
     def _closed_reason(self) -> str:
         self._check_owner()
         if self._broken:
@@ -725,7 +828,7 @@ class Pool:
             elif not self._inbox.wait(lambda: sum(self._outstanding) < limit or self._closed, timeout):
                 raise TimeoutError(f"no room in the queue within {timeout}s (max_pending={limit})")
             if self._closed:
-                raise PoolClosed(self._closed_reason())
+                raise self._closed_error()
 
     def _room_back(self, q: int) -> None:
         if self.max_pending is not None:
@@ -738,17 +841,68 @@ class Pool:
         self._check_owner()
         self._inbox.wait(fut.done, timeout)
 
-    def _cancel(self, fut: JobFuture, running: bool) -> None:
-        if self._pending.pop(fut.job_id, None) is not None:
-            self._inbox.partials.pop(fut.job_id, None)
-            self._resolved(fut)
-            if not self._terminated:
-                with self._queue_locks[fut._queue]:
+    def _ask(self, fut: JobFuture, terminate: bool | None) -> str:
+        """Ask ``fut``'s queue to cancel its job (``terminate`` False/True) or where it is (None),
+        and wait for the answer: ``cancelled``, ``queued``, ``running`` or ``gone``.  ``gone`` too
+        when the job's outcome arrives first or the queue is replaced (the outcome says why)."""
+        self._check_owner()
+        if self._terminated or self._inbox.supervisor_gone:
+            return "gone"
+        req = next(self._status_ids)
+        msg = WhereIs(fut.job_id, req) if terminate is None else Cancel(fut.job_id, terminate, req)
+        with self._queue_locks[fut._queue]:
+            try:
+                self._writer.send(fut._queue, msg)
+            except OSError:
+                return "gone"
+        answers = self._job_states
+        self._inbox.wait(lambda: req in answers or fut.done() or self._inbox.supervisor_gone, None)
+        return answers.pop(req, "gone")
+
+    def _ask_all(self, futs: list[JobFuture]) -> list[str]:
+        """``_ask(fut, False)`` for many futures at once: every ``Cancel`` written first (a frame
+        per queue), then every answer awaited."""
+        if not futs or self._terminated or self._inbox.supervisor_gone:
+            return ["gone"] * len(futs)
+        reqs = [next(self._status_ids) for _ in futs]
+        for q, lock in enumerate(self._queue_locks):
+            mine = [Cancel(f.job_id, False, r) for f, r in zip(futs, reqs, strict=True) if f._queue == q]
+            if mine:
+                with lock:
                     try:
-                        self._writer.send(fut._queue, Cancel(fut.job_id, running))
+                        self._writer.send_many(q, mine)
                     except OSError:
                         pass
-            self._inbox.wake()
+        answers = self._job_states
+        self._inbox.wait(lambda: all(r in answers or f.done() for f, r in zip(futs, reqs, strict=True))
+                         or self._inbox.supervisor_gone, None)
+        return [answers.pop(r, "gone") for r in reqs]
+
+    def _cancelled(self, fut: JobFuture) -> bool:
+        """The queue dropped (or stopped) ``fut``'s job: the future is cancelled, unless its
+        outcome won the race."""
+        if self._pending.pop(fut.job_id, None) is None:
+            return fut.cancelled()
+        self._inbox.partials.pop(fut.job_id, None)
+        self._resolved(fut)
+        with fut._condition:
+            if fut._state not in (_PENDING, _RUNNING):
+                return fut._state in (_CANCELLED, _CANCELLED_AND_NOTIFIED)
+            fut._state = _CANCELLED
+            fut._condition.notify_all()
+        fut._invoke_callbacks()
+        return True
+
+    def _cancel_nowait(self, fut: JobFuture) -> None:
+        if self._pending.get(fut.job_id) is None or not self._cancelled(fut):
+            return
+        if not self._terminated:
+            with self._queue_locks[fut._queue]:
+                try:
+                    self._writer.send(fut._queue, Cancel(fut.job_id, False, 0))
+                except OSError:
+                    pass
+        self._inbox.wake()
 
     def _resolved(self, fut: Future) -> None:  # type: ignore[type-arg]
         if fut._is_async:  # type: ignore[attr-defined]
@@ -822,8 +976,10 @@ class Pool:
         self._inbox.partials.clear()
         for jid, (fut, _) in list(self._pending.items()):
             self._pending.pop(jid, None)
-            if self._terminated:
-                exc: Exception = PoolClosed(f"job {jid}: the pool was terminated")
+            if self._breaks_on_init and self._init_failure is not None:
+                exc: Exception = self._init_error(f"job {jid} was not run: the executor is broken")
+            elif self._terminated:
+                exc = PoolClosed(f"job {jid}: the pool was terminated")
             elif self._boot_error:
                 exc = PoolClosed(f"job {jid} was not run: the pool is broken: {self._broken}")
             else:
@@ -911,6 +1067,14 @@ def _die_by_sigterm() -> None:
     restored in libc directly (``signal.signal`` works only in the main thread), then the signal sent."""
     _process.default_signal(signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _finish(pool: Pool) -> None:
+    """``shutdown(wait=False)``: join the pool in the background (logged, never raised)."""
+    try:
+        pool.join()
+    except Exception as e:
+        log.error("honeydew: %r: %s", pool, e)
 
 
 def _background(ref: weakref.ref[Pool]) -> None:
@@ -1007,11 +1171,51 @@ def _nested_pool_message() -> str:
             f"program calls), as multiprocessing requires for its start-up")
 
 
+_exiting = False   # the interpreter is exiting: no job may be sent any more
+
+
+def _join_at_exit() -> None:
+    """The interpreter is exiting (threading's exit hook, which runs before non-daemon threads are
+    joined, as ProcessPoolExecutor's does): every pool that was not joined or terminated is closed
+    and joined, so the jobs sent before run to completion, silently.  The wait ends as ``join()``
+    does (a pool whose ``init`` keeps failing ends it with ``WorkerInitError``, logged once); a
+    SIGTERM meanwhile is handled as anywhere else, and Ctrl-C stops every pool at once (as does
+    the program ending by an uncaught Ctrl-C)."""
+    global _exiting
+    _exiting = True
+    pools = [p for p in list(_live_pools) if not (p._terminated or p._foreign or p._inbox.supervisor_gone)]
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        # the program is ending by an uncaught Ctrl-C: nobody wants its jobs waited for
+        for pool in pools:
+            try:
+                pool.terminate()
+            except Exception:
+                pass
+        return
+    try:
+        for pool in pools:
+            pool.close()
+        for pool in pools:
+            try:
+                pool.join()
+            except WorkerInitError as e:
+                log.error("honeydew: %r at interpreter exit: %s", pool, e)
+    except KeyboardInterrupt:
+        for pool in pools:
+            try:
+                pool.terminate()
+            except Exception:
+                pass
+
+
+threading._register_atexit(_join_at_exit)  # type: ignore[attr-defined]
+
+
 @atexit.register
 def _terminate_leftovers() -> None:
-    """At interpreter exit, a pool that was not joined is terminated: exit never hangs, and jobs
-    still queued are not run (leave the ``with`` block, or ``close()`` + ``join()``, to run them).
-    A process that got SIGTERM and was about to end normally ends by SIGTERM after all."""
+    """The last word at interpreter exit: a pool still running (made after the exit began, or left
+    by a Ctrl-C) is terminated, so that exit never hangs.  A process that got SIGTERM and was about
+    to end normally ends by SIGTERM after all."""
     if _SigtermHandler.count:
         _die_by_sigterm()
     for pool in list(_live_pools):

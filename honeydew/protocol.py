@@ -13,6 +13,8 @@ message                written by          read by             on which socket
 =====================  ==================  ==================  =================================
 Enqueue                caller              queue               caller<->queue ``i``
 Cancel                 caller              queue               caller<->queue ``i``
+WhereIs                caller              queue               caller<->queue ``i``
+JobState               queue               caller              caller<->queue ``i``
 Resume                 caller              queue               caller<->queue ``i``
 JobFailed              queue               caller              caller<->queue ``i``
 Settled                queue               caller              caller<->queue ``i``
@@ -66,11 +68,21 @@ class Enqueue(NamedTuple):
 
 
 class Cancel(NamedTuple):
-    """Drop this job if it has not been dispatched yet; if ``running`` and it has, kill its worker."""
+    """Drop this job if it has not been dispatched yet; if it has and ``terminate``, stop its worker.
+    Answered by ``JobState`` (``cancelled``, ``running`` or ``gone``) unless ``req_id`` is 0."""
 
     TAG = 2
     job_id: str
-    running: bool
+    terminate: bool
+    req_id: int
+
+
+class WhereIs(NamedTuple):
+    """Where is this job?  Answered by ``JobState``: ``queued``, ``running`` or ``gone``."""
+
+    TAG = 6
+    job_id: str
+    req_id: int
 
 
 class Resume(NamedTuple):
@@ -90,6 +102,17 @@ class JobFailed(NamedTuple):
     TAG = 10
     job_id: str
     failure: tuple[Any, ...]
+
+
+class JobState(NamedTuple):
+    """The answer to ``Cancel`` or ``WhereIs`` number ``req_id``: what the queue knows of ``job_id``:
+    ``cancelled`` (it was queued and is no more), ``queued``, ``running`` (dispatched to a worker)
+    or ``gone`` (finished, given up, or never seen)."""
+
+    TAG = 14
+    req_id: int
+    job_id: str
+    state: str
 
 
 class WorkersDown(NamedTuple):

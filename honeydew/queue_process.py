@@ -40,6 +40,7 @@ from .protocol import (
     Failed,
     Hello,
     JobFailed,
+    JobState,
     KillWorker,
     Release,
     Resume,
@@ -47,6 +48,7 @@ from .protocol import (
     StatusReply,
     StatusRequest,
     StopWorker,
+    WhereIs,
     WorkerDied,
     WorkerInitFailed,
     WorkersDown,
@@ -235,11 +237,21 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
             if job is not None:
                 _forget(job)
                 _settle(st)
-            elif m.running:
-                for slot, jobs in enumerate(st.reserved):
-                    if m.job_id in jobs and st.pids[slot]:
-                        st.cancelled.add(m.job_id)
-                        st.monitor_out[slot].put(KillWorker(st.pids[slot], m.job_id, "cancelled"))
+                state = "cancelled"
+            else:
+                slot = _running_on(st, m.job_id)
+                state = "gone" if slot is None else "running"
+                if slot is not None and m.terminate and st.pids[slot]:
+                    st.cancelled.add(m.job_id)
+                    st.monitor_out[slot].put(KillWorker(st.pids[slot], m.job_id, "cancelled"))
+            if m.req_id:
+                st.caller_out.put(JobState(m.req_id, m.job_id, state))
+        elif t is WhereIs:
+            if _running_on(st, m.job_id) is not None:
+                state = "running"
+            else:
+                state = "queued" if backend.is_pending(m.job_id) else "gone"
+            st.caller_out.put(JobState(m.req_id, m.job_id, state))
         elif t is Drain:
             st.draining = True
         elif t is StatusRequest:
@@ -249,6 +261,14 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
                         no_worker=st.no_worker,
                         running={slot: sorted(jobs) for slot, jobs in enumerate(st.reserved) if jobs})
             st.caller_out.put(StatusReply(m.req_id, info))
+
+
+def _running_on(st: _State, job_id: str) -> int | None:
+    """The worker slot the job was dispatched to (and is charged to), if any."""
+    for slot, jobs in enumerate(st.reserved):
+        if job_id in jobs:
+            return slot
+    return None
 
 
 def _from_worker(st: _State, slot: int, msgs: list[Any]) -> None:

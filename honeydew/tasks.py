@@ -43,7 +43,7 @@ class WorkerSpec:
 
     def __init__(self, kind: str, name: str, init: Callable[..., Any] | None, args: tuple[Any, ...],
                  tasks: dict[str, Callable[..., Any]]) -> None:
-        self.kind = kind  # "module", "class" or "none"
+        self.kind = kind  # "module", "class", "none", or "executor" (init runs, its result is not passed)
         self.name = name
         self.init = init
         self.args = args
@@ -53,6 +53,8 @@ class WorkerSpec:
         #: reported by Python under the state's parameter name: the caller checks the call's shape
         self.checks_args = kind == "module" and init is not None
         self._shapes: dict[tuple[Any, ...], str] = {}  # (task, positional count, keyword names) -> error
+        #: does a task get the state? (not without init, and not from an executor's initializer)
+        self.passes_state = init is not None and kind != "executor"
 
     def __getstate__(self) -> dict[str, Any]:
         return {"kind": self.kind, "name": self.name, "init": self.init, "args": self.args, "tasks": self.tasks}
@@ -62,7 +64,7 @@ class WorkerSpec:
 
     @property
     def has_state(self) -> bool:
-        return self.init is not None
+        return self.passes_state
 
     # ---------------------------------------------------------------- caller side
 
@@ -114,7 +116,7 @@ class WorkerSpec:
 
     def invoke(self, ref: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> Any:
         fn, state_first = self.function(ref)
-        if self.init is None:
+        if not self.passes_state:
             return fn(*args, **kwargs)
         if state_first:
             return fn(state, *args, **kwargs)

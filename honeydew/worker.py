@@ -131,7 +131,7 @@ def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: A
     errors: dict[int, Any] = {}
     call, state_first = spec.function(fn)
     append = values.append
-    if spec.init is None:
+    if not spec.passes_state:
         for i, item in enumerate(items):
             try:
                 append(call(*item) if star else call(item))

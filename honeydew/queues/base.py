@@ -77,6 +77,10 @@ class Queue(abc.ABC):
         """Remove a pending job and return it; ``None`` if it is unknown or already reserved."""
 
     @abc.abstractmethod
+    def is_pending(self, job_id: str) -> bool:
+        """Is the job pending (ready or delayed)?"""
+
+    @abc.abstractmethod
     def next_ready_in(self, now: float) -> float | None:
         """Seconds until the earliest delayed job is ready (0 if one is), ``None`` if none is delayed."""
 

@@ -76,6 +76,9 @@ class Memory(Queue):
     def cancel(self, job_id: str) -> Job | None:
         return self._pending.pop(job_id, None)
 
+    def is_pending(self, job_id: str) -> bool:
+        return job_id in self._pending
+
     def next_ready_in(self, now: float) -> float | None:
         delayed, pending = self._delayed, self._pending
         while delayed and pending.get(delayed[0][2].id) is not delayed[0][2]:

@@ -363,7 +363,8 @@ def test_cancel_a_running_job_stops_and_replaces_its_worker_without_a_rerun(tmp_
         behind = pool.submit(F.report, str(tmp_path))
         F.wait_until((tmp_path / "flag-j-1").exists, T, what="the job to run")
         worker = int((tmp_path / "flag-j-1").read_text())
-        assert fut.cancel()
+        assert fut.cancel() is False and fut.running()  # Future.cancel: a running job is not touched
+        assert fut.cancel(terminate=True)              # ... unless asked to stop it
         assert fut.cancelled()
         assert F.wait_gone([worker], T) == []
         pid, deliveries = behind.result(timeout=T)

@@ -295,7 +295,7 @@ def test_task_process_tree_dies_with_the_task(tmp_path, how):
         if how == "outside-kill":
             F.signal_pid(tree["worker"], signal.SIGKILL)
         elif how == "cancel":
-            assert fut.cancel()
+            assert fut.cancel(terminate=True)
         elif how == "terminate":
             pool.terminate()
         left = F.wait_gone(tree.values(), T)

@@ -3,6 +3,7 @@ cancelling queued futures, ``max_pending`` back-pressure."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 from typing import Any
@@ -168,17 +169,44 @@ def test_cancel_a_queued_future_removes_its_job(tmp_path):
         running.result(timeout=20)
         assert after.result(timeout=20) == "after"   # the job queued behind it still runs
         assert pool.call(H.echo, "sync") == "sync"
-        with pytest.raises(Exception):  # noqa: B017 - CancelledError
+        with pytest.raises(concurrent.futures.CancelledError):
             queued.result(timeout=1)
     assert not marker.exists()
 
 
-def test_cancel_a_running_future_stops_its_worker(tmp_path):
-    """Cancelling a running job stops its worker (SIGTERM, then SIGKILL) and a new one serves."""
+def test_cancel_leaves_a_running_job_alone_as_future_cancel_promises(tmp_path):
+    """``Future.cancel`` on a job already handed to a worker returns False, and ``running()`` says
+    True from then on; the job completes with its own result."""
+    with honeydew.Pool(num_workers=1) as pool:
+        running, pid = _block(pool, tmp_path)
+        assert running.running() is True
+        assert running.cancel() is False
+        assert not running.cancelled() and running.running()
+        _unblock(tmp_path)
+        assert running.result(timeout=20) > 0
+        assert not running.running() and running.done()
+        assert pool.call(os.getpid) == pid  # its worker was never touched
+
+
+def test_running_is_false_while_queued_and_after_a_cancel(tmp_path):
+    with honeydew.Pool(num_workers=1) as pool:
+        blocker, _ = _block(pool, tmp_path)
+        queued = pool.submit(H.echo, "q")
+        assert queued.running() is False
+        assert queued.cancel() is True and queued.running() is False and queued.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result(timeout=1)
+        _unblock(tmp_path)
+        blocker.result(timeout=20)
+
+
+def test_cancel_with_terminate_stops_a_running_job_and_its_worker(tmp_path):
+    """``cancel(terminate=True)`` stops a running job: its worker (SIGTERM, then SIGKILL) is
+    replaced and a new one serves."""
     with honeydew.Pool(num_workers=1, kill_grace_secs=0.2) as pool:
         running, pid = _block(pool, tmp_path)
         try:
-            assert running.cancel() is True
+            assert running.cancel(terminate=True) is True
             assert running.cancelled()
             H.wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 20,
                          what="the cancelled job's worker to be stopped")
@@ -188,12 +216,19 @@ def test_cancel_a_running_future_stops_its_worker(tmp_path):
 
 
 def test_cancel_racing_the_end_of_a_running_job(tmp_path):
-    """The job may finish before the cancel reaches its monitor: then the worker is left alone (it
-    is never killed in place of the next job); either way the pool serves and closes cleanly."""
+    """The job may finish before a terminating cancel reaches its monitor: then the worker is left
+    alone (it is never killed in place of the next job).  The future tells which happened: cancelled,
+    or finished with the job's own result; either way the pool serves and closes cleanly."""
     with honeydew.Pool(num_workers=1) as pool:
         running, pid = _block(pool, tmp_path)
-        assert running.cancel() is True
         _unblock(tmp_path)
+        stopped = running.cancel(terminate=True)
+        if stopped:
+            assert running.cancelled()
+            with pytest.raises(concurrent.futures.CancelledError):
+                running.result(timeout=0)
+        else:
+            assert running.result(timeout=20) == int((tmp_path / "blocker.running").read_text())
         assert all(isinstance(pool.call(os.getpid), int) for _ in range(5))
 
 

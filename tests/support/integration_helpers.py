@@ -242,6 +242,11 @@ def bump(state):
 
 # --- plain functions (any pool) -----------------------------------------------------------------
 
+def crash_self(*_state: Any) -> None:
+    """SIGKILL the worker running this (as the OOM killer would)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def touch(path: str, *_state: Any) -> str:
     Path(path).write_text(str(os.getpid()))
     return path

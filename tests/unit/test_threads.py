@@ -11,6 +11,8 @@ import pytest
 
 from honeydew import _threads
 
+extra: list[threading.Thread] = []   # Python threads the fixture reports besides this one
+
 
 @pytest.fixture
 def native(monkeypatch: pytest.MonkeyPatch) -> Any:
@@ -19,6 +21,8 @@ def native(monkeypatch: pytest.MonkeyPatch) -> Any:
     def set_up(n: int, pools: dict[bytes, str], blas_threads: int = 0, layer: str = "pthreads") -> None:
         monkeypatch.setattr(_threads.os, "listdir", lambda path: ["1"] * (n + 1))
         monkeypatch.setattr(_threads, "loaded_pools", lambda: pools)
+        # (other tests may leave daemon threads of their own pools running a moment longer)
+        monkeypatch.setattr(_threads.threading, "enumerate", lambda: [threading.current_thread(), *extra])
 
         class FakeBLAS:
             def __init__(self, path: str) -> None:
@@ -76,8 +80,10 @@ def test_another_python_thread_is_a_hazard(native: Any) -> None:
     stop = threading.Event()
     t = threading.Thread(target=stop.wait, name="someone-else")
     t.start()
+    extra.append(t)
     try:
         assert "someone-else" in _threads.fork_hazard()
     finally:
+        extra.clear()
         stop.set()
         t.join()
