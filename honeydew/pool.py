@@ -479,7 +479,7 @@ class Pool(Executor):
                 futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout))
         except BaseException:
             for f in futures:
-                f.cancel()
+                f._cancel_queued()
             raise
         del items
         deadline = None if timeout is None else time.monotonic() + timeout  # counted from the call
