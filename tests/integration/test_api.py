@@ -203,8 +203,12 @@ def test_class_worker_each_worker_has_its_own_instance():
         # both workers ready (each has taken a job), then sequential calls alternate (LRU)
         H.wait_until(lambda: len(set(pool.map(lambda _x, c: (time.sleep(0.1), c.pid)[1], [0, 1], chunksize=1))) == 2,
                      10, what="both workers to serve")
-        # a plain callable sent to a class worker gets the instance appended
-        owners = [pool.call(lambda c: (c.pid, c.incr())) for _ in range(10)]
+        # a plain callable sent to a class worker gets the instance appended; each call is sent
+        # with both workers idle, so that LRU (not the scheduler) decides who takes it
+        owners = []
+        for _ in range(10):
+            H.wait_until(lambda: pool.status()["queues"][0]["idle_credits"] == 2, 10, what="both workers idle")
+            owners.append(pool.call(lambda c: (c.pid, c.incr())))
     by_pid: dict[int, list[int]] = {}
     for pid, value in owners:
         by_pid.setdefault(pid, []).append(value)

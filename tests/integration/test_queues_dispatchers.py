@@ -78,10 +78,16 @@ def _both_ready(pool: honeydew.Pool) -> None:
 
 
 def test_lru_spreads_sequential_calls_over_idle_workers():
+    """With both workers idle when each call is dispatched, LRU gives each call to the worker that
+    has waited longest: the calls alternate.  (Without waiting for the last ack, a call may reach
+    the queue before the worker that just answered is idle again: scheduling, not the dispatcher.)"""
     with honeydew.Pool(num_workers=2, dispatcher=honeydew.dispatchers.LRU()) as pool:
         _both_ready(pool)
-        pids = [pool.call(H.getpid) for _ in range(20)]
-    assert len(set(pids)) == 2
+        pids = []
+        for _ in range(10):
+            _all_idle(pool)
+            pids.append(pool.call(H.getpid))
+    assert len(set(pids)) == 2 and all(a != b for a, b in zip(pids, pids[1:], strict=False)), pids
 
 
 # (that LRU is the default, told apart from MRU: tests/integration/test_defaults.py)
