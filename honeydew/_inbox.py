@@ -24,7 +24,7 @@ from concurrent.futures import Future, _base
 from typing import TYPE_CHECKING, Any
 
 from . import _spool
-from .errors import Failure, SerializationError, to_exception
+from .errors import Failure, RemoteError
 from .protocol import (
     BootFailed,
     JobFailed,
@@ -287,22 +287,33 @@ class Inbox:
         (unpickling runs user code); then the pool's futures, which share one condition, are
         settled under a single acquisition of it, and their done callbacks run after, outside it."""
         settled: list[tuple[Future, bool, Any]] = []  # type: ignore[type-arg]
+        interrupted: BaseException | None = None
+        pool = self.pool
         for fut, kind, value in work:
+            job_id = getattr(fut, "job_id", "?")
             if kind == _OK_BLOB:
                 try:
                     value = pickle.loads(value) if type(value) is bytes else _spool.load_file(value)
                     ok = True
-                except Exception as e:
+                except BaseException as e:  # (user code ran: even a SystemExit must not strand the batch)
+                    if isinstance(e, KeyboardInterrupt):
+                        interrupted = e
                     if type(value) is not bytes:
                         value.seek(0)  # a spooled result: name its type from the start of the file
-                    value_exc = SerializationError(
-                        f"the result of job {getattr(fut, 'job_id', '?')} (pickled as {pickled_type(value)}) "
+                    value_exc = pool._unpickling_failed(
+                        f"the result of job {job_id} (pickled as {pickled_type(value)}) "
                         f"could not be unpickled in the caller: {type(e).__name__}: {e}")
                     value_exc.__cause__ = e
                     value, ok = value_exc, False
             elif kind == _FAILURE:
-                value, ok = to_exception(value, getattr(fut, "job_id", ""), self.pool._remote_traceback,
-                                         self.pool._no_worker_error), False
+                try:
+                    value, ok = pool._exception_of(value, job_id), False
+                except BaseException as e:  # an exception whose unpickling ran wild
+                    if isinstance(e, KeyboardInterrupt):
+                        interrupted = e
+                    f = Failure._make(value)
+                    value, ok = RemoteError(f.type_name, f.message, f.traceback), False
+                    value.__cause__ = e
             else:
                 ok = False
             if isinstance(fut, Future):
@@ -312,6 +323,8 @@ class Inbox:
             else:
                 fut.set_exception(value)
         if not settled:
+            if interrupted is not None:
+                raise interrupted
             return
         n_async = 0
         callbacks = []
@@ -338,6 +351,8 @@ class Inbox:
             self.pool._async_done(n_async)
         for fut in callbacks:
             fut._invoke_callbacks()  # type: ignore[attr-defined]
+        if interrupted is not None:
+            raise interrupted  # (every job of the batch has its outcome first)
 
 
 def pickled_type(blob: bytes) -> str:

@@ -58,8 +58,11 @@ def queue_counts(queues: list[Endpoint], timeout: float) -> tuple[int, int] | No
 
 
 def stop_collected(owner: int, name: str, supervisor: Any, queues: list[Endpoint], writer: Any,
-                   spool: str | None) -> None:
-    """The ``weakref.finalize`` callback of a pool collected without being joined."""
+                   spool: str | None, wake: Any) -> None:
+    """The ``weakref.finalize`` callback of a pool collected without being joined.  ``wake`` is the
+    event its result thread sleeps on: set, so that the thread sees the pool is gone and ends."""
+    writer.stop()   # (its timer thread ends too)
+    wake.set()
     if os.getpid() != owner or supervisor.exitcode is not None:
         return  # a forked child's copy, or a pool whose tree is gone already
     try:

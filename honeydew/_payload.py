@@ -65,6 +65,63 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         dispatch_table = ChainMap({types.CodeType: _code_keeping_its_file}, cloudpickle.Pickler.dispatch_table)
 
 
+def dumps_for_spawn(obj: Any) -> tuple[bytes, list[int]]:
+    """cloudpickle for a fresh interpreter that this process starts and that inherits descriptors:
+    ``multiprocessing``'s objects made to be shared at process start (a ``Queue``, a ``Lock``, an
+    ``Event``, a ``Connection``: in an executor's ``initargs``, say) pickle as they do for
+    multiprocessing's own spawn.  Returns the pickle and the descriptors to pass on."""
+    from multiprocessing import context, reduction
+    from multiprocessing.popen_spawn_posix import _DupFd
+
+    class Spawning:  # stands for multiprocessing's spawning Popen while ``obj`` is pickled
+        DupFd = _DupFd
+
+        def __init__(self) -> None:
+            self.fds: list[int] = []
+
+        def duplicate_for_child(self, fd: int) -> int:
+            self.fds.append(fd)
+            return fd
+
+    class Pickler(_Pickler):
+        dispatch_table = ChainMap(reduction.ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+                                  getattr(_Pickler, "dispatch_table", cloudpickle.Pickler.dispatch_table))
+
+    spawning = Spawning()
+    buf = io.BytesIO()
+    context.set_spawning_popen(spawning)
+    try:
+        Pickler(buf, protocol=5).dump(obj)
+    finally:
+        context.set_spawning_popen(None)
+    return buf.getvalue(), spawning.fds
+
+
+def fds_held_by(obj: Any) -> set[int]:
+    """The descriptors of the ``multiprocessing`` connections and the sockets ``obj`` holds (a
+    ``Queue`` holds two), found by pickling it into nothing: a forked pool keeps them open."""
+    import socket
+    from multiprocessing import connection, context, synchronize
+
+    fds: set[int] = set()
+
+    class Finder(_Pickler):
+        def reducer_override(self, o: Any) -> Any:
+            if isinstance(o, (connection.Connection, socket.socket)):
+                fds.add(o.fileno())
+                return (int, ())
+            if isinstance(o, synchronize.SemLock):
+                return (int, ())
+            return super().reducer_override(o)
+
+    context.set_spawning_popen(object())  # (so that a Queue lets itself be pickled)
+    try:
+        Finder(io.BytesIO(), protocol=5).dump(obj)
+    finally:
+        context.set_spawning_popen(None)
+    return fds
+
+
 def cloudpickle_dumps(obj: Any) -> bytes:
     """``cloudpickle.dumps`` (protocol 5), with code objects' file names kept."""
     buf = io.BytesIO()

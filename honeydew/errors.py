@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import NamedTuple
 
 __all__ = [
+    "BrokenPayload",
     "Failure",
     "HoneydewError",
     "JobLost",
@@ -53,6 +54,12 @@ class UnknownTask(HoneydewError, LookupError):
 
 class SerializationError(HoneydewError):
     """Arguments, a result or an exception could not be pickled or unpickled."""
+
+
+class BrokenPayload(SerializationError, BrokenProcessPool):
+    """For :class:`honeydew.ProcessPoolExecutor`: a job's arguments would not unpickle in the
+    worker, or its result in the caller.  ``ProcessPoolExecutor`` calls its whole pool broken then
+    (``BrokenProcessPool``); here only that job fails, and the executor goes on."""
 
 
 class JobLost(HoneydewError):
@@ -143,7 +150,8 @@ class Failure(NamedTuple):
     """What went wrong with one job, in plain data.
 
     ``kind`` is one of ``raised`` (the task raised), ``crashed`` (the worker died holding the job),
-    ``serialization`` (a value would not pickle or unpickle), ``lost`` (the queue died),
+    ``serialization`` (a value would not pickle or unpickle; ``bad_arguments``: the arguments in the
+    worker, ``bad_result``: the result in the worker), ``lost`` (the queue died),
     ``timeout`` (the job overran its limit), ``init`` (the worker's ``init`` failed), ``no_worker``
     (the job was dropped because no worker could start; it carries the last ``init`` failure).
     ``mro`` lists the qualified names of the exception's classes, so that a failure mode can match
@@ -251,7 +259,7 @@ def to_exception(f: Failure | tuple, job_id: str = "",  # type: ignore[type-arg]
         return JobLost(f.message + where)
     if f.kind == "timeout":
         return JobTimeout(f.message + where)
-    if f.kind == "serialization":
+    if f.kind in ("serialization", "bad_arguments", "bad_result"):
         err = SerializationError(f.message + where)
         err.__cause__ = _unpickle(f, remote) or (remote(f.traceback) if f.traceback else None)
         return err

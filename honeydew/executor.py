@@ -17,12 +17,14 @@ says what changes when moving from ``ProcessPoolExecutor``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures.process import _RemoteTraceback
 from typing import Any
 
-from .errors import PoolBroken
+from .errors import BrokenPayload, Failure, PoolBroken, SerializationError
 from .pool import Pool
 from .tasks import WorkerSpec
 
@@ -40,7 +42,12 @@ class _Initializer:
         self.initargs = initargs
 
     def __call__(self) -> None:
-        self.initializer(*self.initargs)
+        try:
+            self.initializer(*self.initargs)
+        except BaseException:
+            # where ProcessPoolExecutor's workers say it (handlers added there by the initializer see it)
+            logging.getLogger("concurrent.futures").critical("Exception in initializer:", exc_info=True)
+            raise
 
 
 def _remote_traceback(text: str) -> BaseException:
@@ -76,6 +83,11 @@ class ProcessPoolExecutor(Pool):
         start_method = "auto"
         if mp_context is not None:
             start_method = "fork" if mp_context.get_start_method() == "fork" else "spawn"
+            if start_method == "fork" and max_tasks_per_child is not None:
+                # ProcessPoolExecutor's own rule, kept for compatibility (honeydew's forked workers
+                # would not mind: Pool(max_jobs_per_worker=...) has no such limit)
+                raise ValueError("max_tasks_per_child is incompatible with the 'fork' multiprocessing start method; "
+                                 "supply a different mp_context.")
         init = _Initializer(initializer, tuple(initargs)) if initializer is not None else None
         spec = WorkerSpec("executor", getattr(initializer, "__qualname__", "executor"), init, (), {})
         self._max_workers = max_workers
@@ -85,6 +97,37 @@ class ProcessPoolExecutor(Pool):
         self._remote_traceback = _remote_traceback
         self._no_worker_error = PoolBroken
         self._breaks_on_init = True
+        # ProcessPoolExecutor has already handed its oldest jobs to its workers' queue when
+        # shutdown(cancel_futures=True) comes: those run, even on a pool whose workers are starting
+        self._spared_by_cancel_futures = max_workers
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:  # type: ignore[type-arg]
+        """``Executor.submit``.  Arguments that cannot be pickled fail the future with the pickling
+        error, as ``ProcessPoolExecutor``'s do (``honeydew.Pool`` raises at once instead)."""
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except SerializationError as e:
+            failed: Future = Future()  # type: ignore[type-arg]
+            failed.set_exception(e.__cause__ if isinstance(e.__cause__, BaseException) else e)
+            return failed
+
+    def _exception_of(self, failure: tuple[Any, ...], job_id: str) -> BaseException:
+        """ProcessPoolExecutor's exceptions: a result that would not pickle in the worker raises
+        the pickling error itself; arguments that would not unpickle there are a
+        ``BrokenProcessPool`` (:class:`~honeydew.errors.BrokenPayload`), for this job only."""
+        exc = super()._exception_of(failure, job_id)
+        kind = Failure._make(failure).kind
+        cause = exc.__cause__
+        if kind == "bad_result" and cause is not None and not isinstance(cause, _RemoteTraceback):
+            return cause
+        if kind == "bad_arguments":
+            broken = BrokenPayload(str(exc))
+            broken.__cause__ = cause
+            return broken
+        return exc
+
+    def _unpickling_failed(self, message: str) -> BaseException:
+        return BrokenPayload(message)
 
     def __repr__(self) -> str:
         return f"<honeydew.ProcessPoolExecutor max_workers={self._max_workers} {super().__repr__()[1:-1]}>"

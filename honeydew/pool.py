@@ -32,12 +32,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, _base
 from typing import Any
 
-import cloudpickle
-
 from . import _boot, _leftovers, _process, _spool, _threads, supervisor
 from ._inbox import _EXC, Inbox
 from ._outbuf import Writer
-from ._payload import Encoder
+from ._payload import Encoder, dumps_for_spawn, fds_held_by
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
 from .dispatchers import LRU, Dispatcher
@@ -48,6 +46,7 @@ from .errors import (
     PoolClosed,
     QueueFull,
     RemoteTraceback,
+    SerializationError,
     WorkerInitError,
     signal_name,
     to_exception,
@@ -336,6 +335,7 @@ class Pool(Executor):
         #: what a job dropped because no worker could start raises; an executor breaks on it instead
         self._no_worker_error: type[WorkerInitError] = WorkerInitError
         self._breaks_on_init = False
+        self._spared_by_cancel_futures = 0  # the oldest jobs shutdown(cancel_futures=True) leaves to run
         self._bg: threading.Thread | None = None
         self._spool = None if queue.durable else _spool.directory(self._token)
         self._encoder = Encoder(self._spool)
@@ -346,7 +346,7 @@ class Pool(Executor):
         # collected without being joined: stop the tree and say what was dropped (_leftovers)
         self._finalizer = weakref.finalize(
             self, _leftovers.stop_collected, self._owner, f"<honeydew.Pool {self._spec.name} workers={num_workers}>",
-            self._supervisor, self._queues, self._writer, self._spool)
+            self._supervisor, self._queues, self._writer, self._spool, self._async_event)
         self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
@@ -385,7 +385,7 @@ class Pool(Executor):
             self._encoder.snapshot_main()
             sys.stdout.flush()
             sys.stderr.flush()
-            keep = cfg.fds() | _boot.output_fds()
+            keep = cfg.fds() | _boot.output_fds() | _inherited_fds(self._spec)
             pid = os.fork()
             if pid == 0:
                 try:
@@ -410,14 +410,16 @@ class Pool(Executor):
 
     def _spawn(self, cfg: supervisor.SupervisorConfig) -> tuple[int, subprocess.Popen[bytes]]:
         try:
-            blob = cloudpickle.dumps(cfg)
+            blob, inherited = dumps_for_spawn(cfg)
         except Exception as e:
-            raise TypeError(f"the pool's worker, queue or failure mode could not be pickled for the supervisor "
-                            f"({e}); the caller has threads, so the supervisor starts as a fresh interpreter") from e
+            raise TypeError(f"the pool's worker, its init arguments, queue or failure mode could not be pickled "
+                            f"for the supervisor, which starts as a fresh interpreter ({self.spawn_reason}): "
+                            f"{type(e).__name__}: {e}") from e
         r, w = os.pipe()
         try:
             popen = subprocess.Popen([sys.executable, "-c", "from honeydew._boot import main; main()", str(r),
-                                      str(cfg.control)], pass_fds=sorted(cfg.fds() | {r}), close_fds=True)
+                                      str(cfg.control)], pass_fds=sorted(cfg.fds() | {r} | set(inherited)),
+                                     close_fds=True)
         finally:
             os.close(r)
         with os.fdopen(w, "wb") as f:
@@ -502,7 +504,7 @@ class Pool(Executor):
                     continue
                 for i in range(len(values)):
                     if i in errors:
-                        raise to_exception(errors[i], remote=self._remote_traceback)
+                        raise self._exception_of(errors[i], "")
                     yield values.pop()
         finally:
             for fut in futures:
@@ -553,7 +555,7 @@ class Pool(Executor):
         self._check_owner()
         if cancel_futures:
             queued = [fut for fut, _ in list(self._pending.values()) if isinstance(fut, JobFuture)
-                      and fut._state == _PENDING]
+                      and fut._state == _PENDING][self._spared_by_cancel_futures:]
             for fut, answer in zip(queued, self._ask_all(queued), strict=True):
                 if answer == "cancelled":
                     self._cancelled(fut)
@@ -616,6 +618,14 @@ class Pool(Executor):
                                                                f"{w['last_error']}" if w["init_failures"] else "")
                         for w in st["workers"])
         return TimeoutError(f"{head}: it is still queued, not started: no worker is serving ({why})")
+
+    def _exception_of(self, failure: tuple[Any, ...], job_id: str) -> BaseException:
+        """The exception a failed job's caller gets (``to_exception``; an executor adapts it)."""
+        return to_exception(failure, job_id, self._remote_traceback, self._no_worker_error)
+
+    def _unpickling_failed(self, message: str) -> BaseException:
+        """The error for a result that would not unpickle here."""
+        return SerializationError(message)
 
     def _workers_down(self, dropped: int, failure: tuple[Any, ...]) -> None:
         """A queue dropped ``dropped`` jobs because no worker could start (their callers got the error).
@@ -1067,6 +1077,18 @@ def _die_by_sigterm() -> None:
     restored in libc directly (``signal.signal`` works only in the main thread), then the signal sent."""
     _process.default_signal(signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _inherited_fds(spec: WorkerSpec) -> set[int]:
+    """The descriptors the worker's init arguments need in the workers (a ``multiprocessing``
+    Queue or Connection among them, shared at process start as ProcessPoolExecutor shares them):
+    a forked supervisor keeps them while it closes every other descriptor it inherited."""
+    if not spec.args and spec.init is None:
+        return set()
+    try:
+        return fds_held_by((spec.init, spec.args))
+    except Exception:
+        return set()  # not picklable: then it holds no multiprocessing object either
 
 
 def _finish(pool: Pool) -> None:

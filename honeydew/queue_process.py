@@ -233,6 +233,8 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
         if t is Enqueue:
             backend.enqueue(Job(m.job_id, m.payload, m.origin, timeout=m.timeout))
         elif t is Cancel:
+            if len(st.cfg.dispatcher) and len(backend):
+                _dispatch(st)  # idle workers take what they would have taken had we been quicker
             job = backend.cancel(m.job_id)
             if job is not None:
                 _forget(job)

@@ -125,6 +125,26 @@ def _over_memory_cap(cap: int) -> int:
     return uss if uss > cap else 0
 
 
+def _flush_logging() -> None:
+    """Before a worker whose init failed exits: flush what ``init`` set up to log through (a
+    ``QueueHandler`` on a ``multiprocessing`` queue, the usual way to log from processes, sends
+    from a thread that a bare exit would cut short).  Bounded: never holds the exit up for long."""
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for lg in loggers:
+        for handler in lg.handlers:
+            try:
+                handler.flush()
+                queue = getattr(handler, "queue", None)
+                if queue is not None and hasattr(queue, "join_thread"):
+                    queue.close()
+                    feeder = getattr(queue, "_thread", None)
+                    if feeder is not None:
+                        feeder.join(1.0)
+            except Exception:
+                pass
+
+
 def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: Any) -> tuple[list[Any], dict[int, Any]]:
     """A map chunk: every item's result, and for the items that raised, their failure records."""
     values: list[Any] = []
@@ -173,6 +193,7 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
         failure = Failure.from_exception(e, kind="init")
         try:
             cfg.monitor.send(InitFailed(tuple(failure)))
+            _flush_logging()
         finally:
             os._exit(EXIT_INIT_FAILED)
     try:
@@ -337,7 +358,7 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
             raise
         except BaseException as e:
             _process.decoding = ""
-            return Failure.from_exception(e, kind="serialization")._replace(
+            return Failure.from_exception(e, kind="bad_arguments")._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
                         f"{qualname(type(e))}: {e}"), None
@@ -362,7 +383,7 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
         except _JobStop:
             raise
         except BaseException as e:
-            return Failure.from_exception(e, kind="serialization")._replace(
+            return Failure.from_exception(e, kind="bad_result")._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the result of job {job_id} (a {qualname(type(value))}) could not be pickled: "
                         f"{qualname(type(e))}: {e}"), None

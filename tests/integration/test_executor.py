@@ -10,8 +10,10 @@ import asyncio
 import concurrent.futures
 import gc
 import json
+import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -234,6 +236,8 @@ def test_the_standard_arguments():
         honeydew.ProcessPoolExecutor(2, initializer="nope")
     with pytest.raises(ValueError, match="max_tasks_per_child must be >= 1"):
         honeydew.ProcessPoolExecutor(2, max_tasks_per_child=0)
+    with pytest.raises(ValueError, match="incompatible with the 'fork' multiprocessing start method"):
+        honeydew.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"), max_tasks_per_child=3)
     ctx = multiprocessing.get_context("spawn")
     with honeydew.ProcessPoolExecutor(2, mp_context=ctx, max_tasks_per_child=2) as ex:
         assert ex.start_method == "spawn"
@@ -403,3 +407,136 @@ def test_a_pool_whose_init_keeps_failing_ends_the_exit_wait_with_one_error(tmp_p
     lines = [ln for ln in proc.stderr.splitlines() if "at interpreter exit" in ln]
     assert len(lines) == 1 and "dropped because no worker could start" in lines[0], proc.stderr
     assert H.pool_processes() == []
+
+
+# --- what CPython's own executor tests check, beyond the table above ----------------------------
+
+class ExitWhenUnpickled:
+    """A value whose unpickling raises ``SystemExit`` (in whichever process unpickles it)."""
+
+    def __reduce__(self) -> Any:
+        return (_exit_now, ())
+
+
+def _exit_now() -> None:
+    raise SystemExit(1)
+
+
+class ErrorWhenPickled:
+    def __reduce__(self) -> Any:
+        raise pickle.PicklingError("no pickling this")
+
+
+class ErrorWhenUnpickled:
+    def __reduce__(self) -> Any:
+        return (_raise_value_error, ())
+
+
+def _raise_value_error() -> None:
+    raise ValueError("no unpickling this")
+
+
+def returns(value_type: type) -> Any:
+    return value_type()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_result_whose_unpickling_raises_system_exit_fails_only_its_job(kind):
+    """Unpickling runs user code in the caller: even a ``SystemExit`` there fails that job alone
+    (the thread resolving futures survives, and so do the other jobs of the same batch)."""
+    with make(kind) as ex:
+        futs = [ex.submit(returns, ExitWhenUnpickled) for _ in range(3)] + [ex.submit(square, 4)]
+        for f in futs[:3]:
+            exc = f.exception(timeout=T)
+            assert isinstance(exc, honeydew.SerializationError) and isinstance(exc.__cause__, SystemExit), repr(exc)
+            assert isinstance(exc, BrokenProcessPool) == (kind == "ProcessPoolExecutor")
+        assert futs[3].result(timeout=T) == 16
+        assert ex.submit(square, 5).result(timeout=T) == 25
+
+
+def test_serialization_errors_as_process_pool_executor_reports_them():
+    """honeydew.ProcessPoolExecutor: arguments that will not pickle fail the future with the
+    pickling error; a result that will not pickle raises that error; arguments that will not
+    unpickle in the worker, or a result in the caller, are a BrokenProcessPool, for that job alone."""
+    with honeydew.ProcessPoolExecutor(2) as ex:
+        with pytest.raises(pickle.PicklingError):
+            ex.submit(id, ErrorWhenPickled()).result(timeout=T)
+        with pytest.raises(pickle.PicklingError):
+            ex.submit(returns, ErrorWhenPickled).result(timeout=T)
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(id, ErrorWhenUnpickled()).result(timeout=T)
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(returns, ErrorWhenUnpickled).result(timeout=T)
+        assert ex.submit(square, 6).result(timeout=T) == 36
+
+
+def test_pool_reports_serialization_errors_as_its_own():
+    with honeydew.Pool(num_workers=2) as pool:
+        with pytest.raises(honeydew.SerializationError):
+            pool.submit(id, ErrorWhenPickled())  # at once, nothing enqueued
+        with pytest.raises(honeydew.SerializationError, match="could not be pickled"):
+            pool.submit(returns, ErrorWhenPickled).result(timeout=T)
+        with pytest.raises(honeydew.SerializationError, match="could not be unpickled in the worker"):
+            pool.submit(id, ErrorWhenUnpickled()).result(timeout=T)
+        assert pool.call(square, 7) == 49
+
+
+def log_then_fail(path: str) -> None:
+    handler = logging.FileHandler(path)
+    logging.getLogger("concurrent.futures").addHandler(handler)
+    raise ValueError("error in initializer")
+
+
+def test_a_failing_initializer_is_logged_where_process_pool_executor_logs_it(tmp_path):
+    log = str(tmp_path / "log")
+    ex = honeydew.ProcessPoolExecutor(1, initializer=log_then_fail, initargs=(log,))
+    try:
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(square, 2).result(timeout=T)
+    finally:
+        ex.shutdown()
+    text = open(log).read()
+    assert "Exception in initializer:" in text and "ValueError: error in initializer" in text
+
+
+def put_into(queue: Any) -> None:
+    queue.put(os.getpid())
+
+
+@pytest.mark.allow_leftovers  # (multiprocessing's resource tracker, started for the Queue, lives on)
+def test_multiprocessing_objects_in_initargs_with_a_spawn_context():
+    """A ``multiprocessing`` Queue is shared at process start, as ProcessPoolExecutor shares it."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    with honeydew.ProcessPoolExecutor(2, mp_context=ctx, initializer=put_into, initargs=(queue,)) as ex:
+        assert ex.start_method == "spawn"
+        assert ex.submit(square, 3).result(timeout=T) == 9
+        workers = {queue.get(timeout=T), queue.get(timeout=T)}  # each worker's initializer put its pid
+        assert workers == {p.pid for p in H.by_name("hd-worker-0") + H.by_name("hd-worker-1")}
+    assert H.pool_processes() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_cancel_futures_right_after_submitting_lets_idle_workers_take_their_jobs(kind):
+    """What the workers were free to take when the cancel arrived, they take (as ProcessPoolExecutor
+    does with the jobs it already queued for its workers); the rest is cancelled."""
+    ex = make(kind)
+    [f.result(timeout=T) for f in [ex.submit(nap, 0.1) for _ in range(2)]]  # every worker is up
+    futs = [ex.submit(nap, 0.1) for _ in range(50)]
+    ex.shutdown(cancel_futures=True)
+    done = [f for f in futs if not f.cancelled()]
+    assert len(futs) - len(done) > 20
+    assert done and all(f.result(timeout=0) == 0.1 for f in done)
+
+
+def test_an_executor_dropped_without_shutdown_leaves_no_thread():
+    def honeydew_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("honeydew-")]
+
+    before = honeydew_threads()
+    ex = honeydew.ProcessPoolExecutor(1)
+    assert ex.submit(square, 2).result(timeout=T) == 4
+    del ex
+    gc.collect()
+    H.wait_until(lambda: honeydew_threads() == before, T, what="the dropped executor's threads to end")
+    H.wait_until(lambda: H.pool_processes() == [], T, what="the dropped executor's processes to stop")
