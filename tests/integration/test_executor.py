@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 import time
 import weakref
@@ -540,3 +541,34 @@ def test_an_executor_dropped_without_shutdown_leaves_no_thread():
     gc.collect()
     H.wait_until(lambda: honeydew_threads() == before, T, what="the dropped executor's threads to end")
     H.wait_until(lambda: H.pool_processes() == [], T, what="the dropped executor's processes to stop")
+
+
+SIGTERM_AT_EXIT = """
+import sys
+import honeydew
+from support import faults_helpers as F
+
+d = sys.argv[1]
+ex = honeydew.ProcessPoolExecutor(1)
+ex.submit(F.announce_wait_record, d, "running")
+queued = [ex.submit(F.record_run, d, "queued") for _ in range(3)]
+print("END", flush=True)
+"""
+
+
+def test_sigterm_during_the_exit_wait_is_a_warm_stop_then_the_end(tmp_path):
+    """At exit the program waits for its jobs; a SIGTERM then is handled as anywhere else: the
+    running job finishes, the queued ones never start, and the program ends by SIGTERM."""
+    from support import faults_helpers as F
+
+    w = F.start_watched(tmp_path, SIGTERM_AT_EXIT, args=[str(tmp_path)])
+    try:
+        w.wait_for("END", timeout=T)
+        H.wait_until(lambda: (tmp_path / "flag").exists(), T, what="the job to run")
+        w.proc.send_signal(signal.SIGTERM)  # (the script has ended: the exit waits for the job)
+        w.wait_for("finishing the running jobs", which="err", timeout=T)
+        (tmp_path / "release").touch()
+        assert w.finish(T) == -signal.SIGTERM, w.text("err")
+        assert F.count_runs(tmp_path, "running") == 1 and F.count_runs(tmp_path, "queued") == 0
+    finally:
+        w.kill()
