@@ -57,7 +57,7 @@ from .protocol import (
     Drain,
     Enqueue,
     QueueRestarted,
-    Resume,
+    Resync,
     Shutdown,
     StatusRequest,
     Terminate,
@@ -964,7 +964,7 @@ class Pool(Executor):
                 self._outstanding[q] = 0
             self._writer.drop(q)  # jobs put before we knew: failed above (or casts the old queue took down)
             try:
-                self._writer.send(q, Resume(m.gen))
+                self._writer.send(q, Resync(m.gen))
                 if self._closed:
                     self._writer.send(q, Drain())
             except OSError:

@@ -15,7 +15,7 @@ Enqueue                caller              queue               caller<->queue ``
 Cancel                 caller              queue               caller<->queue ``i``
 WhereIs                caller              queue               caller<->queue ``i``
 JobState               queue               caller              caller<->queue ``i``
-Resume                 caller              queue               caller<->queue ``i``
+Resync                 caller              queue               caller<->queue ``i``
 JobFailed              queue               caller              caller<->queue ``i``
 Settled                queue               caller              caller<->queue ``i``
 Hello                  queue               worker              queue ``i``<->worker slot ``j``
@@ -85,7 +85,7 @@ class WhereIs(NamedTuple):
     req_id: int
 
 
-class Resume(NamedTuple):
+class Resync(NamedTuple):
     """The caller has seen queue generation ``gen`` start and failed everything it sent before;
     the new queue ignores caller messages until this one arrives."""
 

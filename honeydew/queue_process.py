@@ -1,7 +1,7 @@
 """The queue process: owns a queue backend, dispatches against credit, runs the failure mode.
 
 One per ``num_queues``, forked by the supervisor.  Its single loop waits on one ``poll`` over the
-caller's socket (``Enqueue``, ``Cancel``, ``Resume``, ``Drain``), one socket per worker slot
+caller's socket (``Enqueue``, ``Cancel``, ``Resync``, ``Drain``), one socket per worker slot
 (``Credit``, ``Done``, ``Failed``, ``Release``, and the monitor's ``WorkerDied``) and, when some
 socket's buffer was full, writability.  It never blocks writing to anyone (every write goes
 through an :class:`~honeydew._wire.Outbox`), so no cycle of processes can wedge on writes.
@@ -11,7 +11,7 @@ is reserved, charged to that worker slot (``reserved``), and sent.  The charge i
 the worker even sees the job, which is how a crash anywhere is attributed to the right job.
 
 A generation number tells incarnations apart: a restarted queue process (``gen`` > 0) ignores
-the caller until the caller says ``Resume(gen)`` (it has failed whatever it sent before), and
+the caller until the caller says ``Resync(gen)`` (it has failed whatever it sent before), and
 ignores ``Credit`` granted to an earlier generation.
 """
 
@@ -43,7 +43,7 @@ from .protocol import (
     JobState,
     KillWorker,
     Release,
-    Resume,
+    Resync,
     Settled,
     StatusReply,
     StatusRequest,
@@ -227,7 +227,7 @@ def _from_caller(st: _State, msgs: list[Any]) -> None:
     for m in msgs:
         t = type(m)
         if not st.accepting:
-            if t is Resume and m.gen == st.cfg.gen:
+            if t is Resync and m.gen == st.cfg.gen:
                 st.accepting = True
             continue
         if t is Enqueue:
