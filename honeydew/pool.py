@@ -38,7 +38,8 @@ from ._outbuf import Writer
 from ._payload import Encoder, dumps_for_spawn, fds_held_by
 from ._process import close_fds_except, exit_status, pidfd
 from ._wire import Endpoint, pack, socketpair
-from .dispatchers import LRU, Dispatcher
+from .config import PoolConfig, check_int, check_secs, unknown_options
+from .dispatchers import Dispatcher
 from .errors import (
     Failure,
     HoneydewError,
@@ -51,7 +52,7 @@ from .errors import (
     signal_name,
     to_exception,
 )
-from .failure_modes import Abandon, FailureMode
+from .failure_modes import FailureMode
 from .protocol import (
     Cancel,
     Drain,
@@ -63,7 +64,7 @@ from .protocol import (
     Terminate,
     WhereIs,
 )
-from .queues import Memory, Queue
+from .queues import Queue
 from .tasks import WorkerSpec, make_spec
 
 log = logging.getLogger("honeydew.pool")
@@ -72,10 +73,6 @@ assert Enqueue._fields == ("job_id", "payload", "origin", "timeout")
 _SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-built: signal handlers stay simple
 _TERMINATE_PACKET = b"".join(bytes(b) for b in pack([Terminate()])[0])
 
-_OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
-            "num_queues", "max_pending", "prefetch", "job_timeout", "init_timeout", "kill_grace_secs",
-            "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method")
-_EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _PENDING, _RUNNING, _FINISHED = _base.PENDING, _base.RUNNING, _base.FINISHED
 _CANCELLED, _CANCELLED_AND_NOTIFIED = _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED
@@ -264,44 +261,19 @@ class Pool(Executor):
         if _process.decoding:
             raise HoneydewError(_nested_pool_message())
         if unknown:
-            raise TypeError(f"unknown Pool option(s) {', '.join(sorted(unknown))}; the options are "
-                            f"{', '.join(_OPTIONS)}; e.g. {_EXAMPLE}")
+            raise unknown_options(unknown)
         # (a WorkerSpec already made: honeydew.ProcessPoolExecutor's, from its initializer)
         self._spec: WorkerSpec = worker if isinstance(worker, WorkerSpec) else make_spec(worker, args)
-        if num_workers is None:
-            num_workers = len(os.sched_getaffinity(0))
-        _check_int("num_workers", num_workers, 0)
-        _check_int("num_queues", num_queues, 1)
-        _check_int("prefetch", prefetch, 1)
-        if max_pending is not None:
-            _check_int("max_pending", max_pending, 1)
-        for name, value in (("init_retry_secs", init_retry_secs), ("init_retry_max_secs", init_retry_max_secs),
-                            ("kill_grace_secs", kill_grace_secs)):
-            _check_secs(name, value, allow_none=False)
-        for name, value in (("job_timeout", job_timeout), ("init_timeout", init_timeout)):
-            _check_secs(name, value, allow_none=True, positive=True)
-        if max_jobs_per_worker is not None:
-            _check_int("max_jobs_per_worker", max_jobs_per_worker, 1)
-        if max_memory_per_worker is not None:
-            _check_int("max_memory_per_worker", max_memory_per_worker, 1)
-        if threads_per_worker == "auto":
-            threads_per_worker = _threads.auto_limit(num_workers)
-        elif threads_per_worker is not None:
-            if isinstance(threads_per_worker, str):
-                raise ValueError(f"threads_per_worker must be 'auto', an int >= 1 or None (no limit), "
-                                 f"got {threads_per_worker!r}; e.g. honeydew.Pool(num_workers=4, threads_per_worker=2)")
-            _check_int("threads_per_worker", threads_per_worker, 1)
-        self.threads_per_worker: int | None = threads_per_worker
-        self._job_timeout = float(job_timeout or 0.0)
-        queue = Memory() if queue is None else queue
-        dispatcher = LRU() if dispatcher is None else dispatcher
-        failure_mode = Abandon() if failure_mode is None else failure_mode
-        _check_instance("queue", queue, Queue, "honeydew.queues.Memory()")
-        _check_instance("dispatcher", dispatcher, Dispatcher, "honeydew.dispatchers.LRU()")
-        _check_instance("failure_mode", failure_mode, FailureMode, "honeydew.Requeue(max_deliveries=5)")
-        if start_method not in ("auto", "fork", "spawn"):
-            raise ValueError(f"start_method must be 'auto', 'fork' or 'spawn', got {start_method!r}; "
-                             f"e.g. honeydew.Pool(riak_worker, args, start_method='spawn')")
+        self._config = config = PoolConfig.from_options(
+            num_workers=num_workers, init_retry_secs=init_retry_secs, init_retry_max_secs=init_retry_max_secs,
+            queue=queue, dispatcher=dispatcher, failure_mode=failure_mode, num_queues=num_queues,
+            max_pending=max_pending, prefetch=prefetch, job_timeout=job_timeout, init_timeout=init_timeout,
+            kill_grace_secs=kill_grace_secs, max_jobs_per_worker=max_jobs_per_worker,
+            max_memory_per_worker=max_memory_per_worker, threads_per_worker=threads_per_worker,
+            start_method=start_method)
+        num_workers, num_queues, queue = config.num_workers, config.num_queues, config.queue
+        self.threads_per_worker: int | None = config.threads_per_worker
+        self._job_timeout = config.job_timeout or 0.0
         self.num_workers = num_workers
         # an enqueue-only pool on a queue no other pool can share: nobody will ever run a job
         self._nobody_runs = (f"this pool has no workers (num_workers=0) and its queue {queue!r} is not shared with "
@@ -309,7 +281,7 @@ class Pool(Executor):
                              f"(honeydew.Pool(riak_worker, args, num_workers=2)), or use a durable queue that "
                              f"other pools serve") if num_workers == 0 and not queue.durable else ""
         self.num_queues = num_queues
-        self.max_pending = max_pending
+        self.max_pending = config.max_pending
         self._token = os.urandom(6).hex()
         self._ids = itertools.count(1)
         self._rr = itertools.count()
@@ -340,8 +312,7 @@ class Pool(Executor):
         self._spool = None if queue.durable else _spool.directory(self._token)
         self._encoder = Encoder(self._spool)
         self._inbox = Inbox(self)
-        self._start(queue, dispatcher, failure_mode, prefetch, init_retry_secs, init_retry_max_secs, start_method,
-                    init_timeout, kill_grace_secs, max_jobs_per_worker, max_memory_per_worker, threads_per_worker)
+        self._start(config)
         self._started = True
         # collected without being joined: stop the tree and say what was dropped (_leftovers)
         self._finalizer = weakref.finalize(
@@ -353,9 +324,7 @@ class Pool(Executor):
 
     # ---------------------------------------------------------------- starting
 
-    def _start(self, queue: Queue, dispatcher: Dispatcher, failure_mode: FailureMode, prefetch: int,
-               init_retry_secs: float, init_retry_max_secs: float, start_method: str, init_timeout: float | None,
-               kill_grace_secs: float, max_jobs: int | None, max_memory: int | None, threads: int | None) -> None:
+    def _start(self, config: PoolConfig) -> None:
         nq, nw = self.num_queues, self.num_workers
         control = socketpair()
         callers = [socketpair() for _ in range(nq)]
@@ -364,17 +333,20 @@ class Pool(Executor):
         kills = [[socketpair() for _ in range(nw)] for _ in range(nq)]       # [i][j]: (queue end, monitor end)
         life_r, life_w = os.pipe()
         cfg = supervisor.SupervisorConfig(
-            token=self._token, spec=self._spec, num_workers=nw, num_queues=nq, queue=queue, dispatcher=dispatcher,
-            failure_mode=failure_mode, prefetch=prefetch, init_retry_secs=float(init_retry_secs),
-            init_retry_max_secs=float(init_retry_max_secs), count_settled=self.max_pending is not None,
+            token=self._token, spec=self._spec, num_workers=nw, num_queues=nq, queue=config.queue,
+            dispatcher=config.dispatcher, failure_mode=config.failure_mode, prefetch=config.prefetch,
+            init_retry_secs=config.init_retry_secs, init_retry_max_secs=config.init_retry_max_secs,
+            count_settled=config.max_pending is not None,
             lifeline=life_r, control=control[1].fileno(), queue_callers=[b.fileno() for _, b in callers],
             queue_workers=[[a.fileno() for a, _ in links[i]] for i in range(nq)],
             worker_queues=[[links[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
             worker_replies=[b.fileno() for _, b in replies],
             queue_monitors=[[a.fileno() for a, _ in kills[i]] for i in range(nq)],
             monitor_queues=[[kills[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
-            init_timeout=float(init_timeout) if init_timeout else None, kill_grace_secs=float(kill_grace_secs),
-            max_jobs=max_jobs, max_memory=max_memory, threads=threads, spool=self._spool)
+            init_timeout=config.init_timeout, kill_grace_secs=config.kill_grace_secs,
+            max_jobs=config.max_jobs_per_worker, max_memory=config.max_memory_per_worker,
+            threads=config.threads_per_worker, spool=self._spool)
+        start_method = config.start_method
         hazard = _threads.fork_hazard() if start_method == "auto" else ""
         use_fork = start_method == "fork" or (start_method == "auto" and not hazard)
         self.start_method = "fork" if use_fork else "spawn"
@@ -455,8 +427,8 @@ class Pool(Executor):
         * ``job_timeout``: the job's own run-time limit, enforced by its worker's monitor, which
           stops the worker (SIGTERM, then SIGKILL) and hands the job to the failure mode as ``JobTimeout``.
         * ``block``: False makes ``cast``/``submit`` raise ``QueueFull`` instead of waiting for room."""
-        _check_secs("timeout", timeout, allow_none=True)
-        _check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
+        check_secs("timeout", timeout, allow_none=True)
+        check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
         return Options(self, timeout, job_timeout, bool(block))
 
     def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
@@ -469,7 +441,7 @@ class Pool(Executor):
         if not iterables:
             raise TypeError("map() needs at least one iterable: pool.map(fn, items)")
         if chunksize is not None:
-            _check_int("chunksize", chunksize, 1)
+            check_int("chunksize", chunksize, 1)
         ref = self._ref(fn)
         star = len(iterables) > 1
         items = list(zip(*iterables, strict=False)) if star else list(iterables[0])
@@ -1134,27 +1106,6 @@ def _chunks(n: int, workers: int, chunksize: int | None) -> list[tuple[int, int]
         out.append((i, i + size))
         i += size
     return out
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}; e.g. {_EXAMPLE}")
-
-
-def _check_secs(name: str, value: Any, *, allow_none: bool, positive: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        none = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a number of seconds {bound}{none}, got {value!r}; e.g. {_EXAMPLE}")
-
-
-def _check_instance(name: str, value: Any, kind: type, example: str) -> None:
-    if isinstance(value, type) and issubclass(value, kind):
-        raise TypeError(f"{name}= takes an instance, not the class: e.g. {name}={example}")
-    if not isinstance(value, kind):
-        raise TypeError(f"{name}= must be a {kind.__module__}.{kind.__name__}, got {value!r}; e.g. {name}={example}")
 
 
 def _forget_pools_in_child() -> None:
