@@ -17,13 +17,10 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
-import multiprocessing
 import os
-import pickle
 import select
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -32,12 +29,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, _base
 from typing import Any
 
-from . import _boot, _leftovers, _process, _spool, _threads, supervisor
+from . import _leftovers, _process, _spool
 from ._inbox import _EXC, Inbox
+from ._launch import launch
 from ._outbuf import Writer
-from ._payload import Encoder, dumps_for_spawn, fds_held_by
-from ._process import close_fds_except, exit_status, pidfd
-from ._wire import Endpoint, pack, socketpair
+from ._payload import Encoder
+from ._process import pidfd
+from ._wire import pack
 from .config import PoolConfig, check_int, check_secs, unknown_options
 from .dispatchers import Dispatcher
 from .errors import (
@@ -183,42 +181,6 @@ class _CallSlot:
         raise exc
 
 
-class _Supervisor:
-    """The caller's view of the supervisor process: pid, pidfd, how to reap it."""
-
-    def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
-        self.pid = pid
-        self.popen = popen
-        fd = pidfd(pid)
-        self.pidfd = fd if fd is not None else os.open("/dev/null", os.O_RDONLY)
-        self.exitcode: int | None = None
-
-    def close(self) -> None:
-        if self.pidfd >= 0:
-            os.close(self.pidfd)
-            self.pidfd = -1
-
-    def reap(self, block: bool) -> bool:
-        if self.exitcode is not None:
-            return True
-        if self.popen is not None:
-            try:
-                code = self.popen.wait(None if block else 0)
-            except subprocess.TimeoutExpired:
-                return False
-            self.exitcode = code
-            return True
-        try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            self.exitcode = -1
-            return True
-        if pid == 0:
-            return False
-        self.exitcode = exit_status(status)
-        return True
-
-
 class Options:
     """Per-job options, kept apart from the task's own keyword arguments:
     ``pool.options(timeout=5).call("get", "bucket", "key")``."""
@@ -312,7 +274,17 @@ class Pool(Executor):
         self._spool = None if queue.durable else _spool.directory(self._token)
         self._encoder = Encoder(self._spool)
         self._inbox = Inbox(self)
-        self._start(config)
+        tree = launch(config, self._spec, self._token, self._spool, self._encoder)
+        self.start_method = tree.start_method
+        #: why the supervisor was spawned rather than forked ('' when forked), for status()
+        self.spawn_reason = tree.spawn_reason
+        self._supervisor = tree.supervisor
+        self._lifeline = tree.lifeline
+        self._control = tree.control
+        self._queues = tree.queues
+        self._writer = Writer(self._queues, self._queue_locks)
+        self._replies = tree.replies
+        self._inbox.watch(self)
         self._started = True
         # collected without being joined: stop the tree and say what was dropped (_leftovers)
         self._finalizer = weakref.finalize(
@@ -321,85 +293,6 @@ class Pool(Executor):
         self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
-
-    # ---------------------------------------------------------------- starting
-
-    def _start(self, config: PoolConfig) -> None:
-        nq, nw = self.num_queues, self.num_workers
-        control = socketpair()
-        callers = [socketpair() for _ in range(nq)]
-        links = [[socketpair() for _ in range(nw)] for _ in range(nq)]       # [i][j]: (queue end, worker end)
-        replies = [socketpair() for _ in range(nw)]                          # (caller end, worker end)
-        kills = [[socketpair() for _ in range(nw)] for _ in range(nq)]       # [i][j]: (queue end, monitor end)
-        life_r, life_w = os.pipe()
-        cfg = supervisor.SupervisorConfig(
-            token=self._token, spec=self._spec, num_workers=nw, num_queues=nq, queue=config.queue,
-            dispatcher=config.dispatcher, failure_mode=config.failure_mode, prefetch=config.prefetch,
-            init_retry_secs=config.init_retry_secs, init_retry_max_secs=config.init_retry_max_secs,
-            count_settled=config.max_pending is not None,
-            lifeline=life_r, control=control[1].fileno(), queue_callers=[b.fileno() for _, b in callers],
-            queue_workers=[[a.fileno() for a, _ in links[i]] for i in range(nq)],
-            worker_queues=[[links[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
-            worker_replies=[b.fileno() for _, b in replies],
-            queue_monitors=[[a.fileno() for a, _ in kills[i]] for i in range(nq)],
-            monitor_queues=[[kills[i][j][1].fileno() for i in range(nq)] for j in range(nw)],
-            init_timeout=config.init_timeout, kill_grace_secs=config.kill_grace_secs,
-            max_jobs=config.max_jobs_per_worker, max_memory=config.max_memory_per_worker,
-            threads=config.threads_per_worker, spool=self._spool)
-        start_method = config.start_method
-        hazard = _threads.fork_hazard() if start_method == "auto" else ""
-        use_fork = start_method == "fork" or (start_method == "auto" and not hazard)
-        self.start_method = "fork" if use_fork else "spawn"
-        #: why the supervisor was spawned rather than forked ('' when forked), for status()
-        self.spawn_reason = "" if use_fork else ("start_method='spawn'" if start_method == "spawn"
-                                                 else f"forking the caller is unsafe: {hazard}")
-        if use_fork:
-            self._encoder.snapshot_main()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            keep = cfg.fds() | _boot.output_fds() | _inherited_fds(self._spec)
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    close_fds_except(keep)
-                    supervisor.run(cfg)
-                finally:
-                    os._exit(70)
-            self._supervisor = _Supervisor(pid, None)
-        else:
-            self._supervisor = _Supervisor(*self._spawn(cfg))
-        # keep our ends; close the supervisor's
-        os.close(life_r)
-        for s in [control[1], *(b for _, b in callers), *(b for _, b in replies),
-                  *(s for row in links + kills for pair in row for s in pair)]:
-            s.close()
-        self._lifeline = life_w
-        self._control = Endpoint(control[0])
-        self._queues = [Endpoint(a) for a, _ in callers]
-        self._writer = Writer(self._queues, self._queue_locks)
-        self._replies = [Endpoint(a) for a, _ in replies]
-        self._inbox.watch(self)
-
-    def _spawn(self, cfg: supervisor.SupervisorConfig) -> tuple[int, subprocess.Popen[bytes]]:
-        try:
-            blob, inherited = dumps_for_spawn(cfg)
-        except Exception as e:
-            raise TypeError(f"the pool's worker, its init arguments, queue or failure mode could not be pickled "
-                            f"for the supervisor, which starts as a fresh interpreter ({self.spawn_reason}): "
-                            f"{type(e).__name__}: {e}") from e
-        r, w = os.pipe()
-        try:
-            popen = subprocess.Popen([sys.executable, "-c", "from honeydew._boot import main; main()", str(r),
-                                      str(cfg.control)], pass_fds=sorted(cfg.fds() | {r} | set(inherited)),
-                                     close_fds=True)
-        finally:
-            os.close(r)
-        with os.fdopen(w, "wb") as f:
-            pickle.dump(list(sys.path), f)
-            pickle.dump(_boot.logging_setup(), f)
-            pickle.dump(bytes(multiprocessing.current_process().authkey), f)
-            f.write(blob)
-        return popen.pid, popen
 
     # ---------------------------------------------------------------- the public API
 
@@ -1049,18 +942,6 @@ def _die_by_sigterm() -> None:
     restored in libc directly (``signal.signal`` works only in the main thread), then the signal sent."""
     _process.default_signal(signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _inherited_fds(spec: WorkerSpec) -> set[int]:
-    """The descriptors the worker's init arguments need in the workers (a ``multiprocessing``
-    Queue or Connection among them, shared at process start as ProcessPoolExecutor shares them):
-    a forked supervisor keeps them while it closes every other descriptor it inherited."""
-    if not spec.args and spec.init is None:
-        return set()
-    try:
-        return fds_held_by((spec.init, spec.args))
-    except Exception:
-        return set()  # not picklable: then it holds no multiprocessing object either
 
 
 def _finish(pool: Pool) -> None:
