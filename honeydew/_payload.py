@@ -1,7 +1,8 @@
 """A job's payload: how the caller turns (task, arguments) into bytes and a worker turns them back.
 [caller: :class:`Encoder`; worker: :func:`decode`, :func:`callable_of`, :func:`encode_result`]
 
-The payload is the pickled tuple ``(CALL, task, args, kwargs)`` or ``(MAP, task, items, star)``;
+The payload is the pickled tuple of :func:`honeydew.protocol.call_payload` or
+:func:`~honeydew.protocol.map_payload` (read back by :func:`~honeydew.protocol.read_payload`);
 the queue never opens it.  ``task`` is one of:
 
 * a registered task's name (``str``);
@@ -39,10 +40,7 @@ import cloudpickle
 
 from . import _spool
 from .errors import SerializationError
-
-#: The first item of a job's payload: what kind of job it is.
-CALL = 0   # (CALL, task, args, kwargs)
-MAP = 1    # (MAP, task, items, star): run task over a chunk of items
+from .protocol import call_payload, map_payload
 
 _MAIN = b"__main__"
 
@@ -238,10 +236,10 @@ class Encoder:
         return blob if marker is None else marker
 
     def payload(self, ref: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        return self.spool_payload(self.dumps((CALL, ref, args, kwargs)))
+        return self.spool_payload(self.dumps(call_payload(ref, args, kwargs)))
 
     def map_payload(self, ref: Any, items: list[Any], star: bool) -> bytes:
-        return self.spool_payload(self.dumps((MAP, ref, items, star)))
+        return self.spool_payload(self.dumps(map_payload(ref, items, star)))
 
 
 class _MainChecker(pickle.Pickler):

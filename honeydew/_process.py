@@ -8,7 +8,10 @@
 * The supervisor, whose parent (the caller) may be multi-threaded and may have forked it from a
   thread that later exits, watches the caller through a lifeline pipe instead, and is a child
   subreaper so that workers orphaned by a dead monitor are reaped by it.
-* :func:`kill_and_reap` is the one stop helper: SIGTERM, a grace period, then SIGKILL.
+* :class:`Escalation` is the one way a process is stopped: asked (SIGTERM, or a message), then,
+  ``grace`` seconds later if it is still there, killed (SIGKILL).  The monitor drives one from its
+  event loop; :func:`stop` (the caller stopping its supervisor) and :func:`kill_and_reap` (the
+  supervisor stopping its children) are its blocking forms.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -225,25 +229,77 @@ def pidfd(pid: int) -> int | None:
         return None
 
 
-def kill_and_reap(pid: int, grace: float = 1.0, *, child: bool = True) -> int | None:
-    """Stop ``pid``: SIGTERM, up to ``grace`` seconds, then SIGKILL.  Returns the exit code if we
-    reaped it (``child``), else ``None``.  Never blocks longer than ``grace`` plus a kill."""
-    fd = pidfd(pid)
+def signal_pid(pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid``; a process already gone is not an error."""
     try:
-        if fd is not None:
-            try:
-                os.kill(pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if grace > 0 and not select.select([fd], [], [], grace)[0]:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            select.select([fd], [], [], 5.0)
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class Escalation:
+    """Stopping one process (or one process tree): :meth:`start` asks it to stop (``ask``: SIGTERM,
+    say), and once ``grace`` seconds have passed with it still there :meth:`due` says so and
+    :meth:`force` kills it (``force``: SIGKILL).  A grace of 0 forces at once.  An event loop keeps
+    :attr:`kill_at` among its deadlines; :func:`stop` waits instead."""
+
+    __slots__ = ("_ask", "_force", "grace", "kill_at")
+
+    def __init__(self, ask: Callable[[], None], force: Callable[[], None], grace: float) -> None:
+        self._ask, self._force = ask, force
+        self.grace = grace
+        self.kill_at: float | None = None
+
+    def start(self, now: float) -> None:
+        if self.grace > 0:
+            self._ask()
+            self.kill_at = now + self.grace
+        else:
+            self.force()
+
+    def due(self, now: float) -> bool:
+        return self.kill_at is not None and now >= self.kill_at
+
+    def force(self) -> None:
+        self.kill_at = None
+        self._force()
+
+    def cancel(self) -> None:
+        """No kill after all (the process is leaving by itself)."""
+        self.kill_at = None
+
+    @classmethod
+    def of_pid(cls, pid: int, grace: float) -> Escalation:
+        return cls(lambda: signal_pid(pid, signal.SIGTERM), lambda: signal_pid(pid, signal.SIGKILL), grace)
+
+
+def stop(pid: int, grace: float, *, ask: Callable[[], None] | None = None,
+         gone: Callable[[float], bool] | None = None) -> None:
+    """Stop ``pid`` and wait until it has exited: ``ask`` (SIGTERM unless given), up to ``grace``
+    seconds for it to go, then SIGKILL.  ``gone(timeout)`` waits for the exit (by default on the
+    pid's pidfd); it returns True once the process has exited.  Waits at most ``grace`` plus 5 s."""
+    fd = None
+    if gone is None:
+        fd = pidfd(pid)
+        if fd is None:
+            return
+        gone = lambda timeout: bool(select.select([fd], [], [], timeout)[0])  # noqa: E731
+    try:
+        esc = Escalation(ask or (lambda: signal_pid(pid, signal.SIGTERM)), lambda: signal_pid(pid, signal.SIGKILL),
+                         grace)
+        esc.start(time.monotonic())
+        if esc.kill_at is not None and not gone(grace):
+            esc.force()
+        gone(5.0)
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def kill_and_reap(pid: int, grace: float = 1.0, *, child: bool = True) -> int | None:
+    """:func:`stop` ``pid`` (SIGTERM, up to ``grace`` seconds, then SIGKILL).  Returns the exit
+    code if we reaped it (``child``), else ``None``."""
+    stop(pid, grace)
     if not child:
         return None
     try:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 __all__ = [
     "BrokenPayload",
     "Failure",
+    "FailureModeError",
     "HoneydewError",
     "JobLost",
     "JobTimeout",
@@ -64,6 +65,13 @@ class BrokenPayload(SerializationError, BrokenProcessPool):
 
 class JobLost(HoneydewError):
     """The in-memory queue process holding the job died; the job may or may not have run."""
+
+
+class FailureModeError(HoneydewError):
+    """The pool's failure mode raised, or answered with something that is not a decision, while
+    deciding what to do with a failed job: the job is given up with this error, whose message
+    names the job's own failure and the failure mode's error (its traceback on ``__cause__``).
+    The queue goes on with the other jobs."""
 
 
 class JobTimeout(HoneydewError):
@@ -153,10 +161,24 @@ class Failure(NamedTuple):
     ``serialization`` (a value would not pickle or unpickle; ``bad_arguments``: the arguments in the
     worker, ``bad_result``: the result in the worker), ``lost`` (the queue died),
     ``timeout`` (the job overran its limit), ``init`` (the worker's ``init`` failed), ``no_worker``
-    (the job was dropped because no worker could start; it carries the last ``init`` failure).
+    (the job was dropped because no worker could start; it carries the last ``init`` failure),
+    ``failure_mode`` (the failure mode raised deciding about the job).  Each kind is also a class
+    constant (``Failure.CRASHED``).
     ``mro`` lists the qualified names of the exception's classes, so that a failure mode can match
     ``Retry(on=...)`` without unpickling anything.
     """
+
+    # the kinds (class constants, not fields)
+    RAISED = "raised"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    LOST = "lost"
+    INIT = "init"
+    NO_WORKER = "no_worker"
+    SERIALIZATION = "serialization"
+    BAD_ARGUMENTS = "bad_arguments"
+    BAD_RESULT = "bad_result"
+    FAILURE_MODE = "failure_mode"
 
     kind: str
     type_name: str
@@ -170,7 +192,7 @@ class Failure(NamedTuple):
     partial: bool = False   # a map chunk: its items' outcomes went to the caller as ``Partial``
 
     @classmethod
-    def from_exception(cls, exc: BaseException, kind: str = "raised") -> Failure:
+    def from_exception(cls, exc: BaseException, kind: str = RAISED) -> Failure:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         blob: bytes | None
         try:
@@ -201,7 +223,7 @@ class Failure(NamedTuple):
         if exitcode is None:
             how = "vanished"
         return cls(
-            kind="crashed",
+            kind=cls.CRASHED,
             type_name="honeydew.errors.WorkerCrashed",
             message=f"worker pid {pid} {how} while {what}",
             traceback="",
@@ -215,7 +237,7 @@ class Failure(NamedTuple):
     def timeout(cls, job_id: str, limit: float, pid: int | None, sig: str | None) -> Failure:
         how = f" (it ended by {sig})" if sig else ""
         return cls(
-            kind="timeout",
+            kind=cls.TIMEOUT,
             type_name="honeydew.errors.JobTimeout",
             message=f"job {job_id} ran past its {limit:g}s limit; its worker pid {pid} was stopped{how}",
             traceback="",
@@ -224,6 +246,26 @@ class Failure(NamedTuple):
             mro=_TIMEOUT_MRO,
         )
 
+    @classmethod
+    def lost(cls, message: str) -> Failure:
+        """The job was lost (the queue that held it stopped or died): ``JobLost``."""
+        return cls(kind=cls.LOST, type_name="honeydew.errors.JobLost", message=message, traceback="",
+                   mro=_LOST_MRO)
+
+    @classmethod
+    def of_failure_mode(cls, job_id: str, failure: Failure, mode: object, error: BaseException | str) -> Failure:
+        """The failure mode ``mode`` raised ``error`` (or answered ``error``, not a decision) about
+        ``job_id``, which had failed with ``failure``: ``FailureModeError``."""
+        if isinstance(error, BaseException):
+            what = f"raised {qualname(type(error))}: {_safe_str(error)}"
+            tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        else:
+            what, tb = error, ""
+        message = (f"job {job_id} failed ({failure.describe()}); deciding what to do with it, the pool's failure "
+                   f"mode {mode!r} {what}; the job is given up")
+        return cls(kind=cls.FAILURE_MODE, type_name="honeydew.errors.FailureModeError", message=message,
+                   traceback=tb, mro=_FAILURE_MODE_MRO)
+
     def describe(self) -> str:
         return f"{self.type_name}: {self.message}"
 
@@ -231,6 +273,8 @@ class Failure(NamedTuple):
 _TIMEOUT_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in JobTimeout.__mro__)
 NO_WORKER_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in WorkerInitError.__mro__)
 _CRASH_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in WorkerCrashed.__mro__)
+_LOST_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in JobLost.__mro__)
+_FAILURE_MODE_MRO = tuple(f"{k.__module__}.{k.__qualname__}" for k in FailureModeError.__mro__)
 
 
 def qualname(cls: type) -> str:
@@ -253,20 +297,24 @@ def to_exception(f: Failure | tuple, job_id: str = "",  # type: ignore[type-arg]
     remote = remote or RemoteTraceback
     f = Failure._make(f)
     where = f" (job {job_id})" if job_id and job_id not in f.message else ""
-    if f.kind == "crashed":
+    if f.kind == Failure.CRASHED:
         return WorkerCrashed(f.message + where, exitcode=f.exitcode, signal_name=f.signal_name, pid=f.pid)
-    if f.kind == "lost":
+    if f.kind == Failure.LOST:
         return JobLost(f.message + where)
-    if f.kind == "timeout":
+    if f.kind == Failure.TIMEOUT:
         return JobTimeout(f.message + where)
-    if f.kind in ("serialization", "bad_arguments", "bad_result"):
+    if f.kind == Failure.FAILURE_MODE:
+        err = FailureModeError(f.message)
+        err.__cause__ = remote(f.traceback) if f.traceback else None
+        return err
+    if f.kind in (Failure.SERIALIZATION, Failure.BAD_ARGUMENTS, Failure.BAD_RESULT):
         err = SerializationError(f.message + where)
         err.__cause__ = _unpickle(f, remote) or (remote(f.traceback) if f.traceback else None)
         return err
-    if f.kind == "init":
+    if f.kind == Failure.INIT:
         exc = _unpickle(f, remote) or RemoteError(f.type_name, f.message, f.traceback)
         return exc
-    if f.kind == "no_worker":
+    if f.kind == Failure.NO_WORKER:
         err = no_worker(f.message + where)
         err.__cause__ = _unpickle(f, remote) or (remote(f.traceback) if f.traceback else None)
         return err

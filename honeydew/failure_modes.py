@@ -1,9 +1,12 @@
 """Failure modes: what happens to a job when it fails.  Pure policies, composed with ``then``.
 
 A failure is the task raising or the worker dying while holding the job.  The queue process asks
-the pool's failure mode to :meth:`~FailureMode.decide` and carries out the answer:
+the pool's failure mode to :meth:`~FailureMode.decide` and applies the :class:`Decision` it gets:
 :class:`GiveUp` (the caller, if any, gets the failure) or :class:`Redeliver` (back to the queue,
-possibly after a delay; the delay is a timestamp in the queue, it never blocks a worker).
+possibly after a delay; the delay is a timestamp in the queue, it never blocks a worker).  The set
+of decisions is open: a decision is anything with an ``apply`` (:class:`Decision`).  A failure
+mode that raises, or answers with something that is not a ``Decision``, fails the job with
+``FailureModeError``; the queue goes on.
 """
 
 from __future__ import annotations
@@ -12,29 +15,70 @@ import abc
 import math
 import numbers
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import Failure, qualname
+from .queues.base import Job, Queue
 
 #: The longest redelivery delay honoured (a year); longer ones, even infinite, are cut to it.
 MAX_DELAY = 365 * 86400.0
 
 
-class GiveUp(NamedTuple):
+class DecisionContext(Protocol):
+    """What a :class:`Decision` may do to the queue that carries it out (the queue process's core):
+    the job's storage backend, and the two moves every decision is made of."""
+
+    @property
+    def backend(self) -> Queue: ...
+
+    def redeliver(self, job: Job, delay: float, retry: bool) -> None:
+        """Put the reserved ``job`` back, ready after ``delay`` seconds (a ``Retry`` when ``retry``)."""
+
+    def give_up(self, job: Job, failure: Failure) -> None:
+        """The job is over: the backend lets it go (:meth:`Queue.give_up`) and its caller, if any,
+        gets ``failure``."""
+
+
+class Decision(abc.ABC):
+    """What a failure mode decided for one failed job.  The queue process calls :meth:`apply` and
+    nothing else, so a new kind of decision is a new subclass, with no change to the queue."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def apply(self, job: Job, failure: Failure, queue: DecisionContext) -> None:
+        """Carry the decision out on the reserved ``job``, which failed with ``failure``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp(Decision):
     """Final: report ``failure`` to the job's caller."""
 
     failure: Failure
 
+    def apply(self, job: Job, failure: Failure, queue: DecisionContext) -> None:
+        queue.give_up(job, self.failure)
 
-class Redeliver(NamedTuple):
+
+@dataclass(frozen=True, slots=True)
+class Redeliver(Decision):
     """Put the job back in the queue, ready after ``delay`` seconds.  ``retry`` counts the
     redelivery as one of the job's retries (``Retry``); ``Requeue`` does not."""
 
     delay: float = 0.0
     retry: bool = False
 
+    def apply(self, job: Job, failure: Failure, queue: DecisionContext) -> None:
+        queue.redeliver(job, _bounded(self.delay), self.retry)
 
-Decision = GiveUp | Redeliver
+
+def _bounded(delay: float) -> float:
+    """A delay the queue can honour: NaN and negative ones are 0, longer ones are cut to MAX_DELAY."""
+    delay = float(delay)
+    if math.isnan(delay):
+        return 0.0
+    return min(max(0.0, delay), MAX_DELAY)
 
 
 class FailureMode(abc.ABC):
@@ -132,9 +176,7 @@ class Retry(FailureMode):
             delay = float(self.backoff(attempt))
         else:
             delay = float(self.backoff) * 2.0 ** min(attempt - 1, 64)
-        if math.isnan(delay):
-            return 0.0
-        return min(max(0.0, delay), MAX_DELAY)
+        return _bounded(delay)
 
     def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
         if retries < self.times and self.matches(failure):

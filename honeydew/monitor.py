@@ -41,6 +41,7 @@ from ._jobslot import RUNNING, JobSlot
 from ._process import (
     EXIT_OK,
     EXIT_PARENT_GONE,
+    Escalation,
     SignalPipe,
     become,
     dump_heading,
@@ -61,6 +62,8 @@ from .protocol import (
     WorkerInitFailed,
     WorkerStarted,
     WorkerState,
+    failure_record,
+    read_failure,
 )
 from .tasks import WorkerSpec
 
@@ -122,7 +125,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
             continue
         outcome = watch.wait()
         if outcome.leaving is not None and outcome.code == 0:
-            outcome.reason = "left"
+            outcome.reason = WorkerDied.LEFT
         died = WorkerDied(watch.pid, outcome.code, signal_name(outcome.code), outcome.reason, outcome.job_id)
         for q in cfg.queues:
             try:
@@ -137,23 +140,23 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
         if outcome.init_ok:
             failures, last_error, served = 0, "", True
             what = Failure.crash(outcome.code, watch.pid, "serving jobs").message
-            if outcome.reason in ("timeout", "cancelled"):
+            if outcome.reason in (WorkerDied.TIMEOUT, WorkerDied.CANCELLED):
                 what = f"worker pid {watch.pid} was stopped ({outcome.reason} of job {outcome.job_id})"
             log.warning("worker %d: %s; starting a new one", cfg.slot, what)
             continue
         failures += 1
         delay = backoff(cfg, failures)
-        if outcome.reason == "init timeout":  # (stopped by us: what its init then raised is beside the point)
+        if outcome.reason == WorkerDied.INIT_TIMEOUT:  # (stopped by us: what its init then raised is beside the point)
             why = f"init did not finish within init_timeout={cfg.init_timeout}s"
-            record = Failure.from_exception(TimeoutError(why), kind="init")
+            record = Failure.from_exception(TimeoutError(why), kind=Failure.INIT)
         elif outcome.init_failure is not None:
-            record = Failure._make(outcome.init_failure)
+            record = read_failure(outcome.init_failure)
             why = f"init raised {record.describe()}"
         else:
             crash = Failure.crash(outcome.code, watch.pid, "running init")
             why = crash.message
-            record = Failure.from_exception(to_exception(crash), kind="init")
-        note = WorkerInitFailed(failures, served, tuple(record))
+            record = Failure.from_exception(to_exception(crash), kind=Failure.INIT)
+        note = WorkerInitFailed(failures, served, failure_record(record))
         for q in cfg.queues:
             try:
                 q.send(note)  # (the worker is dead and reaped: we are this socket's writer now)
@@ -217,7 +220,9 @@ class _Watch:
         self.out = _Outcome()
         self.deadline: float | None = None   # when to start stopping the worker
         self.deadline_why = ("", "")         # (reason, job id) for that deadline
-        self.kill_at: float | None = None    # when to escalate to SIGKILL
+        # stopping the worker's tree: SIGTERM now, SIGKILL after kill_grace_secs
+        self.stopping = Escalation(lambda: self._signal_tree(signal.SIGTERM),
+                                   lambda: self._signal_tree(signal.SIGKILL), cfg.kill_grace_secs)
 
     def start(self) -> None:
         cfg = self.cfg
@@ -259,7 +264,7 @@ class _Watch:
         self.slow_init_at: float | None = time.monotonic() + SLOW_INIT_SECS
         if cfg.init_timeout:
             self.deadline = time.monotonic() + cfg.init_timeout
-            self.deadline_why = ("init timeout", "")
+            self.deadline_why = (WorkerDied.INIT_TIMEOUT, "")
 
     def wait(self) -> _Outcome:
         cfg = self.cfg
@@ -277,7 +282,7 @@ class _Watch:
             alive = True
             while alive:
                 timeout = None
-                due = min((t for t in (self.deadline, self.kill_at, self.slow_init_at) if t is not None),
+                due = min((t for t in (self.deadline, self.stopping.kill_at, self.slow_init_at) if t is not None),
                           default=None)
                 if due is not None:
                     timeout = max(0, int((due - time.monotonic()) * 1000) + 1)
@@ -297,7 +302,7 @@ class _Watch:
                     elif ready == self.term.fd:
                         self.term.drain()
                         if not self.out.init_ok:
-                            self._stop("shutdown during init", "")
+                            self._stop(WorkerDied.STOPPED_IN_INIT, "")
                         else:
                             # shutting down: the worker finishes its job, hands back what it holds
                             # unstarted, and leaves (it is in its own process group: tell it)
@@ -317,12 +322,13 @@ class _Watch:
                     self.deadline = None
                     if not job_id or self.running.current() == job_id:
                         self._stop(reason, job_id)
-                if alive and self.kill_at is not None and now >= self.kill_at:
-                    self.kill_at = None
+                if alive and self.stopping.due(now):
                     # only if the job we stopped it for still runs: a worker that finished it is
                     # leaving by itself after its current job (it got SIGTERM), never killed in its place
                     if not self.out.job_id or self.running.current() == self.out.job_id:
-                        self._signal_tree(signal.SIGKILL)
+                        self.stopping.force()
+                    else:
+                        self.stopping.cancel()
             self._read_status()
             while self._forward_dump():
                 pass
@@ -334,7 +340,7 @@ class _Watch:
                 if state == RUNNING and job_id:
                     self.out.job_id = job_id
                 else:
-                    self.out.reason = "idle"
+                    self.out.reason = WorkerDied.IDLE
             kill_descendants()  # the worker is gone: kill and reap whatever it started
             return self.out
         finally:
@@ -390,7 +396,7 @@ class _Watch:
             t = type(m)
             if t is JobStarted:
                 self.deadline = time.monotonic() + m.timeout
-                self.deadline_why = ("timeout", m.job_id)
+                self.deadline_why = (WorkerDied.TIMEOUT, m.job_id)
             elif t is JobEnded:
                 self.deadline = None
             elif t is InitOk:
@@ -421,12 +427,10 @@ class _Watch:
         if job_id:
             self.running.request_stop(job_id)  # the SIGTERM below then ends the job, not a warm stop
         # a pool shutting down while a worker starts is the normal course of things, not a warning
-        level = logging.INFO if reason == "shutdown during init" else logging.WARNING
+        level = logging.INFO if reason == WorkerDied.STOPPED_IN_INIT else logging.WARNING
         self.log.log(level, "worker %d (pid %d): stopping it (%s%s)", self.cfg.slot, self.pid, reason,
                      f" of job {job_id}" if job_id else "")
-        grace = self.cfg.kill_grace_secs
-        self._signal_tree(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        self.kill_at = time.monotonic() + grace if grace > 0 else None
+        self.stopping.start(time.monotonic())
 
     def _signal_tree(self, sig: int) -> None:
         """Signal the worker's process group and every descendant of this monitor."""

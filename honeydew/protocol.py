@@ -17,6 +17,7 @@ WhereIs                caller              queue               caller<->queue ``
 JobState               queue               caller              caller<->queue ``i``
 Resync                 caller              queue               caller<->queue ``i``
 JobFailed              queue               caller              caller<->queue ``i``
+Stored                 queue               caller              caller<->queue ``i``
 Settled                queue               caller              caller<->queue ``i``
 Hello                  queue               worker              queue ``i``<->worker slot ``j``
 Dispatch               queue               worker              queue ``i``<->worker slot ``j``
@@ -25,6 +26,7 @@ Credit                 worker              queue               queue ``i``<->wor
 Done                   worker              queue               queue ``i``<->worker slot ``j``
 Failed                 worker              queue               queue ``i``<->worker slot ``j``
 Release                worker              queue               queue ``i``<->worker slot ``j``
+Answer                 worker              queue               queue ``i``<->worker slot ``j``
 WorkerDied             monitor/supervisor  queue               queue ``i``<->worker slot ``j``
 WorkerInitFailed       monitor             queue               queue ``i``<->worker slot ``j``
 WorkersDown            queue               caller              caller<->queue ``i``
@@ -32,7 +34,7 @@ WorkerStarted          monitor             supervisor          monitor ``j`` <->
 KillWorker             queue               monitor             queue ``i`` -> monitor ``j``
 JobStarted             worker              monitor             worker -> monitor socket
 JobEnded               worker              monitor             worker -> monitor socket
-Result                 worker              caller              worker slot ``j`` -> caller
+Result                 worker, queue       caller              worker slot ``j`` -> caller, queue ``i``
 Partial                worker              caller              worker slot ``j`` -> caller
 InitOk                 worker              monitor             worker -> monitor socket
 InitFailed             worker              monitor             worker -> monitor socket
@@ -51,6 +53,8 @@ BootFailed             supervisor          caller              caller<->supervis
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+
+from .errors import Failure
 
 # --------------------------------------------------------------------------- caller -> queue
 
@@ -124,6 +128,17 @@ class WorkersDown(NamedTuple):
     failure: tuple[Any, ...]
 
 
+class Stored(NamedTuple):
+    """A durable backend holds the next ``count`` jobs this caller sent to the queue (it committed
+    them), or, when ``error`` is not empty, refused them (the disk is full, the file read-only...):
+    their ``cast`` raises ``HoneydewError`` with ``error``.  Sent only by a queue whose backend is
+    ``durable``; jobs are answered in the order they were sent."""
+
+    TAG = 15
+    count: int
+    error: str
+
+
 class Settled(NamedTuple):
     """``count`` jobs of this caller reached a final state (only sent when ``max_pending`` is set)."""
 
@@ -195,6 +210,18 @@ class Release(NamedTuple):
     job_id: str
 
 
+class Answer(NamedTuple):
+    """The outcome of a job whose caller is in another pool (its ``origin`` is not this pool's):
+    the pickled result, or with ``partial`` a ``map`` chunk's item outcomes (see ``Partial``).
+    Sent to the queue just before the job's ``Done`` or ``Failed``; the queue hands it to the
+    backend, which carries it to the caller's pool."""
+
+    TAG = 34
+    job_id: str
+    value: bytes
+    partial: bool
+
+
 # --------------------------------------------------------------------------- monitor -> queue
 
 
@@ -214,6 +241,15 @@ class WorkerDied(NamedTuple):
     reason: str
     job_id: str
 
+    # the reasons (class constants, not fields)
+    CRASHED = ""                           # died while running job_id ('' when nobody knows)
+    IDLE = "idle"                          # died while running no job
+    TIMEOUT = "timeout"                    # stopped: job_id ran past its time limit
+    CANCELLED = "cancelled"                # stopped: job_id was cancelled while running
+    LEFT = "left"                          # exited on purpose (recycled, or the pool stops)
+    INIT_TIMEOUT = "init timeout"          # stopped: init ran past init_timeout
+    STOPPED_IN_INIT = "shutdown during init"  # stopped in init: the pool shuts down
+
 
 class WorkerInitFailed(NamedTuple):
     """The slot's worker died in ``init``: its ``failures``-th failure in a row; ``failure`` is the
@@ -231,7 +267,8 @@ class WorkerInitFailed(NamedTuple):
 
 
 class KillWorker(NamedTuple):
-    """Stop worker ``pid`` (its job ``job_id`` was cancelled while running)."""
+    """Stop worker ``pid`` (its job ``job_id`` was cancelled while running: ``reason`` is
+    ``WorkerDied.CANCELLED``, which its ``WorkerDied`` then carries)."""
 
     TAG = 41
     pid: int
@@ -243,7 +280,8 @@ class KillWorker(NamedTuple):
 
 
 class Result(NamedTuple):
-    """The job's pickled return value, sent straight to the caller that waits for it."""
+    """The job's pickled return value, sent straight to the caller that waits for it by a worker
+    of its own pool, or by its queue when a worker of another pool ran the job (``Answer``)."""
 
     TAG = 50
     job_id: str
@@ -385,3 +423,95 @@ def encode(msg: Any) -> tuple[Any, ...]:
 def decode(raw: tuple[Any, ...]) -> Any:
     """The named record for a wire tuple."""
     return MESSAGES[raw[0]]._make(raw[1:])
+
+
+# --------------------------------------------------------------------------- hot-path wire forms
+# The per-job messages are built and read in wire form, skipping the named record (one tuple
+# fewer per message).  These functions are the only places that know their field order; the
+# tests check each against the record's own fields.
+
+_ENQUEUE, _DISPATCH, _DONE, _RESULT, _PARTIAL = Enqueue.TAG, Dispatch.TAG, Done.TAG, Result.TAG, Partial.TAG
+
+
+def enqueue_wire(job_id: str, payload: bytes, origin: str, timeout: float) -> tuple[Any, ...]:
+    """``Enqueue`` in wire form."""
+    return (_ENQUEUE, job_id, payload, origin, timeout)
+
+
+def dispatch_wire(job_id: str, payload: bytes, origin: str, deliveries: int, timeout: float) -> tuple[Any, ...]:
+    """``Dispatch`` in wire form."""
+    return (_DISPATCH, job_id, payload, origin, deliveries, timeout)
+
+
+def done_wire(job_id: str, more: bool) -> tuple[Any, ...]:
+    """``Done`` in wire form."""
+    return (_DONE, job_id, more)
+
+
+def result_wire(job_id: str, value: bytes) -> tuple[Any, ...]:
+    """``Result`` in wire form."""
+    return (_RESULT, job_id, value)
+
+
+def partial_wire(job_id: str, value: bytes) -> tuple[Any, ...]:
+    """``Partial`` in wire form."""
+    return (_PARTIAL, job_id, value)
+
+
+# --------------------------------------------------------------------------- the failure record
+
+
+def failure_record(failure: Failure) -> tuple[Any, ...]:
+    """A :class:`~honeydew.errors.Failure` as it travels in a message: a plain tuple."""
+    return tuple(failure)
+
+
+def read_failure(record: tuple[Any, ...]) -> Failure:
+    """The :class:`~honeydew.errors.Failure` a message carries."""
+    return Failure._make(record)
+
+
+# --------------------------------------------------------------------------- the job payload
+# What the caller pickles for a job (the queue never opens it): a plain tuple whose first item
+# says which kind of job it is.  Only these functions build and read it.
+
+CALL = 0   # (CALL, task, args, kwargs)
+MAP = 1    # (MAP, task, items, star): run task over a chunk of items
+
+
+class CallJob(NamedTuple):
+    """Run ``task(*args, **kwargs)``.  ``task`` is a registered task's name or a callable's
+    reference (``honeydew._payload``)."""
+
+    task: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class MapJob(NamedTuple):
+    """Run ``task`` over each of ``items`` (``task(*item)`` when ``star``): a ``map`` chunk."""
+
+    task: Any
+    items: list[Any]
+    star: bool
+
+
+def call_payload(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The tuple to pickle for a ``CallJob``."""
+    return (CALL, task, args, kwargs)
+
+
+def map_payload(task: Any, items: list[Any], star: bool) -> tuple[Any, ...]:
+    """The tuple to pickle for a ``MapJob``."""
+    return (MAP, task, items, star)
+
+
+def read_payload(payload: tuple[Any, ...]) -> CallJob | MapJob:
+    """The job an unpickled payload stands for.  Raises ``ValueError`` for anything else."""
+    if type(payload) is tuple and len(payload) == 4:
+        kind = payload[0]
+        if kind == CALL:
+            return CallJob(payload[1], payload[2], payload[3])
+        if kind == MAP:
+            return MapJob(payload[1], payload[2], payload[3])
+    raise ValueError(f"not a honeydew job payload: {type(payload).__name__}")

@@ -44,6 +44,7 @@ from ._process import (
     log_exception_and_exit,
     reap_strays,
     set_subreaper,
+    signal_pid,
 )
 from ._wire import Endpoint, Outbox, socketpair
 from .dispatchers import Dispatcher
@@ -183,7 +184,7 @@ class _Supervisor:
                 *(e.fd for e in self.queue_monitors[i])}
         self._close_all_but(keep)
         queue_process.run(queue_process.QueueConfig(
-            index=i, gen=self.gens[i], backend=cfg.queue, dispatcher=cfg.dispatcher,
+            index=i, gen=self.gens[i], token=cfg.token, backend=cfg.queue, dispatcher=cfg.dispatcher,
             failure_mode=cfg.failure_mode, caller=self.queue_callers[i], workers=self.queue_workers[i],
             monitors=self.queue_monitors[i], count_settled=cfg.count_settled,
             has_workers=cfg.num_workers > 0), self.me)
@@ -332,10 +333,7 @@ class _Supervisor:
             self.pending_restart.clear()
             self.log.warning("SIGTERM: warm shutdown (running jobs finish, no new job starts)")
             for child in self.children.values():
-                try:
-                    os.kill(child.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                signal_pid(child.pid, signal.SIGTERM)
         return False
 
     def _exited(self, child: _Child) -> None:
@@ -383,20 +381,14 @@ class _Supervisor:
         self.pending_restart = [(t, c) for t, c in self.pending_restart if c.kind != "monitor"]
         for child in self.children.values():
             if child.kind == "monitor":
-                try:
-                    os.kill(child.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+                signal_pid(child.pid, signal.SIGTERM)
 
     def _bury_worker(self, child: _Child) -> None:
         """The monitor died: make sure its worker is dead and reaped, then tell the queues."""
         pid = child.worker_pid
         code = None
         if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_pid(pid, signal.SIGKILL)
             try:
                 _, status = os.waitpid(pid, 0)  # we are its subreaper now
                 code = exit_status(status)
@@ -430,16 +422,9 @@ class _Supervisor:
 
     def _kill_all(self) -> None:
         for child in list(self.children.values()):
-            try:
-                os.kill(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_pid(child.pid, signal.SIGKILL)
             if child.worker_pid:
-                try:
-                    os.kill(child.worker_pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if child.worker_pid:
+                signal_pid(child.worker_pid, signal.SIGKILL)
                 try:
                     os.killpg(child.worker_pid, signal.SIGKILL)  # the task's own children too
                 except (ProcessLookupError, PermissionError):

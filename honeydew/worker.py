@@ -2,7 +2,8 @@
 
 Forked by its monitor (:mod:`honeydew.monitor`).  It reads ``Hello``/``Dispatch``/``StopWorker``
 from one socket per queue process, writes ``Credit``/``Done``/``Failed``/``Release`` back on the
-same socket, writes ``Result`` straight to the caller's reply socket, and tells its monitor
+same socket, writes ``Result`` straight to the caller's reply socket (or, for a caller in another
+pool, ``Answer`` to the queue), and tells its monitor
 ``InitOk``/``InitFailed``/``Leaving``.  A job is charged to this worker by the queue *before* it is
 sent, so if this process dies anywhere (even unpickling the arguments) the queue knows which job
 to hand to the failure mode.
@@ -27,14 +28,15 @@ from typing import Any, NoReturn
 
 from . import _process, context
 from ._jobslot import JobSlot
-from ._payload import CALL, callable_of, decode, encode_result
+from ._payload import callable_of, decode, encode_result
 from ._process import EXIT_INIT_FAILED, EXIT_OK, become, log_exception_and_exit
 from ._wire import Endpoint
 from .errors import Failure, qualname
 from .protocol import (
+    Answer,
+    CallJob,
     Credit,
     Dispatch,
-    Done,
     Failed,
     Hello,
     InitFailed,
@@ -42,15 +44,17 @@ from .protocol import (
     JobEnded,
     JobStarted,
     Leaving,
-    Partial,
     Release,
-    Result,
     StopWorker,
+    done_wire,
+    failure_record,
+    partial_wire,
+    read_failure,
+    read_payload,
+    result_wire,
 )
 from .tasks import WorkerSpec
 
-_DONE, _RESULT, _PARTIAL = Done.TAG, Result.TAG, Partial.TAG  # sent per job in wire form: (TAG, *fields)
-assert Done._fields == ("job_id", "more") and Result._fields == Partial._fields == ("job_id", "value")
 
 @dataclass
 class WorkerConfig:
@@ -159,7 +163,7 @@ def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: A
                 raise
             except BaseException as e:
                 append(None)
-                errors[i] = tuple(Failure.from_exception(e))
+                errors[i] = failure_record(Failure.from_exception(e))
     else:
         for i, item in enumerate(items):
             try:
@@ -169,7 +173,7 @@ def _run_chunk(fn: Any, items: list[Any], star: bool, spec: WorkerSpec, state: A
                 raise
             except BaseException as e:
                 append(None)
-                errors[i] = tuple(Failure.from_exception(e))
+                errors[i] = failure_record(Failure.from_exception(e))
     return values, errors
 
 
@@ -190,9 +194,9 @@ def run(cfg: WorkerConfig, monitor_pid: int) -> NoReturn:
     except BaseException as e:
         if isinstance(e, _WarmStop):
             e = RuntimeError(f"init of worker {cfg.slot} (pid {pid}) was interrupted by SIGTERM")
-        failure = Failure.from_exception(e, kind="init")
+        failure = Failure.from_exception(e, kind=Failure.INIT)
         try:
-            cfg.monitor.send(InitFailed(tuple(failure)))
+            cfg.monitor.send(InitFailed(failure_record(failure)))
             _flush_logging()
         finally:
             os._exit(EXIT_INIT_FAILED)
@@ -316,16 +320,21 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         elif cfg.max_memory is not None and (uss := _over_memory_cap(cfg.max_memory)):
             why = f"private memory {uss // 1024} KiB above max_memory_per_worker={cfg.max_memory // 1024} KiB"
         more = why is None
+        if blob is not None and job.origin != token:
+            # the caller is in another pool: the outcome goes through the queue, which hands it to
+            # the backend shared with that pool, just before the job is acked
+            queues[q].send(Answer(job.job_id, blob, outcome is not None))
+            blob = None
         if outcome is not None:
             if blob is not None:  # a map chunk whose items partly raised: their outcomes first
-                reply.send_wire((_PARTIAL, job.job_id, blob))
-            queues[q].send(Failed(job.job_id, tuple(outcome), more))
+                reply.send_wire(partial_wire(job.job_id, blob))
+            queues[q].send(Failed(job.job_id, failure_record(outcome), more))
         else:
             if blob is not None:
                 # the result first: the caller is the one waiting; the ack after it costs the caller
                 # nothing (a death between the two re-runs the job: at-least-once, first outcome wins)
-                reply.send_wire((_RESULT, job.job_id, blob))
-            queues[q].send_wire((_DONE, job.job_id, more))
+                reply.send_wire(result_wire(job.job_id, blob))
+            queues[q].send_wire(done_wire(job.job_id, more))
         running.end()
         blob = None
         if more:
@@ -351,39 +360,41 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
     try:
         try:
             _process.decoding = f"hd-worker-{slot} decoded job {job_id}"
-            payload = decode(job.payload)
-            fn = callable_of(payload[1])
+            payload = read_payload(decode(job.payload))
+            fn = callable_of(payload.task)
             _process.decoding = ""
         except _JobStop:
             raise
         except BaseException as e:
             _process.decoding = ""
-            return Failure.from_exception(e, kind="bad_arguments")._replace(
+            return Failure.from_exception(e, kind=Failure.BAD_ARGUMENTS)._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
                         f"{qualname(type(e))}: {e}"), None
         failure = None
         try:
-            if payload[0] == CALL:
-                value = spec.invoke(fn, payload[2], payload[3], state)
+            if type(payload) is CallJob:
+                value = spec.invoke(fn, payload.args, payload.kwargs, state)
             else:
-                value = _run_chunk(fn, payload[2], payload[3], spec, state)
+                value = _run_chunk(fn, payload.items, payload.star, spec, state)
                 if value[1]:
-                    failure = Failure._make(value[1][min(value[1])])._replace(partial=True)
+                    failure = read_failure(value[1][min(value[1])])._replace(partial=True)
         except _JobStop:
             raise
         except BaseException as e:
             return Failure.from_exception(e), None
         finally:
             payload = None
+        if not job.origin:
+            return failure, None  # a cast: nobody waits for the result
         if job.origin != token:
-            return failure, None
+            spool = None  # another pool's caller, which may not share this pool's spool directory
         try:
             return failure, encode_result(value, spool, f"result-{os.getpid()}-{job_id}-{job.deliveries}")
         except _JobStop:
             raise
         except BaseException as e:
-            return Failure.from_exception(e, kind="bad_result")._replace(
+            return Failure.from_exception(e, kind=Failure.BAD_RESULT)._replace(
                 type_name="honeydew.errors.SerializationError",
                 message=f"the result of job {job_id} (a {qualname(type(value))}) could not be pickled: "
                         f"{qualname(type(e))}: {e}"), None

@@ -1,6 +1,6 @@
 """Queue backends.  ``Memory`` is the default; every backend implements :class:`Queue`."""
 
-from .base import Job, Queue
+from .base import Job, Owner, Queue, Reply
 from .memory import Memory
 
-__all__ = ["Job", "Memory", "Queue"]
+__all__ = ["Job", "Memory", "Owner", "Queue", "Reply"]

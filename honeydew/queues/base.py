@@ -1,76 +1,139 @@
 """The queue contract: what the queue process asks of a storage backend.
 
-A backend is a data structure, not a process: it does no messaging, starts no process and never
-unpickles a job's payload.  The queue process (:mod:`honeydew.queue_process`) owns one backend and
-calls these methods from its single loop, so no method needs to be thread-safe.  The in-memory
-FIFO (:mod:`honeydew.queues.memory`) is the default; durable backends (SQLite, RabbitMQ) follow
-the same contract and run the same contract test suite (``tests/unit/test_queue_contract.py``).
+A backend stores jobs; it does no messaging with honeydew's processes, starts no process and
+never unpickles a job's payload.  The queue process owns one backend and calls these methods from
+its single loop, so no method needs to be thread-safe.  The in-memory FIFO
+(:mod:`honeydew.queues.memory`) is the default.  Every backend runs the one contract suite
+(``tests/unit/test_queue_contract.py``), which skips what a backend declares it :attr:`~Queue.lacks`.
+
+The life of a job in a backend::
+
+    enqueue ──▶ pending ──reserve──▶ reserved ──ack──▶ gone (its reply, if any, stored)
+                 ▲  ▲                   │  │
+                 │  └──────nack─────────┘  └──give_up──▶ gone (or kept failed: Move)
+                 └── open(): a dead owner's reservations come back
+
+Who counts what.  The backend counts a delivery when it reserves (the ``Job`` it returns carries
+the new count); the queue process changes a job's counts only on the ``Job`` it hands back to
+``nack``, which persists them.  Nothing relies on object identity: a backend may return a fresh
+``Job`` on every call.
+
+Who owns a reservation.  ``open(owner)`` names the queue process: its pool, its index among that
+pool's queues and its generation (a restarted queue process has the next one).  A reservation
+belongs to its owner.  A durable backend gives a *dead* owner's reservations back (they become
+pending, their delivery counted); a live sibling's (another queue process, another pool on the
+same store) are never touched.
+
+A push-driven backend (a broker delivering messages) exposes a descriptor (:meth:`~Queue.fileno`)
+that the queue process polls beside its sockets, is told how many jobs it may hold for the
+workers (:meth:`~Queue.hold`) and gets a periodic call (:meth:`~Queue.tick`) for heartbeats; a
+backend shared by several pools carries the outcome of a job to the pool that sent it
+(:meth:`~Queue.ack` stores a :class:`Reply`, :meth:`~Queue.take_replies` collects them).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
 
 class Job:
     """One job as the queue sees it: an id, an opaque payload and its delivery bookkeeping."""
 
-    __slots__ = ("id", "payload", "origin", "deliveries", "failures", "timeout", "bounces")
+    __slots__ = ("id", "payload", "origin", "timeout", "deliveries", "failures", "bounces")
 
-    def __init__(self, id: str, payload: bytes, origin: str = "", deliveries: int = 0, failures: int = 0,
-                 timeout: float = 0.0) -> None:
+    def __init__(self, id: str, payload: bytes, origin: str = "", timeout: float = 0.0, deliveries: int = 0,
+                 failures: int = 0, bounces: int = 0) -> None:
         self.id = id
         self.payload = payload
-        self.origin = origin        # the token of the pool whose caller waits ('' for a cast)
-        self.deliveries = deliveries  # times handed to a worker
-        self.failures = failures    # times a Retry sent it back
-        self.timeout = timeout      # run-time limit in seconds, 0 for none
-        self.bounces = 0            # times handed back unstarted because its worker died idle
+        self.origin = origin          # the token of the pool whose caller waits ('' for a cast)
+        self.timeout = timeout        # run-time limit in seconds, 0 for none
+        self.deliveries = deliveries  # times handed to a worker (counted by reserve)
+        self.failures = failures      # times a Retry sent it back
+        self.bounces = bounces        # times handed back unstarted because its worker died idle
 
     def __repr__(self) -> str:
         return f"<Job {self.id} deliveries={self.deliveries} failures={self.failures}>"
 
 
+class Owner(NamedTuple):
+    """Who opened the backend: queue process ``queue`` of pool ``pool`` (the pool's token), in its
+    ``generation`` (0, then one more at each restart), process ``pid``."""
+
+    pool: str
+    queue: int
+    generation: int
+    pid: int
+
+
+class Reply(NamedTuple):
+    """The outcome of a job for a caller in another pool (``origin``): ``value`` is the pickled
+    result when ``ok``, else a failure record (:func:`honeydew.protocol.failure_record`)."""
+
+    origin: str
+    job_id: str
+    ok: bool
+    value: Any
+
+
+#: Capabilities a backend may lack (:attr:`Queue.lacks`); the contract suite skips their tests.
+DELAYS = "delays"        # enqueue/nack with ready_at in the future
+SHARED = "shared"        # several owners (queue processes, pools) on one store at once; replies
+RECOVERY = "recovery"    # a dead owner's reservations come back at open()
+CAPABILITIES = frozenset({DELAYS, SHARED, RECOVERY})
+
+
 class Queue(abc.ABC):
     """A store of jobs with reservations.  Every job is in exactly one state: pending (ready or
-    delayed), reserved (charged to a worker, waiting for ack or nack), or gone."""
+    delayed), reserved (charged to a worker of its owner, waiting for ``ack``/``nack``), or gone."""
 
-    #: True when jobs survive the death of the queue process (the caller then sees no JobLost).
-    durable: bool = False
+    #: True when jobs survive the death of the queue process.  The caller then waits for the
+    #: queue's word that a ``cast`` is stored (``Stored``) and sees no ``JobLost`` when the queue
+    #: process restarts: it sends again what was not yet stored (``enqueue`` ignores known ids).
+    durable: ClassVar[bool] = False
 
-    def open(self) -> None:  # noqa: B027 - optional hook
-        """Called once in the queue process before any other method (connect, create tables)."""
+    #: The capabilities (``DELAYS``, ``SHARED``, ``RECOVERY``) this backend does not have.
+    lacks: ClassVar[frozenset[str]] = frozenset()
+
+    def open(self, owner: Owner) -> None:  # noqa: B027 - optional hook
+        """Called once in the queue process before any other method (connect, create tables).
+        A durable backend makes the reservations of owners that are dead pending again here
+        (their delivery stays counted): those of ``owner``'s earlier generations, and those of any
+        owner it can tell is gone (a lapsed lease); a live owner's are never touched."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Called once when the queue process stops."""
 
     @abc.abstractmethod
-    def enqueue(self, job: Job, ready_at: float = 0.0) -> None:
-        """Add ``job`` at the tail, ready now or from ``ready_at`` (a ``time.time()`` stamp).
-
-        Raises ``ValueError`` if a job with that id is already pending or reserved."""
+    def enqueue(self, jobs: Sequence[Job], ready_at: float = 0.0) -> None:
+        """Add ``jobs``, in order, at the tail: ready now, or from ``ready_at`` (a ``time.time()``
+        stamp).  All or nothing: a durable backend stores them in one transaction and raises if it
+        cannot.  A job whose id the backend already holds (pending or reserved) is skipped: the
+        caller sends a job again when it cannot know that a dead queue process stored it."""
 
     @abc.abstractmethod
     def reserve(self, now: float) -> Job | None:
-        """Take the oldest ready job and mark it reserved; ``None`` when nothing is ready.
+        """Take the oldest ready job, mark it reserved by this owner and count the delivery: the
+        returned job's ``deliveries`` includes this one.  ``None`` when nothing is ready.
 
         ``now`` is ``time.time()``; delayed jobs whose time has come count as ready."""
 
     @abc.abstractmethod
-    def ack(self, job_id: str) -> Job | None:
-        """Forget a reserved job that is finished; returns it, or ``None`` if it was not reserved
-        (a late or duplicate ack, which is harmless)."""
+    def ack(self, job_ids: Sequence[str], replies: Sequence[Reply] = ()) -> None:
+        """The jobs are over (done, or given up): forget them, and store ``replies`` for callers
+        in other pools, in one step.  An id that is not reserved is ignored (a late ack)."""
 
     @abc.abstractmethod
-    def nack(self, job_id: str, ready_at: float = 0.0, *, front: bool = False) -> Job | None:
-        """Put a reserved job back: at the head when ``front`` (it never started), else at the
-        tail, ready from ``ready_at`` (a ``time.time()`` stamp; 0 means now).  Returns it, or ``None``
-        if it was not reserved."""
+    def nack(self, job: Job, ready_at: float = 0.0, *, front: bool = False) -> bool:
+        """Put the reserved job ``job.id`` back, keeping the counts ``job`` carries (``deliveries``,
+        ``failures``, ``bounces``): at the head when ``front`` (it never started), else at the
+        tail, ready from ``ready_at`` (0: now).  False if it was not reserved."""
 
-    @abc.abstractmethod
-    def get_reserved(self, job_id: str) -> Job | None:
-        """The reserved job with this id, or ``None``."""
+    def give_up(self, job: Job, failure: tuple[Any, ...], reply: Reply | None = None) -> None:
+        """The failure mode gave the job up (``failure`` is its failure record): by default it is
+        simply over (:meth:`ack`).  A backend with a failed store keeps it there instead."""
+        self.ack([job.id], [reply] if reply is not None else ())
 
     @abc.abstractmethod
     def cancel(self, job_id: str) -> Job | None:
@@ -86,12 +149,38 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     def take_pending(self) -> list[Job]:
-        """Remove and return every pending job (used when an in-memory pool stops with no workers)."""
+        """Remove and return every pending job (an in-memory pool that stops with no worker)."""
 
     @abc.abstractmethod
     def __len__(self) -> int:
-        """The number of pending jobs (ready and delayed), not counting reserved ones."""
+        """The number of pending jobs (ready and delayed) this owner could reserve."""
 
     @abc.abstractmethod
     def status(self) -> dict[str, Any]:
         """Counts for operators: at least ``pending``, ``delayed`` and ``reserved``."""
+
+    # ------------------------------------------------------------ push-driven and shared backends
+
+    def fileno(self) -> int | None:
+        """A descriptor the queue process polls for reading, beside its sockets (a broker's
+        connection); :meth:`readable` is called when it is readable.  ``None``: there is none."""
+        return None
+
+    def readable(self) -> None:  # noqa: B027 - optional hook
+        """The descriptor from :meth:`fileno` is readable: take in what arrived."""
+
+    def tick(self, now: float) -> float | None:
+        """Periodic work (heartbeats, lease renewal, polling a shared store).  Returns the seconds
+        until the next call is due, ``None`` if none is (the default: never called again)."""
+        return None
+
+    def hold(self, jobs: int) -> None:  # noqa: B027 - optional hook
+        """The queue's workers can take ``jobs`` jobs: their free credits plus the jobs they are
+        running.  A broker counts unacknowledged messages against its prefetch, so its prefetch
+        is this number (never 0, which a broker reads as "unlimited").  Called when it changes."""
+
+    def take_replies(self) -> list[Reply]:
+        """The outcomes of this pool's jobs that ran in another pool and have arrived since the
+        last call (after :meth:`readable` and :meth:`tick` the queue process asks).  Taken
+        replies are gone from the store."""
+        return []

@@ -1,13 +1,17 @@
-"""The default backend: an in-memory FIFO with delayed jobs.  Lost if its process dies."""
+"""The default backend: an in-memory FIFO with delayed jobs.  Lost if its process dies.
+
+It lives in its queue process alone: it is not durable and not shared, so it has no dead owner to
+recover from and never carries replies between pools (``lacks``)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from .base import Job, Queue
+from .base import RECOVERY, SHARED, Job, Queue, Reply
 
 
 class Memory(Queue):
@@ -17,6 +21,7 @@ class Memory(Queue):
     it reaches the head and is skipped there, so cancelling does not scan the queue."""
 
     durable = False
+    lacks: ClassVar[frozenset[str]] = frozenset({SHARED, RECOVERY})
 
     def __init__(self) -> None:
         self._ready: deque[Job] = deque()
@@ -28,14 +33,16 @@ class Memory(Queue):
     def __repr__(self) -> str:
         return "Memory()"
 
-    def enqueue(self, job: Job, ready_at: float = 0.0) -> None:
-        if job.id in self._pending or job.id in self._reserved:
-            raise ValueError(f"job {job.id} is already in the queue")
-        self._pending[job.id] = job
-        if ready_at:
-            heapq.heappush(self._delayed, (ready_at, next(self._seq), job))
-        else:
-            self._ready.append(job)
+    def enqueue(self, jobs: Sequence[Job], ready_at: float = 0.0) -> None:
+        pending, reserved = self._pending, self._reserved
+        for job in jobs:
+            if job.id in pending or job.id in reserved:
+                continue  # sent again by a caller that could not know we had it
+            pending[job.id] = job
+            if ready_at:
+                heapq.heappush(self._delayed, (ready_at, next(self._seq), job))
+            else:
+                self._ready.append(job)
 
     def _promote(self, now: float) -> None:
         delayed = self._delayed
@@ -51,16 +58,23 @@ class Memory(Queue):
             if pending.get(job.id) is job:
                 del pending[job.id]
                 self._reserved[job.id] = job
+                job.deliveries += 1
                 return job
         return None
 
-    def ack(self, job_id: str) -> Job | None:
-        return self._reserved.pop(job_id, None)
+    def ack(self, job_ids: Sequence[str], replies: Sequence[Reply] = ()) -> None:
+        reserved = self._reserved
+        for job_id in job_ids:
+            reserved.pop(job_id, None)
+        # (replies: nobody else shares this store, so there is no other pool to carry them to)
 
-    def nack(self, job_id: str, ready_at: float = 0.0, *, front: bool = False) -> Job | None:
-        job = self._reserved.pop(job_id, None)
-        if job is None:
-            return None
+    def nack(self, job: Job, ready_at: float = 0.0, *, front: bool = False) -> bool:
+        held = self._reserved.pop(job.id, None)
+        if held is None:
+            return False
+        if held is not job:
+            held.deliveries, held.failures, held.bounces = job.deliveries, job.failures, job.bounces
+            job = held
         self._pending[job.id] = job
         if front:
             self._ready.appendleft(job)
@@ -68,10 +82,7 @@ class Memory(Queue):
             heapq.heappush(self._delayed, (ready_at, next(self._seq), job))
         else:
             self._ready.append(job)
-        return job
-
-    def get_reserved(self, job_id: str) -> Job | None:
-        return self._reserved.get(job_id)
+        return True
 
     def cancel(self, job_id: str) -> Job | None:
         return self._pending.pop(job_id, None)

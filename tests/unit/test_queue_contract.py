@@ -2,7 +2,9 @@
 
 A backend plugs in by adding one entry to :data:`BACKENDS`: a factory ``(directory) -> Queue`` that
 builds a fresh, unopened backend (a durable one keeps its files under ``directory``).  Every test
-here, and the stateful model test at the end, then runs against it.
+here, and the stateful model test at the end, then runs against it; a test of a capability the
+backend declares it lacks (``Queue.lacks``) is skipped for it, and the durability tests run only for
+a ``durable`` backend.  ``tests/support/shared_store.py`` is the reference durable, shared backend.
 
 Time is never real: every call that takes ``now`` gets a fake clock value.
 """
@@ -10,6 +12,9 @@ Time is never real: every call that takes ``now`` gets a fake clock value.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,45 +24,85 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from honeydew.queues import Job, Memory, Queue
+from honeydew.queues import Job, Memory, Owner, Queue, Reply
+from honeydew.queues.base import CAPABILITIES, DELAYS, RECOVERY, SHARED
+from tests.support.shared_store import SharedStore
 
 QueueFactory = Callable[[Path], Queue]
 
-#: One entry per backend.  Add ``pytest.param(lambda d: SQLite(d / "q.db"), id="sqlite")`` etc.
+#: One entry per backend.
 BACKENDS = [
     pytest.param(lambda _dir: Memory(), id="memory"),
+    pytest.param(lambda d: SharedStore(d / "jobs.db"), id="shared_store"),
 ]
 
 T0 = 1_000.0  # the fake clock starts here (never 0: ready_at=0 means "ready now")
+ME = Owner("pool-a", 0, 0, os.getpid())
+
+
+@dataclass
+class Opener:
+    """Opens backends of the parametrised kind: ``make()`` a fresh one in its own directory,
+    ``again(directory, owner)`` another one on an existing store (durable backends)."""
+
+    factory: QueueFactory
+    tmp: Path
+    opened: list[Queue]
+    counter: Iterator[int]
+
+    def make(self, owner: Owner = ME) -> Queue:
+        directory = self.tmp / f"q{next(self.counter)}"
+        directory.mkdir()
+        q = self.factory(directory)
+        q.open(owner)
+        q.directory = directory  # type: ignore[attr-defined]
+        self.opened.append(q)
+        return q
+
+    def again(self, of: Queue, owner: Owner) -> Queue:
+        q = self.factory(of.directory)  # type: ignore[attr-defined]
+        q.open(owner)
+        q.directory = of.directory  # type: ignore[attr-defined]
+        self.opened.append(q)
+        return q
 
 
 @pytest.fixture(params=BACKENDS)
-def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Queue]]:
-    """Builds opened queues of the parametrised backend, each in its own directory; closes them after."""
-    factory: QueueFactory = request.param
-    opened: list[Queue] = []
-    counter = itertools.count()
-
-    def make() -> Queue:
-        directory = tmp_path / f"q{next(counter)}"
-        directory.mkdir()
-        q = factory(directory)
-        q.open()
-        opened.append(q)
-        return q
-
-    yield make
-    for q in opened:
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    o = Opener(request.param, tmp_path, [], itertools.count())
+    yield o
+    for q in o.opened:
         q.close()
 
 
 @pytest.fixture
-def q(queue_factory: Callable[[], Queue]) -> Queue:
-    return queue_factory()
+def queue_factory(opener: Opener) -> Callable[[], Queue]:
+    return opener.make
+
+
+@pytest.fixture
+def q(opener: Opener) -> Queue:
+    return opener.make()
+
+
+def needs(q: Queue, *capabilities: str) -> None:
+    """Skip the test for a backend that declares it lacks one of ``capabilities``."""
+    missing = set(capabilities) & set(q.lacks)
+    if missing:
+        pytest.skip(f"{q!r} lacks {', '.join(sorted(missing))}")
+
+
+def needs_durable(q: Queue) -> None:
+    if not q.durable:
+        pytest.skip(f"{q!r} is not durable")
 
 
 def job(id: str, payload: bytes | None = None, origin: str = "") -> Job:
     return Job(id, payload if payload is not None else f"payload-{id}".encode(), origin)
+
+
+def put(q: Queue, *ids: str, ready_at: float = 0.0) -> None:
+    q.enqueue([job(i) for i in ids], ready_at)
 
 
 def drain(q: Queue, now: float = T0) -> list[str]:
@@ -66,6 +111,12 @@ def drain(q: Queue, now: float = T0) -> list[str]:
     while (j := q.reserve(now)) is not None:
         out.append(j.id)
     return out
+
+
+def take(q: Queue, now: float = T0) -> Job:
+    got = q.reserve(now)
+    assert got is not None
+    return got
 
 
 # --------------------------------------------------------------------------- basics
@@ -80,29 +131,37 @@ def test_empty_queue(q: Queue) -> None:
     assert (status["pending"], status["delayed"], status["reserved"]) == (0, 0, 0)
 
 
-def test_durable_is_a_bool(q: Queue) -> None:
+def test_declarations(q: Queue) -> None:
     assert isinstance(q.durable, bool)
+    assert isinstance(q.lacks, frozenset) and q.lacks <= CAPABILITIES
+    if not q.durable:
+        assert RECOVERY in q.lacks and SHARED in q.lacks  # nothing to recover or share without a store
 
 
 def test_fifo_order(q: Queue) -> None:
     ids = [f"j{i}" for i in range(20)]
     for i in ids:
-        q.enqueue(job(i))
+        put(q, i)
     assert drain(q) == ids
     assert q.reserve(T0) is None
 
 
-def test_reserve_keeps_payload_and_origin(q: Queue) -> None:
-    q.enqueue(Job("a", b"\x00\xffbinary", "caller-token"))
-    got = q.reserve(T0)
-    assert got is not None
-    assert (got.id, got.payload, got.origin) == ("a", b"\x00\xffbinary", "caller-token")
+def test_a_batch_is_enqueued_in_order(q: Queue) -> None:
+    put(q, "first")
+    put(q, *(f"b{i}" for i in range(50)))
+    put(q, "last")
+    assert drain(q) == ["first", *(f"b{i}" for i in range(50)), "last"]
+
+
+def test_reserve_keeps_payload_origin_and_timeout(q: Queue) -> None:
+    q.enqueue([Job("a", b"\x00\xffbinary", "caller-token", timeout=2.5)])
+    got = take(q)
+    assert (got.id, got.payload, got.origin, got.timeout) == ("a", b"\x00\xffbinary", "caller-token", 2.5)
 
 
 def test_len_and_status_count_pending_not_reserved(q: Queue) -> None:
-    for i in range(3):
-        q.enqueue(job(f"r{i}"))
-    q.enqueue(job("d"), ready_at=T0 + 10)
+    put(q, "r0", "r1", "r2")
+    put(q, "d", ready_at=T0 + 10)
     assert len(q) == 4
     assert q.status()["pending"] == 4
     assert q.status()["delayed"] == 1
@@ -113,132 +172,173 @@ def test_len_and_status_count_pending_not_reserved(q: Queue) -> None:
     assert (s["pending"], s["delayed"], s["reserved"]) == (3, 1, 1)
 
 
-def test_get_reserved(q: Queue) -> None:
-    q.enqueue(job("a"))
-    assert q.get_reserved("a") is None  # pending, not reserved
-    q.reserve(T0)
-    got = q.get_reserved("a")
-    assert got is not None and got.id == "a"
-    q.ack("a")
-    assert q.get_reserved("a") is None
+def test_the_optional_hooks_are_harmless(q: Queue) -> None:
+    fd = q.fileno()
+    assert fd is None or isinstance(fd, int)
+    wait = q.tick(T0)
+    assert wait is None or wait >= 0
+    q.hold(3)
+    q.hold(1)
+    assert q.take_replies() == []
+    put(q, "a")
+    assert drain(q) == ["a"]
+
+
+# --------------------------------------------------------------------------- delivery counts
+
+
+def test_reserve_counts_the_delivery(q: Queue) -> None:
+    put(q, "a", "b")
+    assert take(q).deliveries == 1
+    assert take(q).deliveries == 1
+    assert q.reserve(T0) is None
+
+
+def test_nack_persists_the_counts_it_is_given(q: Queue) -> None:
+    put(q, "a")
+    got = take(q)
+    assert got.deliveries == 1
+    got.failures += 1  # a Retry
+    assert q.nack(got)
+    again = take(q)
+    assert (again.deliveries, again.failures) == (2, 1)
+    again.deliveries -= 1  # it never started: not counted
+    again.bounces += 1
+    assert q.nack(again, front=True)
+    third = take(q)
+    assert (third.deliveries, third.failures, third.bounces) == (2, 1, 1)
+
+
+def test_nack_does_not_rely_on_object_identity(q: Queue) -> None:
+    put(q, "a")
+    got = take(q)
+    copy = Job(got.id, got.payload, got.origin, got.timeout, deliveries=7, failures=3, bounces=2)
+    assert q.nack(copy)
+    again = take(q)
+    assert (again.deliveries, again.failures, again.bounces) == (8, 3, 2)
 
 
 # --------------------------------------------------------------------------- ack / nack
 
 
 def test_ack_forgets_the_job(q: Queue) -> None:
-    q.enqueue(job("a"))
+    put(q, "a")
     q.reserve(T0)
-    acked = q.ack("a")
-    assert acked is not None and acked.id == "a"
-    assert q.ack("a") is None  # duplicate ack: harmless
+    q.ack(["a"])
+    q.ack(["a"])  # duplicate ack: harmless
     assert len(q) == 0 and q.status()["reserved"] == 0
     assert q.reserve(T0) is None
 
 
-def test_ack_of_unknown_or_pending_job_is_none(q: Queue) -> None:
-    assert q.ack("nope") is None
-    q.enqueue(job("a"))
-    assert q.ack("a") is None  # pending, never reserved: left alone
+def test_ack_of_many_at_once(q: Queue) -> None:
+    put(q, *"abcde")
+    got = drain(q)
+    q.ack(got[:4])
+    assert q.status()["reserved"] == 1
+    q.ack([])
+    q.ack(["e", "nope"])
+    assert q.status()["reserved"] == 0
+
+
+def test_ack_of_unknown_or_pending_job_is_ignored(q: Queue) -> None:
+    q.ack(["nope"])
+    put(q, "a")
+    q.ack(["a"])  # pending, never reserved: left alone
     assert drain(q) == ["a"]
 
 
 def test_nack_goes_to_the_tail(q: Queue) -> None:
-    for i in "abc":
-        q.enqueue(job(i))
-    assert q.reserve(T0).id == "a"
-    nacked = q.nack("a")
-    assert nacked is not None and nacked.id == "a"
+    put(q, *"abc")
+    a = take(q)
+    assert a.id == "a"
+    assert q.nack(a) is True
     assert q.status()["reserved"] == 0
     assert drain(q) == ["b", "c", "a"]
 
 
 def test_nack_front_goes_to_the_head(q: Queue) -> None:
-    for i in "abc":
-        q.enqueue(job(i))
-    assert q.reserve(T0).id == "a"
-    assert q.reserve(T0).id == "b"
-    q.nack("a", front=True)
-    q.nack("b", front=True)
+    put(q, *"abc")
+    a, b = take(q), take(q)
+    q.nack(a, front=True)
+    q.nack(b, front=True)
     # the last one put back in front comes out first
     assert drain(q) == ["b", "a", "c"]
 
 
-def test_nack_of_unknown_or_pending_job_is_none(q: Queue) -> None:
-    assert q.nack("nope") is None
-    for i in "ab":
-        q.enqueue(job(i))
-    assert q.nack("a") is None
-    assert q.nack("a", front=True) is None
+def test_nack_of_unknown_or_pending_job_is_false(q: Queue) -> None:
+    assert q.nack(job("nope")) is False
+    put(q, "a", "b")
+    assert q.nack(job("a")) is False
+    assert q.nack(job("a"), front=True) is False
     assert drain(q) == ["a", "b"]  # order untouched, no duplicate
 
 
-def test_nack_twice_second_is_none(q: Queue) -> None:
-    q.enqueue(job("a"))
-    q.reserve(T0)
-    assert q.nack("a") is not None
-    assert q.nack("a") is None
+def test_nack_twice_second_is_false(q: Queue) -> None:
+    put(q, "a")
+    a = take(q)
+    assert q.nack(a) is True
+    assert q.nack(a) is False
     assert drain(q) == ["a"]
 
 
 def test_nack_with_delay(q: Queue) -> None:
-    q.enqueue(job("a"))
-    q.enqueue(job("b"))
-    q.reserve(T0)
-    q.nack("a", ready_at=T0 + 10)
+    needs(q, DELAYS)
+    put(q, "a", "b")
+    a = take(q)
+    q.nack(a, ready_at=T0 + 10)
     assert len(q) == 2
     assert q.status()["delayed"] == 1
-    assert q.reserve(T0).id == "b"
+    assert take(q).id == "b"
     assert q.reserve(T0) is None
     assert q.reserve(T0 + 9.999) is None
     assert q.next_ready_in(T0) == pytest.approx(10)
-    got = q.reserve(T0 + 10)
-    assert got is not None and got.id == "a"
+    assert take(q, T0 + 10).id == "a"
 
 
-def test_nack_keeps_delivery_bookkeeping(q: Queue) -> None:
-    q.enqueue(job("a"))
-    j = q.reserve(T0)
-    j.deliveries += 1  # what the queue process does on dispatch
-    q.nack("a")
-    again = q.reserve(T0)
-    assert again.id == "a" and again.deliveries == 1
+def test_give_up_by_default_forgets_the_job(q: Queue) -> None:
+    put(q, "a")
+    a = take(q)
+    q.give_up(a, ("raised", "builtins.ValueError", "no", ""))
+    assert q.status()["reserved"] == 0 and len(q) == 0
+    assert q.reserve(T0) is None
 
 
 # --------------------------------------------------------------------------- delayed jobs
 
 
 def test_delayed_job_waits_for_its_time(q: Queue) -> None:
-    q.enqueue(job("later"), ready_at=T0 + 5)
+    needs(q, DELAYS)
+    put(q, "later", ready_at=T0 + 5)
     assert len(q) == 1
     assert q.reserve(T0) is None
     assert q.reserve(T0 + 4.9) is None
     assert q.next_ready_in(T0) == pytest.approx(5)
     assert q.next_ready_in(T0 + 3) == pytest.approx(2)
     assert q.next_ready_in(T0 + 7) == 0
-    got = q.reserve(T0 + 5)
-    assert got is not None and got.id == "later"
+    assert take(q, T0 + 5).id == "later"
     assert q.next_ready_in(T0 + 5) is None
 
 
 def test_delayed_jobs_come_out_by_ready_time(q: Queue) -> None:
-    q.enqueue(job("c"), ready_at=T0 + 3)
-    q.enqueue(job("a"), ready_at=T0 + 1)
-    q.enqueue(job("b"), ready_at=T0 + 2)
-    q.enqueue(job("a2"), ready_at=T0 + 1)  # same time as "a": enqueue order breaks the tie
+    needs(q, DELAYS)
+    put(q, "c", ready_at=T0 + 3)
+    put(q, "a", ready_at=T0 + 1)
+    put(q, "b", ready_at=T0 + 2)
+    put(q, "a2", ready_at=T0 + 1)  # same time as "a": enqueue order breaks the tie
     assert q.next_ready_in(T0) == pytest.approx(1)
     assert drain(q, T0 + 10) == ["a", "a2", "b", "c"]
 
 
 def test_ready_at_in_the_past_is_ready(q: Queue) -> None:
-    q.enqueue(job("a"), ready_at=T0 - 100)
-    got = q.reserve(T0)
-    assert got is not None and got.id == "a"
+    needs(q, DELAYS)
+    put(q, "a", ready_at=T0 - 100)
+    assert take(q).id == "a"
 
 
 def test_ready_jobs_do_not_wait_behind_delayed_ones(q: Queue) -> None:
-    q.enqueue(job("slow"), ready_at=T0 + 60)
-    q.enqueue(job("now"))
+    needs(q, DELAYS)
+    put(q, "slow", ready_at=T0 + 60)
+    put(q, "now")
     assert drain(q) == ["now"]
     assert drain(q, T0 + 60) == ["slow"]
 
@@ -247,10 +347,10 @@ def test_ready_jobs_do_not_wait_behind_delayed_ones(q: Queue) -> None:
 
 
 def test_cancel_pending(q: Queue) -> None:
-    for i in "abc":
-        q.enqueue(job(i))
+    put(q, *"abc")
     cancelled = q.cancel("b")
     assert cancelled is not None and cancelled.id == "b"  # the job itself: the queue removes its spooled payload
+    assert cancelled.payload == b"payload-b"
     assert len(q) == 2
     assert q.status()["pending"] == 2
     assert q.cancel("b") is None  # already gone
@@ -262,16 +362,27 @@ def test_cancel_unknown(q: Queue) -> None:
 
 
 def test_cancel_reserved_is_refused(q: Queue) -> None:
-    q.enqueue(job("a"))
+    put(q, "a")
     q.reserve(T0)
     assert q.cancel("a") is None
-    assert q.get_reserved("a") is not None
+    assert not q.is_pending("a")
     assert q.status()["reserved"] == 1
-    assert q.ack("a") is not None
+    q.ack(["a"])
+    assert q.status()["reserved"] == 0
+
+
+def test_is_pending(q: Queue) -> None:
+    put(q, "a")
+    assert q.is_pending("a") and not q.is_pending("nope")
+    a = take(q)
+    assert not q.is_pending("a")
+    q.nack(a)
+    assert q.is_pending("a")
 
 
 def test_cancel_delayed(q: Queue) -> None:
-    q.enqueue(job("a"), ready_at=T0 + 5)
+    needs(q, DELAYS)
+    put(q, "a", ready_at=T0 + 5)
     assert q.cancel("a") is not None
     assert len(q) == 0
     assert q.status()["delayed"] == 0
@@ -283,56 +394,55 @@ def test_cancel_delayed_leaves_no_timer(q: Queue) -> None:
 
     (The queue process polls with this timeout whenever a worker is idle, so a stale answer makes
     it wake up for nothing; a stale 0 makes it spin every millisecond.)"""
-    q.enqueue(job("a"), ready_at=T0 + 5)
+    needs(q, DELAYS)
+    put(q, "a", ready_at=T0 + 5)
     assert q.cancel("a") is not None
     assert q.next_ready_in(T0) is None
     assert q.next_ready_in(T0 + 10) is None
 
 
 def test_cancel_then_same_id_again(q: Queue) -> None:
-    q.enqueue(job("a"))
-    q.enqueue(job("b"))
+    put(q, "a", "b")
     assert q.cancel("a")
-    q.enqueue(job("a", b"second"))
+    q.enqueue([job("a", b"second")])
     got = [q.reserve(T0), q.reserve(T0), q.reserve(T0)]
-    assert [j.id for j in got[:2]] == ["b", "a"]
-    assert got[1].payload == b"second"
+    assert [j.id for j in got[:2] if j] == ["b", "a"]
+    assert got[1] is not None and got[1].payload == b"second"
     assert got[2] is None
 
 
-# --------------------------------------------------------------------------- duplicate ids
+# --------------------------------------------------------------------------- ids sent again
 
 
-def test_duplicate_pending_id_rejected(q: Queue) -> None:
-    q.enqueue(job("a"))
-    with pytest.raises(ValueError):
-        q.enqueue(job("a"))
-    with pytest.raises(ValueError):
-        q.enqueue(job("a"), ready_at=T0 + 5)
+def test_an_id_already_pending_is_not_stored_twice(q: Queue) -> None:
+    put(q, "a")
+    q.enqueue([job("a", b"again"), job("b")])
+    assert len(q) == 2
+    first = take(q)
+    assert (first.id, first.payload) == ("a", b"payload-a")
+    assert drain(q) == ["b"]
+
+
+def test_an_id_already_delayed_is_not_stored_twice(q: Queue) -> None:
+    needs(q, DELAYS)
+    put(q, "a", ready_at=T0 + 5)
+    put(q, "a")
     assert len(q) == 1
-    assert drain(q) == ["a"]
+    assert q.reserve(T0) is None
 
 
-def test_duplicate_delayed_id_rejected(q: Queue) -> None:
-    q.enqueue(job("a"), ready_at=T0 + 5)
-    with pytest.raises(ValueError):
-        q.enqueue(job("a"))
-    assert len(q) == 1
-
-
-def test_duplicate_reserved_id_rejected(q: Queue) -> None:
-    q.enqueue(job("a"))
+def test_an_id_already_reserved_is_not_stored_twice(q: Queue) -> None:
+    put(q, "a")
     q.reserve(T0)
-    with pytest.raises(ValueError):
-        q.enqueue(job("a"))
+    put(q, "a")
     assert len(q) == 0 and q.status()["reserved"] == 1
 
 
 def test_id_reusable_once_acked(q: Queue) -> None:
-    q.enqueue(job("a"))
+    put(q, "a")
     q.reserve(T0)
-    q.ack("a")
-    q.enqueue(job("a"))
+    q.ack(["a"])
+    put(q, "a")
     assert drain(q) == ["a"]
 
 
@@ -340,9 +450,8 @@ def test_id_reusable_once_acked(q: Queue) -> None:
 
 
 def test_take_pending(q: Queue) -> None:
-    for i in "abc":
-        q.enqueue(job(i))
-    q.enqueue(job("d"), ready_at=T0 + 5)
+    put(q, *"abc")
+    put(q, "d", ready_at=T0 + 5)
     q.reserve(T0)  # "a" is reserved: not pending
     q.cancel("c")
     taken = q.take_pending()
@@ -353,8 +462,126 @@ def test_take_pending(q: Queue) -> None:
     assert q.status()["pending"] == 0 and q.status()["delayed"] == 0
     # the reservation survives
     assert q.status()["reserved"] == 1
-    assert q.ack("a") is not None
+    q.ack(["a"])
     assert q.take_pending() == []
+
+
+# --------------------------------------------------------------------------- durability, owners, recovery
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_jobs_outlive_the_backend_instance(opener: Opener) -> None:
+    q = opener.make()
+    needs_durable(q)
+    put(q, "a", "b")
+    q.enqueue([Job("c", b"pc", "origin-x", 1.5)], ready_at=T0 + 5)
+    q.close()
+    again = opener.again(q, ME._replace(generation=1))
+    assert len(again) == 3
+    assert drain(again) == ["a", "b"]
+    c = take(again, T0 + 5)
+    assert (c.payload, c.origin, c.timeout) == (b"pc", "origin-x", 1.5)
+
+
+def test_an_earlier_generations_reservations_come_back_counted(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, RECOVERY)
+    put(q, "a", "b", "c")
+    take(q), take(q)
+    # the queue process dies (no close); its next generation opens the store
+    again = opener.again(q, ME._replace(generation=1))
+    assert len(again) == 3
+    assert sorted(drain(again)) == ["a", "b", "c"]
+    assert again.status()["reserved"] == 3
+
+
+def test_recovered_jobs_keep_their_delivery_count(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, RECOVERY)
+    put(q, "a")
+    assert take(q).deliveries == 1
+    again = opener.again(q, ME._replace(generation=1))
+    got = take(again)
+    assert (got.id, got.deliveries) == ("a", 2)
+
+
+def test_a_dead_owners_reservations_come_back(opener: Opener) -> None:
+    q = opener.make(Owner("pool-dead", 0, 0, _dead_pid()))
+    needs(q, RECOVERY)
+    put(q, "a", "b")
+    take(q)
+    other = opener.again(q, Owner("pool-b", 0, 0, os.getpid()))
+    assert sorted(drain(other)) == ["a", "b"]
+
+
+def test_a_live_siblings_reservations_are_never_touched(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, SHARED)
+    put(q, "a", "b", "c")
+    a = take(q)
+    sibling = opener.again(q, ME._replace(queue=1))        # another queue process of the same pool
+    other_pool = opener.again(q, Owner("pool-b", 0, 0, os.getpid()))
+    assert take(sibling).id == "b"
+    assert take(other_pool).id == "c"
+    # nobody else can ack or nack what the first owner holds
+    other_pool.ack(["a"])
+    assert other_pool.nack(Job("a", b"", deliveries=1)) is False
+    assert q.status()["reserved"] == 3
+    assert q.nack(a)
+    assert drain(other_pool) == ["a"]
+
+
+def test_each_job_is_reserved_by_one_owner_only(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, SHARED)
+    other = opener.again(q, Owner("pool-b", 0, 0, os.getpid()))
+    put(q, *(f"j{i}" for i in range(30)))
+    got: list[str] = []
+    for i in range(40):
+        j = (q if i % 2 else other).reserve(T0)
+        if j is not None:
+            got.append(j.id)
+    assert sorted(got) == sorted(f"j{i}" for i in range(30))
+
+
+def test_replies_reach_the_pool_that_sent_the_job(opener: Opener) -> None:
+    sender = opener.make(Owner("pool-a", 0, 0, os.getpid()))
+    needs(sender, SHARED)
+    runner = opener.again(sender, Owner("pool-b", 0, 0, os.getpid()))
+    sender.enqueue([Job("call-1", b"p", "pool-a"), Job("call-2", b"p", "pool-a"), Job("cast-3", b"p", "")])
+    jobs = {j.id: j for j in (take(runner), take(runner), take(runner))}
+    assert runner.take_replies() == []
+    runner.ack(["call-1", "cast-3"], [Reply("pool-a", "call-1", True, b"result-bytes")])
+    record = ("raised", "builtins.ValueError", "bad", "tb")
+    runner.give_up(jobs["call-2"], record, Reply("pool-a", "call-2", False, record))
+    sender.tick(T0)
+    replies = sorted(sender.take_replies())
+    assert [(r.job_id, r.ok) for r in replies] == [("call-1", True), ("call-2", False)]
+    assert replies[0].value == b"result-bytes"
+    assert tuple(replies[1].value) == record
+    assert sender.take_replies() == []  # taken once
+    assert runner.take_replies() == []  # never another pool's
+
+
+def test_replies_for_a_pool_that_is_gone_do_not_pile_up(opener: Opener) -> None:
+    sender = opener.make(Owner("pool-gone", 0, 0, os.getpid()))
+    needs(sender, SHARED)
+    runner = opener.again(sender, Owner("pool-b", 0, 0, os.getpid()))
+    sender.enqueue([Job("call-1", b"p", "pool-gone")])
+    sender.close()
+    opener.opened.remove(sender)
+    got = take(runner)
+    runner.ack([got.id], [Reply("pool-gone", got.id, True, b"late")])
+    late = opener.again(runner, Owner("pool-c", 0, 0, os.getpid()))  # any later open sweeps
+    assert late.take_replies() == []
+    revived = opener.again(runner, Owner("pool-gone", 0, 1, os.getpid()))
+    assert revived.take_replies() == []
 
 
 # --------------------------------------------------------------------------- the model test
@@ -367,10 +594,11 @@ class ModelJob:
     delayed: bool  # enqueued or nacked with a ready_at (else: ready now, in FIFO order)
     ready_at: float  # meaningful when delayed
     key: int  # FIFO key: enqueue/nack order; front nacks get ever smaller keys
+    deliveries: int = 0
 
 
 IDS = [f"j{i}" for i in range(8)]
-DELAYS = st.sampled_from([None, None, 0.0, 1.0, 2.5, 5.0])  # None: ready now; else ready_at = now + d
+DELAY_CHOICES = st.sampled_from([None, None, 0.0, 1.0, 2.5, 5.0])  # None: ready now; else ready_at = now + d
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -388,7 +616,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.q = type(self).factory()
         self.now = T0
         self.pending: dict[str, ModelJob] = {}
-        self.reserved: dict[str, bytes] = {}
+        self.reserved: dict[str, tuple[bytes, Job]] = {}
         self.gone: set[str] = set()
         self.seq = itertools.count()
         self.front = itertools.count(-1, -1)
@@ -400,28 +628,31 @@ class QueueMachine(RuleBasedStateMachine):
     def _ready_at(self, delay: float | None) -> float:
         return 0.0 if delay is None else self.now + delay
 
-    def _put(self, id: str, payload: bytes, ready_at: float, front: bool = False) -> None:
+    def _put(self, id: str, payload: bytes, ready_at: float, front: bool = False, deliveries: int = 0) -> None:
         key = next(self.front) if front else next(self.seq)
-        self.pending[id] = ModelJob(id, payload, bool(ready_at) and not front, ready_at, key)
+        self.pending[id] = ModelJob(id, payload, bool(ready_at) and not front, ready_at, key, deliveries)
 
     # ---- rules
 
-    @rule(id=st.sampled_from(IDS), delay=DELAYS)
+    @rule(id=st.sampled_from(IDS), delay=DELAY_CHOICES)
     def enqueue(self, id: str, delay: float | None) -> None:
         payload = b"p%d" % next(self.payloads)
         ready_at = self._ready_at(delay)
+        self.q.enqueue([Job(id, payload)], ready_at)
         if id in self.pending or id in self.reserved:
-            with pytest.raises(ValueError):
-                self.q.enqueue(Job(id, payload), ready_at)
-            return
-        self.q.enqueue(Job(id, payload), ready_at)
+            return  # sent again: the store keeps the first
         self.gone.discard(id)
         self._put(id, payload, ready_at)
 
-    @rule(ids=st.lists(st.sampled_from(IDS), min_size=2, max_size=4, unique=True), delay=DELAYS)
+    @rule(ids=st.lists(st.sampled_from(IDS), min_size=2, max_size=4, unique=True), delay=DELAY_CHOICES)
     def enqueue_several(self, ids: list[str], delay: float | None) -> None:
-        for id in ids:
-            self.enqueue(id, delay)
+        ready_at = self._ready_at(delay)
+        batch = [Job(id, b"p%d" % next(self.payloads)) for id in ids]
+        self.q.enqueue(batch, ready_at)
+        for j in batch:
+            if j.id not in self.pending and j.id not in self.reserved:
+                self.gone.discard(j.id)
+                self._put(j.id, j.payload, ready_at)
 
     @rule()
     def reserve(self) -> None:
@@ -441,8 +672,9 @@ class QueueMachine(RuleBasedStateMachine):
         else:
             first = min((x for x in ready if not x.delayed), key=lambda x: x.key)
             assert got.id == first.id, f"FIFO broken: {got.id} came out before {first.id}"
+        assert got.deliveries == m.deliveries + 1, f"{got.id}: delivery not counted"
         del self.pending[got.id]
-        self.reserved[got.id] = m.payload
+        self.reserved[got.id] = (m.payload, got)
 
     def _pick(self, data: st.DataObject, likely: dict[str, object]) -> str:
         """Mostly an id in ``likely`` (a reserved job to ack, a pending one to cancel), sometimes any id."""
@@ -453,32 +685,30 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def ack(self, data: st.DataObject) -> None:
         id = self._pick(data, self.reserved)
-        got = self.q.ack(id)
+        self.q.ack([id])
         if id in self.reserved:
-            assert got is not None and got.id == id
             del self.reserved[id]
             self.gone.add(id)
-        else:
-            assert got is None
 
     @rule(data=st.data(), how=st.sampled_from(["tail", "front", "delay"]), delay=st.sampled_from([0.0, 1, 4]))
     def nack(self, data: st.DataObject, how: str, delay: float) -> None:
         id = self._pick(data, self.reserved)
+        held = self.reserved[id][1] if id in self.reserved else Job(id, b"")
+        # what the queue process does: a job that never started is not counted
+        copy = Job(held.id, held.payload, held.origin, held.timeout, held.deliveries - (how == "front"))
         if how == "front":
-            got = self.q.nack(id, front=True)
+            got = self.q.nack(copy, front=True)
             ready_at = 0.0
         elif how == "delay":
             ready_at = self.now + delay
-            got = self.q.nack(id, ready_at)
+            got = self.q.nack(copy, ready_at)
         else:
-            got = self.q.nack(id)
+            got = self.q.nack(copy)
             ready_at = 0.0
-        if id in self.reserved:
-            assert got is not None and got.id == id
-            payload = self.reserved.pop(id)
-            self._put(id, payload, ready_at, front=how == "front")
-        else:
-            assert got is None
+        assert got is (id in self.reserved)
+        if got:
+            payload, _ = self.reserved.pop(id)
+            self._put(id, payload, ready_at, front=how == "front", deliveries=copy.deliveries)
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -509,11 +739,7 @@ class QueueMachine(RuleBasedStateMachine):
         assert not (set(self.pending) & self.gone)
         assert not (set(self.reserved) & self.gone)
         for id in IDS:
-            got = self.q.get_reserved(id)
-            if id in self.reserved:
-                assert got is not None and got.id == id, f"{id} should be reserved"
-            else:
-                assert got is None, f"{id} should not be reserved"
+            assert self.q.is_pending(id) is (id in self.pending), id
 
     @invariant()
     def counts(self) -> None:
@@ -555,8 +781,10 @@ def _run(machine: type[QueueMachine], make: Callable[[], Queue]) -> None:
 
 
 def test_model(queue_factory: Callable[[], Queue]) -> None:
+    needs(queue_factory(), DELAYS)
     _run(QueueMachine, queue_factory)
 
 
 def test_model_next_ready_in(queue_factory: Callable[[], Queue]) -> None:
+    needs(queue_factory(), DELAYS)
     _run(QueueTimerMachine, queue_factory)
