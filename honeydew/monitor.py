@@ -164,7 +164,7 @@ def run(cfg: MonitorConfig, supervisor_pid: int) -> NoReturn:
                 pass
         log.warning("worker %d: %s; retrying in %.1fs (attempt %d)", cfg.slot, why, delay, failures + 1)
         last_error = why
-        _report(cfg, "backoff", watch.pid, failures, why, delay)
+        _report(cfg, WorkerState.BACKOFF, watch.pid, failures, why, delay)
         _pause(cfg, delay, term)
 
 
@@ -260,7 +260,7 @@ class _Watch:
         self.pid = pid
         self.status = Endpoint(mon_sock)
         cfg.supervisor.send(WorkerStarted(pid))
-        _report(cfg, "starting", pid, self.failures, self.last_error)
+        _report(cfg, WorkerState.STARTING, pid, self.failures, self.last_error)
         self.slow_init_at: float | None = time.monotonic() + SLOW_INIT_SECS
         if cfg.init_timeout:
             self.deadline = time.monotonic() + cfg.init_timeout
@@ -403,7 +403,7 @@ class _Watch:
                 out.init_ok = True
                 self.deadline = None
                 self.slow_init_at = None
-                _report(self.cfg, "serving", self.pid, 0, "")
+                _report(self.cfg, WorkerState.SERVING, self.pid, 0, "")
             elif t is InitFailed:
                 out.init_failure = m.failure
             elif t is Leaving:

@@ -366,8 +366,9 @@ class WorkerStarted(NamedTuple):
 
 
 class WorkerState(NamedTuple):
-    """A worker slot's state changed: ``starting``, ``serving``, ``backoff`` (init failed; the
-    next attempt is in ``retry_in`` seconds) or ``stopping``; with its last init error."""
+    """A worker slot's state changed: ``starting`` (a worker was forked and runs ``init``),
+    ``serving`` (its ``init`` succeeded) or ``backoff`` (its ``init`` failed; the next attempt is in
+    ``retry_in`` seconds); with its init failures in a row and the last one's error."""
 
     TAG = 71
     state: str
@@ -375,6 +376,11 @@ class WorkerState(NamedTuple):
     init_failures: int
     last_error: str
     retry_in: float
+
+    # the states (class constants, not fields)
+    STARTING = "starting"
+    SERVING = "serving"
+    BACKOFF = "backoff"
 
 
 # --------------------------------------------------------------------------- caller <-> supervisor

@@ -153,7 +153,7 @@ class _Supervisor:
         self.shutdown_requests = 0   # Shutdown messages from the caller (its own SIGTERMs)
         self.shutting_down = False
         self.worker_states: list[dict[str, Any]] = [
-            {"slot": j, "state": "starting", "pid": 0, "init_failures": 0, "last_error": "", "retry_in": 0.0,
+            {"slot": j, "state": WorkerState.STARTING, "pid": 0, "init_failures": 0, "last_error": "", "retry_in": 0.0,
              "monitor_restarts": 0} for j in range(cfg.num_workers)]
 
     # ---------------------------------------------------------------- starting children
