@@ -292,7 +292,7 @@ class ChaosPool(RuleBasedStateMachine):
         event(f"processes killed per example: {_bucket(self.kills)}")
         # nothing left behind
         assert F.pool_processes() == [], F.pool_processes()
-        F.wait_until(lambda: F.zombies() == [], WAIT, what="no zombie children")
+        F.wait_until(lambda: F.zombie_children() == [], WAIT, what="no zombie children")
         self.pool = None
         del pool
         gc.collect()

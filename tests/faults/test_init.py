@@ -127,7 +127,7 @@ def test_every_init_failing_for_good_fails_the_queued_jobs_and_terminate_leaves_
         pool.terminate()
     assert F.wait_gone([p.pid for p in procs], T) == []
     assert F.pool_processes() == []
-    F.wait_until(lambda: F.zombies() == [], T, what="no zombies")
+    F.wait_until(lambda: F.zombie_children() == [], T, what="no zombies")
 
 
 @pytest.mark.timeout(60)

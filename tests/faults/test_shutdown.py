@@ -28,7 +28,7 @@ def test_leaving_with_finishes_queued_jobs_then_every_process_is_gone(tmp_path):
     assert all(f.done() and f.exception() is None for f in futs)
     assert F.count_runs(tmp_path) == 40 and F.count_runs(tmp_path, "cast") == 20
     assert F.wait_gone([p.pid for p in procs], 0.0) == []  # gone when join returned, not later
-    assert F.pool_processes() == [] and F.zombies() == []
+    assert F.pool_processes() == [] and F.zombie_children() == []
 
 
 # --- 33: terminate() ------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_supervisor_sigkilled_everything_exits_callers_get_job_lost(tmp_path):
             pool.cast(F.echo, 2)
     finally:
         pool.terminate()
-    F.wait_until(lambda: F.zombies() == [], T, what="no zombies")
+    F.wait_until(lambda: F.zombie_children() == [], T, what="no zombies")
 
 
 @pytest.mark.timeout(60)
@@ -237,7 +237,7 @@ del pool
 gc.collect()
 left = F.wait_gone(pids, 30)
 print("LEFT", left, flush=True)
-print("ZOMBIES", F.zombies(), flush=True)
+print("ZOMBIES", F.zombie_children(), flush=True)
 """
 
 

@@ -74,7 +74,7 @@ def test_close_writes_what_is_buffered(tmp_path):
     with honeydew.Pool(num_workers=2) as pool:
         for _ in range(n):
             pool.cast(H.record_run, str(tmp_path))
-    assert H.runs(tmp_path) == n
+    assert H.count_runs(tmp_path) == n
 
 
 @pytest.mark.timeout(60)

@@ -19,10 +19,10 @@ def test_abandon_is_the_default_and_runs_once(tmp_path):
     with honeydew.Pool(num_workers=1) as pool:
         with pytest.raises(ValueError):
             pool.call(H.fail_counted, str(tmp_path), ValueError)
-        assert H.runs(tmp_path) == 1
+        assert H.count_runs(tmp_path) == 1
         with pytest.raises(honeydew.WorkerCrashed):
             pool.options(timeout=20).call(H.always_crash, str(tmp_path))
-        assert H.runs(tmp_path) == 2
+        assert H.count_runs(tmp_path) == 2
         assert pool.call(H.echo, 1) == 1
 
 
@@ -31,7 +31,7 @@ def test_explicit_abandon_crash(tmp_path):
         with pytest.raises(honeydew.WorkerCrashed):
             pool.options(timeout=20).call(H.always_crash, str(tmp_path))
         assert pool.call(H.echo, 1) == 1
-    assert H.runs(tmp_path) == 1
+    assert H.count_runs(tmp_path) == 1
 
 
 # --- Requeue ------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def test_requeue_redelivers_a_crashing_job_until_it_succeeds(tmp_path):
         deliveries, pid = pool.options(timeout=30).call(H.crash_until, str(tmp_path), 3)
         assert deliveries == 3
         assert pool.call(H.getpid) == pid
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 @pytest.mark.timeout(60)
@@ -51,16 +51,16 @@ def test_requeue_gives_up_after_max_deliveries(tmp_path):
         with pytest.raises(honeydew.WorkerCrashed) as info:
             pool.options(timeout=30).call(H.always_crash, str(tmp_path))
         assert info.value.signal_name == "SIGKILL"
-        assert H.runs(tmp_path) == 2
+        assert H.count_runs(tmp_path) == 2
         assert pool.call(H.echo, "ok") == "ok"
-    assert H.runs(tmp_path) == 2
+    assert H.count_runs(tmp_path) == 2
 
 
 def test_requeue_applies_to_raised_exceptions_too(tmp_path):
     with _pool(honeydew.Requeue(max_deliveries=3)) as pool:
         with pytest.raises(ValueError):
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path), ValueError)
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 def test_requeue_puts_the_job_at_the_tail(tmp_path):
@@ -78,7 +78,7 @@ def test_requeue_then_retry_composition(tmp_path):
     with _pool(mode) as pool:
         with pytest.raises(ValueError):
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path), ValueError)
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 # --- Retry --------------------------------------------------------------------------------------
@@ -88,31 +88,31 @@ def test_retry_runs_times_plus_one_then_raises(tmp_path):
         with pytest.raises(ValueError) as info:
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path), ValueError)
         assert "run 3" in str(info.value)
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 def test_retry_until_success_returns_the_result(tmp_path):
     with _pool(honeydew.Retry(times=3, backoff=0.01)) as pool:
         assert pool.options(timeout=30).call(H.fail_until, str(tmp_path), 3) == 3
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 def test_retry_on_does_not_retry_other_exceptions(tmp_path):
     with _pool(honeydew.Retry(times=3, backoff=0.01, on=(KeyError,))) as pool:
         with pytest.raises(ValueError):
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path), ValueError)
-        assert H.runs(tmp_path) == 1
+        assert H.count_runs(tmp_path) == 1
         (tmp_path / "k").mkdir()
         with pytest.raises(KeyError):
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path / "k"), KeyError)
-        assert H.runs(tmp_path / "k") == 4
+        assert H.count_runs(tmp_path / "k") == 4
 
 
 def test_retry_matches_subclasses(tmp_path):
     with _pool(honeydew.Retry(times=1, backoff=0.01, on=(LookupError,))) as pool:
         with pytest.raises(KeyError):
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path), KeyError)
-    assert H.runs(tmp_path) == 2
+    assert H.count_runs(tmp_path) == 2
 
 
 @pytest.mark.timeout(60)
@@ -121,7 +121,7 @@ def test_retry_on_worker_crashed(tmp_path):
         with pytest.raises(honeydew.WorkerCrashed):
             pool.options(timeout=30).call(H.always_crash, str(tmp_path))
         assert pool.call(H.echo, 1) == 1
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 @pytest.mark.timeout(60)
@@ -133,7 +133,7 @@ def test_retry_then_requeue_composition(tmp_path):
         with pytest.raises(ValueError, match="delivery 3"):
             pool.options(timeout=30).call(H.crash_then_raise, str(tmp_path))
         assert pool.call(H.echo, 1) == 1
-    assert H.runs(tmp_path) == 3
+    assert H.count_runs(tmp_path) == 3
 
 
 def test_retry_then_requeue_counts_every_delivery(tmp_path):
@@ -141,7 +141,7 @@ def test_retry_then_requeue_counts_every_delivery(tmp_path):
     with _pool(mode) as pool:
         with pytest.raises(ValueError):
             pool.options(timeout=30).call(H.fail_counted, str(tmp_path), ValueError)
-    assert H.runs(tmp_path) == 4
+    assert H.count_runs(tmp_path) == 4
 
 
 def test_retry_backoff_doubles(tmp_path):
@@ -185,11 +185,11 @@ def test_retry_delay_does_not_block_the_worker(tmp_path):
     """One worker: while a job waits out a long back-off, other jobs run on that worker."""
     with _pool(honeydew.Retry(times=1, backoff=3.0)) as pool:
         fut = pool.submit(H.fail_until, str(tmp_path), 2)
-        H.wait_until(lambda: H.runs(tmp_path) >= 1, 10, what="the first run")
+        H.wait_until(lambda: H.count_runs(tmp_path) >= 1, 10, what="the first run")
         assert [pool.options(timeout=2.5).call(H.echo, i) for i in range(3)] == [0, 1, 2]
         assert not fut.done()          # still in its back-off, yet the worker served others
         assert fut.result(timeout=20) == 2
-    assert H.runs(tmp_path) == 2
+    assert H.count_runs(tmp_path) == 2
 
 
 # --- map items go through the failure mode too ------------------------------------------------------

@@ -70,7 +70,7 @@ def test_current_job_deliveries_grow_after_requeue(tmp_path):
                        init_retry_secs=0.05) as pool:
         deliveries, _pid = pool.options(timeout=30).call(H.crash_until, str(tmp_path), 2)
     assert deliveries == 2
-    assert H.runs(tmp_path) == 2
+    assert H.count_runs(tmp_path) == 2
 
 
 def test_restart_worker_gives_a_fresh_worker_and_the_result_arrives(tmp_path):

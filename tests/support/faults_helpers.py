@@ -1,4 +1,6 @@
-"""Helpers and tasks for tests/faults: stage-specific faults, process trees, fd/memory probes, scripts.
+"""Helpers and tasks for tests/faults: stage-specific faults, process trees, fd/memory probes.  What
+the integration tests share with these (waiting, pool process discovery, caller scripts, watched
+scripts, ``echo``/``getpid``/``record_run``...) lives in ``support.common`` and is re-exported here.
 
 This module is also a worker module (``honeydew.Pool(F, [flag_dir])``): ``init`` fails while
 ``<flag_dir>/fail-init`` exists and hangs while ``<flag_dir>/hang-init`` exists, so a test (or the
@@ -20,27 +22,44 @@ import termios
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 import honeydew
-from support.integration_helpers import (  # noqa: F401  (re-exported for the fault tests)
+from support.common import (  # noqa: F401  (re-exported: tests use them as F.<name>)
+    POOL_PREFIXES,
+    REPO_DIR,
+    TESTS_DIR,
+    Watched,
     announce_then_wait,
     by_name,
+    call_with_deadline,
+    child_pids,
+    count_runs,
+    descendants,
     echo,
+    finish,
     getpid,
+    kill_all,
+    names,
     one,
     pool_processes,
     read_line_with,
+    reaped,
+    record_run,
     run_script,
     script_env,
+    signal_pid,
     start_script,
+    start_watched,
+    wait_for_file,
     wait_gone,
     wait_until,
+    worker_pids,
     write_script,
+    zombie_children,
 )
 
 # --- the fault catalogue's ways to die ----------------------------------------------------------
@@ -120,12 +139,8 @@ def fault_task(how: str, *_state: Any) -> None:
     crash_now(how)
 
 
-
-
 def echo_len(value: Any, *_state: Any) -> int:
     return len(value)
-
-
 
 
 def return_crash_on_pickle(how: str, *_state: Any) -> CrashOnPickle:
@@ -179,20 +194,6 @@ def raise_worker_only_exception(directory: str, *_state: Any) -> None:
 
 
 # --- the at-least-once window and a partial frame -----------------------------------------------
-
-def record_run(directory: str, tag: str = "run") -> None:
-    """One file per run: ``<tag>-<job id>-<pid>-<random>`` (or ``<tag>-nojob-...`` outside a job)."""
-    try:
-        jid = honeydew.current_job().id
-    except RuntimeError:
-        jid = "nojob"
-    Path(directory, f"{tag}-{jid}-{os.getpid()}-{uuid.uuid4().hex[:8]}").touch()
-
-
-def count_runs(directory: Path | str, tag: str = "run", job_id: str | None = None) -> int:
-    pattern = f"{tag}-{job_id}-*" if job_id else f"{tag}-*"
-    return len(list(Path(directory).glob(pattern)))
-
 
 def die_in_reply_window(directory: str, where: str, *_state: Any) -> int:
     """Record the run; on the first delivery, SIGKILL this worker around the send of its result.
@@ -300,7 +301,6 @@ def chaos_task(directory: str, kind: str, value: Any, nap: float, *_state: Any) 
 # --- tasks that block, ignore signals, start process trees --------------------------------------
 
 
-
 def loop_then_mark(directory: str, seconds: float, *_state: Any) -> None:
     """Spin in Python for ``seconds``; whatever ends the loop, leave ``<directory>/finally-ran``."""
     try:
@@ -397,8 +397,6 @@ def count_markers(*_state: Any) -> int:
     return sum(1 for o in gc.get_objects() if type(o) is Marker)
 
 
-
-
 def uss_of_self(*_state: Any) -> int:
     """The worker's private memory, which max_memory_per_worker compares."""
     return psutil.Process().memory_full_info().uss
@@ -441,8 +439,6 @@ def fd_targets(pid: int) -> list[str]:
 
 def fd_count(pid: int | None = None) -> int:
     return len(os.listdir(f"/proc/{pid or os.getpid()}/fd"))
-
-
 
 
 def uss(pid: int) -> int:
@@ -495,144 +491,3 @@ def take_shared_lock(*_state: Any) -> bool:
 
 def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-# --- pool processes ------------------------------------------------------------------------------
-
-
-
-def worker_pids(root: int | None = None) -> set[int]:
-    """Pids of the live ``hd-worker-*`` processes below ``root``."""
-    out = set()
-    for p in pool_processes(root):
-        try:
-            if p.name().startswith("hd-worker-"):
-                out.add(p.pid)
-        except psutil.Error:
-            continue
-    return out
-
-
-def signal_pid(pid: int, sig: int = signal.SIGKILL) -> bool:
-    try:
-        os.kill(pid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-
-
-def descendants() -> list[psutil.Process]:
-    try:
-        return psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def zombies() -> list[int]:
-    out = []
-    for p in descendants():
-        try:
-            if p.status() == psutil.STATUS_ZOMBIE:
-                out.append(p.pid)
-        except psutil.Error:
-            continue
-    return out
-
-
-# --- caller scripts whose output is watched -----------------------------------------------------
-
-class Watched:
-    """A started script whose stdout and stderr lines are collected by two threads."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(proc.stdout, self.out), daemon=True),
-                         threading.Thread(target=self._pump, args=(proc.stderr, self.err), daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    @staticmethod
-    def _pump(stream: Any, into: list[str]) -> None:
-        for line in stream:
-            into.append(line.rstrip("\n"))
-
-    def text(self, which: str = "out") -> str:
-        return "\n".join(self.out if which == "out" else self.err)
-
-    def wait_for(self, marker: str, which: str = "out", timeout: float = 60.0, count: int = 1) -> str:
-        """Wait until ``count`` lines of ``which`` contain ``marker``; return the last such line."""
-        lines = self.out if which == "out" else self.err
-
-        def found() -> list[str]:
-            hits = [ln for ln in list(lines) if marker in ln]
-            return hits if len(hits) >= count else []
-
-        try:
-            return wait_until(found, timeout, what=f"{marker!r} x{count} on the script's std{which}")[-1]
-        except AssertionError:
-            raise AssertionError(f"{marker!r} not seen (x{count}) within {timeout}s; exit={self.proc.poll()}\n"
-                                 f"stdout:\n{self.text('out')}\nstderr:\n{self.text('err')}") from None
-
-    def wait_until_text(self, text: str, which: str = "out", after: str = "", timeout: float = 60.0) -> None:
-        """Wait until ``text`` appears in ``which`` after the last occurrence of ``after``."""
-        def found() -> bool:
-            return text in self.text(which).split(after)[-1] if after else text in self.text(which)
-
-        try:
-            wait_until(found, timeout, what=f"{text!r} on the script's std{which}")
-        except AssertionError:
-            raise AssertionError(f"{text!r} not seen within {timeout}s; exit={self.proc.poll()}\n"
-                                 f"stdout:\n{self.text('out')}\nstderr:\n{self.text('err')}") from None
-
-    def value(self, key: str, timeout: float = 60.0) -> str:
-        """The rest of the first stdout line that starts with ``key``."""
-        line = self.wait_for(key, "out", timeout)
-        return line.split(key, 1)[1].strip()
-
-    def finish(self, timeout: float = 60.0) -> int:
-        code = self.proc.wait(timeout)
-        for t in self._threads:
-            t.join(10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.finish(10)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def start_watched(tmp_path: Path, code: str, args: Iterable[str] = (), **kwargs: Any) -> Watched:
-    return Watched(start_script(tmp_path, code, args=args, **kwargs))
-
-
-def kill_all(pids: Iterable[int]) -> None:
-    for pid in pids:
-        signal_pid(pid, signal.SIGKILL)
-
-
-def call_with_deadline(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Run ``fn`` in a thread; fail (not hang) if it has not returned after ``timeout`` s."""
-    box: list[tuple[bool, Any]] = []
-
-    def run() -> None:
-        try:
-            box.append((True, fn()))
-        except BaseException as e:  # noqa: BLE001 - handed back to the caller
-            box.append((False, e))
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    if not box:
-        raise AssertionError(f"{what} did not return within {timeout}s (a hang)")
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value

@@ -1,4 +1,6 @@
-"""Helpers and tasks for tests/integration: polling, pool process discovery, caller scripts.
+"""Helpers and tasks for tests/integration.  What the fault tests share with these (waiting, pool
+process discovery, caller scripts, ``echo``/``getpid``/``record_run``...) lives in
+``support.common`` and is re-exported here.
 
 This module is also a worker module (``honeydew.Pool(H, [log_dir, ...])``): ``init`` logs every
 attempt to ``<log_dir>/init.log`` and can be told to fail.  Its plain functions take an optional
@@ -10,186 +12,46 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 import honeydew
-
-TESTS_DIR = Path(__file__).resolve().parent.parent
-REPO_DIR = TESTS_DIR.parent
-POOL_PREFIXES = ("hd-supervisor", "hd-queue-", "hd-monitor-", "hd-worker-")
-
-
-# --- waiting ------------------------------------------------------------------------------------
-
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
-    """Poll ``cond`` until it returns something truthy (returned) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or cond}")
-        time.sleep(interval)
-
-
-# --- pool processes -----------------------------------------------------------------------------
-
-def _name(p: psutil.Process) -> str:
-    try:
-        return p.name()
-    except psutil.Error:
-        return ""
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def pool_processes(root: int | None = None) -> list[psutil.Process]:
-    """Live honeydew processes below ``root`` (default: this process)."""
-    try:
-        kids = psutil.Process(root).children(recursive=True)
-    except psutil.Error:
-        return []
-    return [p for p in kids if _name(p).startswith(POOL_PREFIXES) and _alive(p)]
-
-
-def by_name(name: str, root: int | None = None) -> list[psutil.Process]:
-    """Live pool processes below ``root`` whose name is exactly ``name``."""
-    return [p for p in pool_processes(root) if _name(p) == name]
-
-
-def one(name: str, root: int | None = None, timeout: float = 10.0) -> psutil.Process:
-    """The single live process called ``name`` (waits for it to exist)."""
-    found = wait_until(lambda: by_name(name, root), timeout, what=f"a process named {name}")
-    assert len(found) == 1, f"expected one {name}, found {[p.pid for p in found]}"
-    return found[0]
-
-
-def names(root: int | None = None) -> list[str]:
-    return sorted(_name(p) for p in pool_processes(root))
-
-
-def wait_gone(pids: Iterable[int], timeout: float = 2.0) -> list[int]:
-    """Pids (of any process, child or not) still alive after ``timeout``; [] when all are gone."""
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p.pid for p in procs if _alive(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.02)
-
-
-def zombie_children(ignore: Iterable[int] = ()) -> list[int]:
-    """Unreaped children of this process (but ``ignore``)."""
-    skip = set(ignore)
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.pid not in skip and p.status() == psutil.STATUS_ZOMBIE:
-                out.append(p.pid)
-        except psutil.Error:
-            continue
-    return out
-
-
-def child_pids() -> set[int]:
-    """Pids of every descendant of this process now (to ignore a previous test's debris)."""
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def reaped(pid: int) -> bool:
-    """True once ``pid`` no longer exists, not even as a zombie."""
-    try:
-        psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return True
-    return False
-
-
-def finish(pool: honeydew.Pool, timeout: float = 20.0) -> None:
-    """close + join with a deadline (a hang fails the test instead of eating its whole timeout)."""
-    pool.close()
-    pool.join(timeout=timeout)
-
-
-# --- caller scripts in a subprocess -------------------------------------------------------------
-
-def script_env() -> dict[str, str]:
-    env = dict(os.environ)
-    path = [str(REPO_DIR), str(TESTS_DIR)]
-    if env.get("PYTHONPATH"):
-        path.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(path)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONFAULTHANDLER"] = "1"
-    return env
-
-
-def write_script(tmp_path: Path, code: str, name: str = "caller.py") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(code))
-    return path
-
-
-def run_script(tmp_path: Path, code: str, timeout: float = 60.0, name: str = "caller.py",
-               args: Iterable[str] = (), env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as ``__main__`` of a fresh interpreter; capture its output.  ``env``: variables
-    to add to the environment."""
-    path = write_script(tmp_path, code, name)
-    return subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**script_env(), **(env or {})}, cwd=str(tmp_path))
-
-
-def start_script(tmp_path: Path, code: str, name: str = "caller.py", args: Iterable[str] = (),
-                 **kwargs: Any) -> subprocess.Popen[str]:
-    """Start ``code`` as ``__main__`` of a fresh interpreter, stdout/stderr piped (text)."""
-    path = write_script(tmp_path, code, name)
-    return subprocess.Popen([sys.executable, str(path), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=script_env(), cwd=str(tmp_path), **kwargs)
-
-
-def read_line_with(proc: subprocess.Popen[str], marker: str, timeout: float = 30.0) -> str:
-    """Read ``proc``'s stdout until a line starting with ``marker``; return the rest of it."""
-    assert proc.stdout is not None
-    result: list[str] = []
-    seen: list[str] = []
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            seen.append(line)
-            if line.startswith(marker):
-                result.append(line[len(marker):].strip())
-                return
-
-    t = threading.Thread(target=reader, daemon=True)
-    t.start()
-    t.join(timeout)
-    if not result:
-        raise AssertionError(f"no line starting with {marker!r} within {timeout}s; stdout so far: {seen!r}")
-    return result[0]
-
+from support.common import (  # noqa: F401  (re-exported: tests use them as H.<name>)
+    POOL_PREFIXES,
+    REPO_DIR,
+    TESTS_DIR,
+    Watched,
+    announce_then_wait,
+    by_name,
+    call_with_deadline,
+    child_pids,
+    count_runs,
+    descendants,
+    echo,
+    finish,
+    getpid,
+    kill_all,
+    names,
+    one,
+    pool_processes,
+    read_line_with,
+    reaped,
+    record_run,
+    run_script,
+    script_env,
+    signal_pid,
+    start_script,
+    start_watched,
+    wait_for_file,
+    wait_gone,
+    wait_until,
+    worker_pids,
+    write_script,
+    zombie_children,
+)
 
 # --- a worker module: init that logs (and may fail) ---------------------------------------------
 
@@ -252,25 +114,6 @@ def touch(path: str, *_state: Any) -> str:
     return path
 
 
-def record_run(directory: str, *_state: Any) -> int:
-    """Leave one file per run in ``directory``; returns the run's pid."""
-    pid = os.getpid()
-    (Path(directory) / f"run-{pid}-{uuid.uuid4().hex}").touch()
-    return pid
-
-
-def runs(directory: Path) -> int:
-    return len(list(Path(directory).glob("run-*")))
-
-
-def echo(value: Any, *_state: Any) -> Any:
-    return value
-
-
-def getpid(*_state: Any) -> int:
-    return os.getpid()
-
-
 def nap(seconds: float, *_state: Any) -> float:
     time.sleep(seconds)
     return seconds
@@ -285,22 +128,6 @@ def nap_then_touch(seconds: float, path: str, *_state: Any) -> int:
     time.sleep(seconds)
     Path(path).write_text("ran")
     return os.getpid()
-
-
-def wait_for_file(path: str, timeout: float, *_state: Any) -> int:
-    """Block until ``path`` exists (the test creates it), at most ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-    return os.getpid()
-
-
-def announce_then_wait(flag: str, release: str, timeout: float, *_state: Any) -> int:
-    """Create ``flag`` (I am running, with my pid in it), then wait for ``release``."""
-    Path(flag).write_text(str(os.getpid()))
-    return wait_for_file(release, timeout)
 
 
 def job_info(*_state: Any) -> tuple[str, int, int, int]:
@@ -325,13 +152,13 @@ def always_crash(directory: str, *_state: Any) -> None:
 def fail_counted(directory: str, exc_type: type[BaseException], *_state: Any) -> None:
     """Record the run, then raise ``exc_type``."""
     record_run(directory)
-    raise exc_type(f"run {runs(Path(directory))}")
+    raise exc_type(f"run {count_runs(directory)}")
 
 
 def fail_until(directory: str, good_run: int, *_state: Any) -> int:
     """Record the run; raise ValueError on runs before ``good_run`` (a file count)."""
     record_run(directory)
-    n = runs(Path(directory))
+    n = count_runs(directory)
     if n < good_run:
         raise ValueError(f"run {n}")
     return n
