@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from support import faults_helpers as F
+from support import workers as W
 
 import honeydew
 
@@ -103,18 +104,26 @@ def test_worker_sigkilled_from_outside_during_graceful_shutdown(tmp_path):
 
 # --- 35: use after close, and submissions racing close -----------------------------------------------
 
+@pytest.mark.parametrize("used", [False, True], ids=["fresh", "served"])
 @pytest.mark.parametrize("api", ["cast", "call", "submit", "map"])
-def test_use_after_close_is_pool_closed(api):
-    pool = honeydew.Pool(num_workers=1)
+def test_use_after_close_is_pool_closed(api, used):
+    """Once close() was called, every way to send a job (cast, call, submit, map; a call with a wait
+    timeout too) raises PoolClosed at once, and join() then returns: on a worker-less pool closed
+    before it ran anything (a plain callable), and on a module-worker pool closed after it served
+    (a task by name)."""
+    pool = honeydew.Pool(W, [], num_workers=1) if used else honeydew.Pool(num_workers=1)
+    task = "echo" if used else F.echo
     try:
+        if used:
+            assert pool.options(timeout=T).call(task, 1) == 1
         pool.close()
         with pytest.raises(honeydew.PoolClosed):
             if api == "map":
-                list(pool.map(F.echo, [1, 2]))
+                list(pool.map(task, [1, 2]))
             else:
-                getattr(pool, api)(F.echo, 1)
+                getattr(pool, api)(task, 1)
         with pytest.raises(honeydew.PoolClosed):
-            pool.options(timeout=1).call(F.echo, 1)
+            pool.options(timeout=1).call(task, 1)
         F.call_with_deadline(lambda: pool.join(timeout=T), T + 10, "join()")
     finally:
         pool.terminate()

@@ -205,22 +205,6 @@ def test_call_timeout_on_a_slow_sleep(pool):
     pool.terminate()
 
 
-@pytest.mark.parametrize("api", ["cast", "call", "submit", "map"])
-def test_use_after_close_raises_pool_closed(api):
-    pool = honeydew.Pool(W, [], num_workers=1)
-    try:
-        assert pool.call("echo", 1) == 1
-        pool.close()
-        with pytest.raises(honeydew.PoolClosed):
-            if api == "map":
-                list(pool.map("echo", [1, 2]))
-            else:
-                getattr(pool, api)("echo", 1)
-        pool.join(timeout=20)
-    finally:
-        pool.terminate()
-
-
 def test_use_after_terminate_raises_pool_closed():
     pool = honeydew.Pool(W, [], num_workers=1)
     try:
