@@ -249,6 +249,7 @@ pool.join(timeout=30)
 @pytest.mark.parametrize("kwargs, exc", [
     ({"num_workers": -1}, ValueError),
     ({"num_workers": 1.5}, ValueError),
+    ({"num_workers": "2"}, ValueError),
     ({"num_queues": 0}, ValueError),
     ({"prefetch": 0}, ValueError),
     ({"max_pending": 0}, ValueError),
@@ -258,20 +259,31 @@ pool.join(timeout=30)
     ({"kill_grace_secs": "1"}, ValueError),
     ({"max_jobs_per_worker": 0}, ValueError),
     ({"max_memory_per_worker": -5}, ValueError),
+    ({"threads_per_worker": "many"}, ValueError),
+    ({"threads_per_worker": 0}, ValueError),
     ({"start_method": "forkserver"}, ValueError),
     ({"no_such_option": 1}, TypeError),
+    ({"chunks": 3}, TypeError),
     ({"failure_mode": honeydew.Requeue}, TypeError),
     ({"failure_mode": "requeue"}, TypeError),
     ({"queue": object()}, TypeError),
     ({"dispatcher": honeydew.dispatchers.LRU}, TypeError),
+    ({"dispatcher": "LRU"}, TypeError),
 ])
 def test_invalid_configuration_raises_before_any_process_starts(kwargs, exc):
+    """A bad Pool option raises (ValueError for a bad value, TypeError for a wrong kind or an unknown
+    option) from the constructor, before any process is started; the message names the option and
+    shows a correct call (``e.g. honeydew.Pool(...)``, or ``e.g. <option>=honeydew....``)."""
     before = {p.pid for p in F.descendants()}
     option = next(iter(kwargs))
     with pytest.raises(exc) as info:
         honeydew.Pool(**{"num_workers": 1, **kwargs})
-    assert option in str(info.value)  # the message names the culprit
+    message = str(info.value)
+    assert option in message  # the message names the culprit
+    assert "e.g. honeydew.Pool(" in message or f"e.g. {option}=honeydew." in message, \
+        f"no correct call shown: {message}"
     assert {p.pid for p in F.descendants()} == before
+    assert F.pool_processes() == []
 
 
 @pytest.mark.parametrize("make", [

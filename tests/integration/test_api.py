@@ -249,30 +249,7 @@ def test_module_without_init_gets_no_state():
         assert pool.call(lambda: "no state appended") == "no state appended"
 
 
-# --- invalid options ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kwargs, exc", [
-    ({"num_workers": -1}, ValueError),
-    ({"num_workers": "2"}, ValueError),
-    ({"num_queues": 0}, ValueError),
-    ({"max_pending": 0}, ValueError),
-    ({"init_retry_secs": -1}, ValueError),
-    ({"start_method": "forkserver"}, ValueError),
-    ({"failure_mode": honeydew.Requeue}, TypeError),
-    ({"dispatcher": "LRU"}, TypeError),
-    ({"no_such_option": 1}, TypeError),
-    ({"threads_per_worker": "many"}, ValueError),
-    ({"threads_per_worker": 0}, ValueError),
-    ({"job_timeout": 0}, ValueError),
-    ({"chunks": 3}, TypeError),
-])
-def test_invalid_options_raise_before_any_process_starts(kwargs, exc):
-    with pytest.raises(exc) as info:
-        honeydew.Pool(**kwargs)
-    assert "e.g. honeydew.Pool(" in str(info.value) or "e.g. failure_mode=honeydew." in str(info.value) \
-        or "e.g. dispatcher=honeydew." in str(info.value), f"no correct call shown: {info.value}"
-    assert H.pool_processes() == []
-
+# --- invalid workers (bad options: tests/faults/test_init.py) -------------------------------------
 
 def _no_init_worker():
     import types
