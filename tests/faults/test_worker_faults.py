@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from support import faults_helpers as F
+from support import workers as W
 
 import honeydew
 from honeydew.errors import RemoteTraceback
@@ -47,18 +48,25 @@ def raise_custom(*_state):
 
 # --- (a) 3: SystemExit, KeyboardInterrupt, BaseException ---------------------------------------
 
-@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt", "GeneratorExit", "BaseException"])
-def test_base_exceptions_are_ordinary_task_failures(kind):
-    """The rule: anything a task raises, BaseException included, fails that job like any exception
-    (the caller gets the same type); the worker is not stopped by it and keeps serving."""
-    with honeydew.Pool(num_workers=1) as pool:
-        pid = pool.options(timeout=T).call(F.getpid)
-        fut = pool.submit(raise_base, kind)
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt, GeneratorExit, BaseException],
+                         ids=lambda t: t.__name__)
+def test_base_exceptions_are_ordinary_task_failures(exc_type):
+    """The rule: anything a task raises, BaseException included, fails that job like any exception:
+    the caller gets exactly that type (from a future, and raised by call), with the remote traceback
+    on ``__cause__``; the worker (with its state) is not stopped by it: the job queued behind runs,
+    and the same worker serves the next calls."""
+    with honeydew.Pool(W, ["st"], num_workers=1) as pool:
+        pid = pool.options(timeout=T).call("whoami")
+        fut = pool.submit(raise_base, exc_type.__name__)
         behind = pool.submit(F.echo, "behind")
         exc = fut.exception(timeout=T)
-        assert type(exc).__name__ == kind
+        assert type(exc) is exc_type
         assert isinstance(exc.__cause__, RemoteTraceback)
         assert behind.result(timeout=T) == "behind"
+        with pytest.raises(exc_type) as info:
+            pool.options(timeout=T).call(raise_base, exc_type.__name__)
+        assert type(info.value) is exc_type
+        assert pool.options(timeout=T).call("whoami") == pid
         assert pool.options(timeout=T).call(F.getpid) == pid
 
 

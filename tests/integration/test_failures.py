@@ -63,17 +63,6 @@ def test_exception_that_cannot_be_rebuilt_becomes_remote_error(pool):
     assert pool.call("echo", 1) == 1
 
 
-@pytest.mark.parametrize("kind, exc_type", [("exit", SystemExit), ("kbi", KeyboardInterrupt),
-                                            ("base", BaseException)])
-def test_base_exceptions_are_normal_failures_and_the_worker_survives(pool, kind, exc_type):
-    pid = pool.call("whoami")
-    with pytest.raises(exc_type) as info:
-        pool.call(H.raise_base, kind)
-    assert type(info.value) is exc_type
-    assert pool.call("whoami") == pid
-    assert pool.call(H.getpid) == pid
-
-
 # --- the worker died ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("how, exitcode, signame", [

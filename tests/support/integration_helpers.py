@@ -177,16 +177,6 @@ def restart_me(*_state: Any) -> int:
     return os.getpid()
 
 
-def raise_base(kind: str, *_state: Any) -> None:
-    if kind == "exit":
-        raise SystemExit(3)
-    if kind == "kbi":
-        raise KeyboardInterrupt
-    if kind == "base":
-        raise BaseException("plain BaseException")
-    raise ValueError(kind)
-
-
 class NeedsTwoArgs(Exception):
     """Pickles, but cannot be rebuilt: ``__reduce__`` gives ``(cls, (msg,))`` and ``__init__`` needs two."""
 
