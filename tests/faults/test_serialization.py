@@ -37,6 +37,10 @@ def _marker_task(path, value, *_state):
 @pytest.mark.parametrize("bad", ["lock", "socket", "reduce_raises", "generator"])
 @pytest.mark.parametrize("api", ["cast", "call", "submit"])
 def test_unpicklable_argument_fails_in_the_caller_and_enqueues_nothing(tmp_path, api, bad):
+    """An argument that will not pickle (a lock, a socket, a ``__reduce__`` that raises, a
+    generator), given to cast, call or submit: SerializationError in the caller, saying nothing was
+    enqueued; the job indeed never runs (one FIFO worker serves the next call first) and the pool
+    goes on serving."""
     marker = tmp_path / "ran"
     with honeydew.Pool(num_workers=1) as pool:
         with socket.socket() as sock:

@@ -120,16 +120,6 @@ def test_argument_raising_on_unpickle_is_serialization_error_and_worker_survives
 
 # --- arguments that won't pickle ----------------------------------------------------------------
 
-@pytest.mark.parametrize("api", ["cast", "call", "submit"])
-def test_unpicklable_argument_raises_in_the_caller_and_nothing_is_enqueued(pool, tmp_path, api):
-    marker = tmp_path / "must-not-exist"
-    with pytest.raises(honeydew.SerializationError):
-        getattr(pool, api)(H.touch, str(marker), threading.Lock())
-    assert pool.call("echo", "still works") == "still works"
-    # the single worker is FIFO: had the bad job been enqueued, it would have run before this call
-    assert not marker.exists()
-
-
 def test_unpicklable_argument_to_a_lambda(pool):
     lock = threading.Lock()
     with pytest.raises(honeydew.SerializationError):
