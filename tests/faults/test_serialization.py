@@ -55,8 +55,12 @@ def test_unpicklable_argument_fails_in_the_caller_and_enqueues_nothing(tmp_path,
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("max_pending", [None, 3])
+@pytest.mark.parametrize("max_pending", [None, 3, 5])
 def test_100_bad_and_100_good_submissions_to_one_worker_never_deadlock(max_pending):
+    """100 rounds of a cast and a submit whose argument will not pickle (each raises
+    SerializationError in the caller) and a good submit, on one worker, with and without
+    back-pressure: the 100 good jobs all complete, in order, and the pool still serves (a bad call
+    raises, the next good one runs)."""
     with honeydew.Pool(num_workers=1, max_pending=max_pending) as pool:
         good = []
         for i in range(100):

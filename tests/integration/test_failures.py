@@ -127,20 +127,6 @@ def test_unpicklable_argument_to_a_lambda(pool):
     assert pool.call("echo", 3) == 3
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("max_pending", [None, 5])
-def test_many_bad_and_good_submissions_never_deadlock(max_pending):
-    with honeydew.Pool(num_workers=1, max_pending=max_pending) as pool:
-        good = []
-        for i in range(100):
-            with pytest.raises(honeydew.SerializationError):
-                pool.submit(H.echo, threading.Lock())
-            with pytest.raises(honeydew.SerializationError):
-                pool.cast(H.echo, threading.Lock())
-            good.append(pool.submit(H.echo, i))
-        assert [f.result(timeout=30) for f in good] == list(range(100))
-
-
 # --- results that won't pickle ------------------------------------------------------------------
 
 def test_unpicklable_result_is_serialization_error_naming_the_type(pool):

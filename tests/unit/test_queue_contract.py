@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from support.shared_store import SharedStore
 
 from honeydew.queues import Job, Memory, Owner, Queue, Reply
 from honeydew.queues.base import CAPABILITIES, DELAYS, RECOVERY, SHARED
-from tests.support.shared_store import SharedStore
 
 QueueFactory = Callable[[Path], Queue]
 

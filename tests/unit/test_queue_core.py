@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.shared_store import SharedStore
 
 from honeydew.dispatchers import LRU
 from honeydew.errors import Failure, FailureModeError, to_exception
@@ -44,7 +45,6 @@ from honeydew.protocol import (
 )
 from honeydew.queue_core import INIT_FAILURES_TO_GIVE_UP, MAX_BOUNCES, QueueCore
 from honeydew.queues import Job, Memory, Owner, Queue, Reply
-from tests.support.shared_store import SharedStore
 
 TOKEN = "pool-a"
 
