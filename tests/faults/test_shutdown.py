@@ -3,6 +3,7 @@ in flight."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -366,39 +367,62 @@ def test_sigusr1_makes_every_pool_process_dump_its_stack(tmp_path):
 
 @pytest.mark.parametrize("mode", ["abandon", "requeue"])
 def test_cancel_a_running_job_stops_and_replaces_its_worker_without_a_rerun(tmp_path, mode):
+    """``cancel()`` on a running job does what ``Future.cancel`` promises: False, the job goes on
+    (``running()``, not ``cancelled()``) and completes with its own result on a worker never
+    touched.  ``cancel(terminate=True)`` stops a running job: True, the future is cancelled and its
+    ``result()`` raises CancelledError, its worker is stopped and replaced, the job queued behind it
+    runs once on the new worker, and the cancelled job is not run again (even under Requeue)."""
     fm = honeydew.Requeue(max_deliveries=3) if mode == "requeue" else honeydew.Abandon()
     with honeydew.Pool(num_workers=1, init_retry_secs=0.05, failure_mode=fm, kill_grace_secs=0.2) as pool:
+        alone = pool.submit(F.announce_run_wait, str(tmp_path), "a", str(tmp_path / "go"), 60)
+        F.wait_until((tmp_path / "flag-a-1").exists, T, what="the first job to run")
+        worker = int((tmp_path / "flag-a-1").read_text())
+        assert alone.running() is True
+        assert alone.cancel() is False
+        assert not alone.cancelled() and alone.running()
+        (tmp_path / "go").touch()
+        assert alone.result(timeout=T) == (worker, 1)
+        assert not alone.running() and alone.done()
+        assert pool.options(timeout=T).call(F.getpid) == worker
+
         fut = pool.submit(F.announce_run_wait, str(tmp_path), "j", str(tmp_path / "never"), 600)
         behind = pool.submit(F.report, str(tmp_path))
         F.wait_until((tmp_path / "flag-j-1").exists, T, what="the job to run")
-        worker = int((tmp_path / "flag-j-1").read_text())
-        assert fut.cancel() is False and fut.running()  # Future.cancel: a running job is not touched
-        assert fut.cancel(terminate=True)              # ... unless asked to stop it
+        assert int((tmp_path / "flag-j-1").read_text()) == worker
+        assert fut.cancel() is False and fut.running()
+        assert fut.cancel(terminate=True) is True
         assert fut.cancelled()
+        with pytest.raises(concurrent.futures.CancelledError):
+            fut.result(timeout=0)
         assert F.wait_gone([worker], T) == []
         pid, deliveries = behind.result(timeout=T)
         assert pid != worker and deliveries == 1
         assert pool.options(timeout=T).call(F.echo, "next") == "next"
-        assert F.count_runs(tmp_path) == 2  # the cancelled job was not run again
+        assert F.count_runs(tmp_path) == 3  # "a", "j" and the one behind: the cancelled job was not run again
         assert not (tmp_path / "flag-j-2").exists()
 
 
 def test_cancel_a_queued_job_it_never_starts(tmp_path):
+    """Cancelling every other one of 20 jobs queued behind a running one: each ``cancel()`` is True,
+    the future is cancelled (not running) and its ``result()`` raises CancelledError; the cancelled
+    jobs never run, the others (queued between and behind them) complete, and the pool serves on."""
     with honeydew.Pool(num_workers=1) as pool:
         release = tmp_path / "release"
         blocker = pool.submit(F.announce_then_wait, str(tmp_path / "flag"), str(release), 60)
         F.wait_until((tmp_path / "flag").exists, T, what="the blocker to run")
-        queued = [pool.submit(F.record_run, str(tmp_path), f"q{i}") for i in range(10)]
-        assert all(f.cancel() for f in queued[::2])
+        queued = [pool.submit(F.record_run, str(tmp_path), f"q{i}") for i in range(20)]
+        assert [f.cancel() for f in queued[::2]] == [True] * 10
         release.touch()
-        blocker.result(timeout=T)
+        worker = blocker.result(timeout=T)
         for i, f in enumerate(queued):
             if i % 2 == 0:
-                assert f.cancelled()
+                assert f.cancelled() and not f.running()
+                with pytest.raises(concurrent.futures.CancelledError):
+                    f.result(timeout=1)
             else:
-                f.result(timeout=T)
+                assert f.result(timeout=T) == worker
         assert pool.options(timeout=T).call(F.echo, "fence") == "fence"
-    assert sorted(i for i in range(10) if F.count_runs(tmp_path, f"q{i}")) == [1, 3, 5, 7, 9]
+    assert sorted(i for i in range(20) if F.count_runs(tmp_path, f"q{i}")) == list(range(1, 20, 2))
 
 
 # --- 38: stop with 100 MB payloads in flight ----------------------------------------------------------

@@ -1,5 +1,6 @@
 """Issue #2, a Pool used from many threads: concurrent calls, callbacks that call the pool again,
-cancelling queued futures, ``max_pending`` back-pressure."""
+what ``running()`` and ``cancel()`` answer around a job's start and end, ``max_pending``
+back-pressure."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import threading
 from typing import Any
 
-import psutil
 import pytest
 from support import integration_helpers as H
 from support import workers as W
@@ -155,38 +155,7 @@ def test_callback_chain_submits_from_callbacks():
         assert seen == list(range(11))
 
 
-# --- cancel -------------------------------------------------------------------------------------
-
-def test_cancel_a_queued_future_removes_its_job(tmp_path):
-    with honeydew.Pool(num_workers=1) as pool:
-        running, _ = _block(pool, tmp_path)
-        marker = tmp_path / "cancelled-job-ran"
-        queued = pool.submit(H.touch, str(marker))
-        after = pool.submit(H.echo, "after")
-        assert queued.cancel() is True
-        assert queued.cancelled()
-        _unblock(tmp_path)
-        running.result(timeout=20)
-        assert after.result(timeout=20) == "after"   # the job queued behind it still runs
-        assert pool.call(H.echo, "sync") == "sync"
-        with pytest.raises(concurrent.futures.CancelledError):
-            queued.result(timeout=1)
-    assert not marker.exists()
-
-
-def test_cancel_leaves_a_running_job_alone_as_future_cancel_promises(tmp_path):
-    """``Future.cancel`` on a job already handed to a worker returns False, and ``running()`` says
-    True from then on; the job completes with its own result."""
-    with honeydew.Pool(num_workers=1) as pool:
-        running, pid = _block(pool, tmp_path)
-        assert running.running() is True
-        assert running.cancel() is False
-        assert not running.cancelled() and running.running()
-        _unblock(tmp_path)
-        assert running.result(timeout=20) > 0
-        assert not running.running() and running.done()
-        assert pool.call(os.getpid) == pid  # its worker was never touched
-
+# --- cancel (a queued job, a running job: tests/faults/test_shutdown.py) --------------------------
 
 def test_running_is_false_while_queued_and_after_a_cancel(tmp_path):
     with honeydew.Pool(num_workers=1) as pool:
@@ -198,21 +167,6 @@ def test_running_is_false_while_queued_and_after_a_cancel(tmp_path):
             queued.result(timeout=1)
         _unblock(tmp_path)
         blocker.result(timeout=20)
-
-
-def test_cancel_with_terminate_stops_a_running_job_and_its_worker(tmp_path):
-    """``cancel(terminate=True)`` stops a running job: its worker (SIGTERM, then SIGKILL) is
-    replaced and a new one serves."""
-    with honeydew.Pool(num_workers=1, kill_grace_secs=0.2) as pool:
-        running, pid = _block(pool, tmp_path)
-        try:
-            assert running.cancel(terminate=True) is True
-            assert running.cancelled()
-            H.wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 20,
-                         what="the cancelled job's worker to be stopped")
-        finally:
-            _unblock(tmp_path)
-        assert pool.call(os.getpid) != pid
 
 
 def test_cancel_racing_the_end_of_a_running_job(tmp_path):
@@ -239,19 +193,6 @@ def test_cancel_a_finished_future_returns_false():
         assert fut.cancel() is False
         assert not fut.cancelled()
         assert pool.call(H.echo, 1) == 1
-
-
-def test_cancel_many_queued_futures(tmp_path):
-    with honeydew.Pool(num_workers=1) as pool:
-        _block(pool, tmp_path)
-        markers = [tmp_path / f"m{i}" for i in range(20)]
-        futs = [pool.submit(H.touch, str(m)) for m in markers]
-        cancelled = [f.cancel() for f in futs[::2]]
-        assert all(cancelled)
-        _unblock(tmp_path)
-        for f in futs[1::2]:
-            f.result(timeout=20)
-    assert [m.exists() for m in markers] == [i % 2 == 1 for i in range(20)]
 
 
 # --- max_pending --------------------------------------------------------------------------------
