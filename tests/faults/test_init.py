@@ -25,30 +25,37 @@ INIT_RAISES = """
 import sys
 import honeydew
 from support import integration_helpers as H
-from support import faults_helpers as F
 
 log_dir = sys.argv[1]
 pool = honeydew.Pool(H, [log_dir, 0, "one_healthy"], num_workers=2, init_retry_secs=0.05,
                      init_retry_max_secs=0.2)
-pids = {pool.call(H.getpid) for _ in range(20)}
+print("HEALTHY", pool.options(timeout=30).call("state_of")["pid"], flush=True)
+pids = {pool.options(timeout=30).call(H.getpid) for _ in range(20)}
 print("SERVED_BY", " ".join(map(str, sorted(pids))), flush=True)
-F.wait_until(lambda: len(H.init_attempts(log_dir)) >= 6, 60, what="six init attempts")
+H.wait_until(lambda: len(H.init_attempts(log_dir)) >= 6, 60, what="six init attempts")
+print("SERVED_AFTER_RETRIES", pool.options(timeout=30).call("state_of")["pid"], flush=True)
 pool.terminate()
+print("LEFT", len(H.pool_processes()), flush=True)
 print("ATTEMPTS", " ".join(str(pid) for pid, _ in H.init_attempts(log_dir)), flush=True)
 """
 
 
 @pytest.mark.timeout(90)
 def test_init_raising_backs_off_takes_no_job_logs_each_attempt(tmp_path):
-    """One worker's init keeps raising: it backs off and retries, takes no job meanwhile (all jobs
-    run on the healthy worker), and its monitor logs one line per failed attempt, with the error."""
+    """One worker's init keeps raising while the other's succeeds: the failing slot backs off and
+    retries (a fresh process every time), takes no job meanwhile (every job, before and after its
+    retries, runs on the healthy worker), and its monitor logs one line per failed attempt, with the
+    error; terminate() leaves no pool process."""
     (tmp_path / "log").mkdir()
     res = F.run_script(tmp_path, INIT_RAISES, timeout=80, args=[str(tmp_path / "log")])
     assert res.returncode == 0, res.stderr
     out = dict(line.split(" ", 1) for line in res.stdout.splitlines())
+    healthy = int(out["HEALTHY"])
     served = [int(x) for x in out["SERVED_BY"].split()]
     attempts = [int(x) for x in out["ATTEMPTS"].split()]
-    assert len(served) == 1, f"jobs ran on more than the healthy worker: {served}"
+    assert served == [healthy], f"jobs ran on more than the healthy worker: {served}"
+    assert int(out["SERVED_AFTER_RETRIES"]) == healthy
+    assert int(out["LEFT"]) == 0
     failed = [pid for pid in attempts if pid not in served]
     assert len(failed) == len(attempts) - 1 >= 5
     assert len(set(failed)) == len(failed)  # every retry is a fresh process

@@ -299,20 +299,6 @@ def test_init_backoff_is_capped(tmp_path):
     assert max(gaps) < 1.2, gaps
 
 
-@pytest.mark.timeout(60)
-def test_other_workers_serve_while_one_backs_off(tmp_path):
-    pool = honeydew.Pool(H, [str(tmp_path), 0, "one_healthy"], num_workers=2, init_retry_secs=0.2)
-    try:
-        healthy = pool.options(timeout=20).call("state_of")["pid"]
-        pids = {pool.options(timeout=5).call(H.getpid) for _ in range(20)}
-        assert pids == {healthy}
-        H.wait_until(lambda: len(H.init_attempts(tmp_path)) >= 4, 20, what="the sick worker to retry")
-        assert pool.options(timeout=5).call("state_of")["pid"] == healthy
-    finally:
-        pool.terminate()
-    assert H.pool_processes() == []
-
-
 @pytest.mark.timeout(30)
 def test_join_timeout_when_init_always_fails(tmp_path):
     before = H.child_pids()
