@@ -3,9 +3,14 @@ init failures and their back-off, enqueue-only pools, join timeouts, zombies."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import signal
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -257,13 +262,13 @@ def test_sigkill_supervisor_wakes_a_blocked_call(tmp_path):
 
 # --- init failures and back-off -----------------------------------------------------------------
 
-@pytest.mark.timeout(60)
 def _serving(pool: honeydew.Pool) -> bool:
     """Every worker slot has a worker serving (jobs sent before that, while init failed 3 times in a
     row everywhere, would have been dropped with WorkerInitError: tests/faults/test_init.py)."""
     return all(w["state"] == "serving" for w in pool.status(timeout=30)["workers"])
 
 
+@pytest.mark.timeout(60)
 def test_init_failing_n_times_then_succeeding(tmp_path):
     with honeydew.Pool(H, [str(tmp_path), 3], num_workers=1, init_retry_secs=0.05) as pool:
         H.wait_until(lambda: _serving(pool), 30, what="a worker serving after 3 failed inits")
@@ -274,29 +279,67 @@ def test_init_failing_n_times_then_succeeding(tmp_path):
     assert len({pid for pid, _ in attempts}) == 4   # a new process for every attempt
 
 
+@contextlib.contextmanager
+def _pool_log(path: Path) -> Iterator[Path]:
+    """While inside, the caller's root logger has a file handler on ``path``, which a pool started
+    meanwhile copies into its processes: what the monitors log lands in ``path``."""
+    handler = logging.FileHandler(path)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _chosen_backoffs(log: Path) -> list[tuple[int, float]]:
+    """``(failures, delay)`` for each back-off a monitor chose and logged ("retrying in 0.6s
+    (attempt 3)": 2 failures in a row, a delay printed to 0.1 s)."""
+    found = re.findall(r"retrying in ([0-9.]+)s \(attempt (\d+)\)", log.read_text())
+    return [(int(attempt) - 1, float(delay)) for delay, attempt in found]
+
+
 @pytest.mark.timeout(60)
 def test_init_backoff_grows(tmp_path):
-    base = 0.3  # large against the start-up cost of a worker on a loaded machine, which every gap includes
-    with honeydew.Pool(H, [str(tmp_path), 4], num_workers=1, init_retry_secs=base) as pool:
+    """Init fails 4 times, then succeeds.  The back-off the monitor chooses after each failure is
+    ``base * 2**(failures-1)`` times the jitter in [1, 1.1) (its log says so, to 0.1 s: 0.3, 0.6, 1.2,
+    2.4 s and at most 10% more), and each gap between two attempts' starts is at least that step.
+    No ceiling on the gaps: a loaded machine may stretch them."""
+    base = 0.3  # large against the 0.1 s to which the log prints the delays
+    with _pool_log(tmp_path / "pool.log") as log, \
+            honeydew.Pool(H, [str(tmp_path), 4], num_workers=1, init_retry_secs=base) as pool:
         H.wait_until(lambda: _serving(pool), 30, what="a worker serving after 4 failed inits")
     times = [t for _, t in H.init_attempts(tmp_path)]
     assert len(times) == 5
+    chosen = _chosen_backoffs(log)
+    assert [failures for failures, _ in chosen] == [1, 2, 3, 4], chosen
+    for failures, delay in chosen:
+        step = base * 2 ** (failures - 1)
+        assert step - 0.05 <= delay <= step * 1.1 + 0.05, chosen   # doubling: the steps never overlap
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    for i, gap in enumerate(gaps):
-        assert gap >= base * 2 ** i * 0.95, (i, gaps)      # jitter only lengthens
-    assert gaps[-1] > gaps[0] * 3, gaps                         # roughly doubling (8x in theory)
+    for failures, gap in enumerate(gaps, 1):
+        assert gap >= H.init_backoff_floor(failures, base, 300) - H.CLOCK_SLACK, (failures, gaps)
 
 
 @pytest.mark.timeout(60)
 def test_init_backoff_is_capped(tmp_path):
-    with honeydew.Pool(H, [str(tmp_path), 6], num_workers=1, init_retry_secs=0.05,
-                       init_retry_max_secs=0.1) as pool:
+    """Init fails 6 times with ``init_retry_secs=0.05`` and ``init_retry_max_secs=0.1``: from the
+    second failure on, the monitor chooses 0.1 s (and the jitter), where uncapped it would go on
+    doubling to 1.6 s (its log says so, to 0.1 s); each gap is at least its capped step."""
+    base, cap = 0.05, 0.1
+    with _pool_log(tmp_path / "pool.log") as log, \
+            honeydew.Pool(H, [str(tmp_path), 6], num_workers=1, init_retry_secs=base,
+                          init_retry_max_secs=cap) as pool:
         H.wait_until(lambda: _serving(pool), 30, what="a worker serving after 6 failed inits")
     times = [t for _, t in H.init_attempts(tmp_path)]
     assert len(times) == 7
+    chosen = _chosen_backoffs(log)
+    assert [failures for failures, _ in chosen] == [1, 2, 3, 4, 5, 6], chosen
+    assert all(delay <= cap for _, delay in chosen), chosen   # cap * 1.1 prints as 0.1; uncapped: 0.2 .. 1.6
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    # uncapped, the last gap would be 1.6 s (capped: about 0.1 s, plus start-up time)
-    assert max(gaps) < 1.2, gaps
+    for failures, gap in enumerate(gaps, 1):
+        assert gap >= H.init_backoff_floor(failures, base, cap) - H.CLOCK_SLACK, (failures, gaps)
 
 
 @pytest.mark.timeout(30)

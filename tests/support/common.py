@@ -183,6 +183,23 @@ def kill_all(pids: Iterable[int]) -> None:
         signal_pid(pid, signal.SIGKILL)
 
 
+# --- the monitor's init back-off ----------------------------------------------------------------
+
+#: slack for comparing the start times that init attempts log (``time.monotonic()``, one clock for
+#: every process, written to the microsecond) with a back-off
+CLOCK_SLACK = 0.001
+
+
+def init_backoff_floor(failures: int, base: float, cap: float) -> float:
+    """The least wait before the next init after ``failures`` failed inits in a row, as
+    honeydew/monitor.py ``backoff()`` chooses it: ``base * 2**(failures-1)`` (``init_retry_secs``
+    doubling), capped at ``max(cap, base)`` (``init_retry_max_secs``), times a jitter in [1, 1.1)
+    that only lengthens it.  The gap between two attempts' starts holds that wait and more (the
+    failed worker's exit, the fork of the next), as much more as a loaded machine makes it: this is
+    a safe lower bound for each gap; an upper bound or a ratio of gaps is not."""
+    return min(base * 2 ** (failures - 1), max(cap, base))
+
+
 # --- caller scripts in a subprocess -------------------------------------------------------------
 
 def script_env() -> dict[str, str]:

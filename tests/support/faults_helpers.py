@@ -29,6 +29,7 @@ import psutil
 
 import honeydew
 from support.common import (  # noqa: F401  (re-exported: tests use them as F.<name>)
+    CLOCK_SLACK,
     POOL_PREFIXES,
     REPO_DIR,
     TESTS_DIR,
@@ -42,6 +43,7 @@ from support.common import (  # noqa: F401  (re-exported: tests use them as F.<n
     echo,
     finish,
     getpid,
+    init_backoff_floor,
     kill_all,
     names,
     one,

@@ -20,6 +20,7 @@ from typing import Any
 
 import honeydew
 from support.common import (  # noqa: F401  (re-exported: tests use them as H.<name>)
+    CLOCK_SLACK,
     POOL_PREFIXES,
     REPO_DIR,
     TESTS_DIR,
@@ -33,6 +34,7 @@ from support.common import (  # noqa: F401  (re-exported: tests use them as H.<n
     echo,
     finish,
     getpid,
+    init_backoff_floor,
     kill_all,
     names,
     one,
