@@ -23,24 +23,24 @@ def main() -> None:
     with honeydew.Pool(riak_worker, ["127.0.0.1", 8087], num_workers=2, init_retry_secs=1,
                        dispatcher=honeydew.dispatchers.MRU(),  # the warmest worker first
                        failure_mode=honeydew.Requeue(max_deliveries=3)) as pool:
-        print("   call('up')                   ->", pool.call("up"))
+        print(f"   call('up')                   -> {pool.call('up')}")
         pool.call("put", "bucket", "key", "value", content_type="text/plain")
         fut = pool.submit(riak_worker.get, "bucket", "key")   # each worker has its own state (dict)
-        print("   submit(get).result()         ->", repr(fut.result(timeout=5)), "(job", fut.job_id + ")")
+        print(f"   submit(get).result()         -> {fut.result(timeout=5)!r} (job {fut.job_id})")
         job_id = pool.cast("put", "bucket", "other", "value")
-        print("   cast('put', ...)             -> job", job_id, "(fire and forget)")
-        print("   call(lambda riak: riak.ping) ->", pool.call(lambda riak: riak.ping()))
+        print(f"   cast('put', ...)             -> job {job_id} (fire and forget)")
+        print(f"   call(lambda riak: riak.ping) -> {pool.call(lambda riak: riak.ping())}")
         print("\n2. A job whose worker is SIGKILLed on its first delivery (failure mode: Requeue):")
-        print("  ", pool.call("flaky_write", "k1"))
+        print(f"   {pool.call('flaky_write', 'k1')}")
         print("\n3. A poison job that kills every worker that takes it: delivered 3 times, then given up:")
         try:
             pool.call("poison")
         except honeydew.WorkerCrashed as e:
             print(f"   the caller sees WorkerCrashed: {e}")
-        print("   the monitors restarted the workers; the pool keeps serving:", pool.call("up"))
+        print(f"   the monitors restarted the workers; the pool keeps serving: {pool.call('up')}")
     print("\n4. A worker-less pool for a CPU batch (results in input order):")
     with honeydew.Pool(num_workers=2) as pool:
-        print("   map(crunch, [10, 100, 1000]) ->", list(pool.map(crunch, [10, 100, 1000])))
+        print(f"   map(crunch, [10, 100, 1000]) -> {list(pool.map(crunch, [10, 100, 1000]))}")
     print("\nEvery pool process has exited. Done.")
 
 
