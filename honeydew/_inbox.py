@@ -10,10 +10,16 @@ callbacks must fire even if nobody asks for the result).
 
 Futures are resolved *after* the leader gives up leadership, outside every lock, so a done
 callback that calls the pool again can itself lead.
+
+The inbox is given its sockets (the control socket, each queue's, each worker slot's reply socket)
+and the supervisor's pidfd; it owns the caller's :class:`JobTable`, settles the jobs whose outcome
+arrives, and hands the rest to the pool through :class:`PoolEvents` (a queue replaced, no worker
+able to start, the supervisor gone...), the few things only the pool can act on.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import select
@@ -21,9 +27,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, _base
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import _spool
+from ._wire import Endpoint
 from .errors import Failure, RemoteError
 from .protocol import (
     BootFailed,
@@ -37,11 +44,8 @@ from .protocol import (
     WorkersDown,
 )
 
-if TYPE_CHECKING:
-    from .pool import Pool
-
-# a unit of work for the resolve phase: (future, ok, value-or-blob-or-exception)
-_Work = tuple[Future, int, Any]
+# a unit of work for the resolve phase: (future or call slot, kind, value-or-blob-or-exception)
+_Work = tuple[Any, int, Any]
 _OK_BLOB = 0      # value is the pickled result
 _FAILURE = 1      # value is a Failure tuple
 _EXC = 2          # value is an exception instance
@@ -51,33 +55,179 @@ _FINISHED = _base.FINISHED
 _MARK = _spool.MARK
 
 
+class JobTable:
+    """The caller's jobs that wait for an outcome, and the queues' and the supervisor's answers
+    about them.  Bookkeeping only (no I/O, no user code): the :class:`Inbox` owns it and settles its
+    jobs as their outcomes arrive; the pool registers jobs and asks it.
+
+    Each change is one dict operation (atomic under the GIL); the pool registers a queue's jobs, and
+    takes them back when the queue is replaced, under that queue's send lock.  A slot (a future, or
+    a ``call``'s bare slot) carries ``_is_async`` while it is a ``submit`` future not yet counted out
+    of :attr:`submits`; whoever settles or cancels it first clears it and counts it out."""
+
+    def __init__(self) -> None:
+        #: job id -> (future or call slot, queue index).  Public for the pool's hot path: it adds a
+        #: job with one dict store (and removes it with one pop if the job cannot be written)
+        self.pending: dict[str, tuple[Any, int]] = {}
+        #: job id -> a map chunk's Partial outcome, kept until the chunk is given up (see protocol)
+        self.partials: dict[str, bytes] = {}
+        #: ``submit`` futures not settled yet: their done callbacks must fire, so somebody must read
+        self.submits = 0
+        #: set while :attr:`submits` > 0 (the background reader sleeps on it; the pool sets it to
+        #: wake that reader when the pool ends)
+        self.submits_open = threading.Event()
+        self._submits_lock = threading.Lock()
+        self._request_ids = itertools.count(1)
+        self._states: dict[int, str] = {}      # answers to Cancel/WhereIs (JobState), by request id
+        self._status: dict[int, list[tuple[str, dict[str, Any]]]] = {}   # StatusReply, by request id
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self.pending
+
+    def slots(self) -> list[Any]:
+        """Every pending job's future or call slot, oldest first."""
+        return [slot for slot, _ in list(self.pending.values())]
+
+    # ---------------------------------------------------------------- submit futures
+
+    def submit_opened(self) -> None:
+        """A ``submit`` future was registered."""
+        with self._submits_lock:
+            self.submits += 1
+        if not self.submits_open.is_set():
+            self.submits_open.set()
+
+    def submits_settled(self, n: int) -> None:
+        """``n`` submit futures were settled or cancelled (counted once per batch)."""
+        with self._submits_lock:
+            self.submits -= n
+            if self.submits == 0:
+                self.submits_open.clear()
+
+    # ---------------------------------------------------------------- taking jobs out
+
+    def discard(self, job_id: str) -> Any | None:
+        """Take ``job_id`` out (it was cancelled): its slot, or None if it was not pending."""
+        entry = self.pending.pop(job_id, None)
+        if entry is None:
+            return None
+        self.partials.pop(job_id, None)
+        slot = entry[0]
+        if slot._is_async:
+            slot._is_async = False
+            self.submits_settled(1)
+        return slot
+
+    def lose_queue(self, q: int) -> list[tuple[str, Any]]:
+        """Take out every job sent to queue ``q`` (it was replaced): (job id, slot) pairs."""
+        lost = [(jid, slot) for jid, (slot, qi) in list(self.pending.items()) if qi == q]
+        for jid, _ in lost:
+            self.pending.pop(jid, None)
+            self.partials.pop(jid, None)
+        return lost
+
+    def take_all(self) -> list[tuple[str, Any]]:
+        """Take out every job (the pool's processes are gone, or it was terminated)."""
+        self.partials.clear()
+        out = []
+        for jid, (slot, _) in list(self.pending.items()):
+            self.pending.pop(jid, None)
+            out.append((jid, slot))
+        return out
+
+    # ---------------------------------------------------------------- requests and their answers
+
+    def new_request(self) -> int:
+        """An id for a ``Cancel``, ``WhereIs`` or ``StatusRequest``: its answers carry it."""
+        return next(self._request_ids)
+
+    def record_state(self, req_id: int, state: str) -> None:
+        self._states[req_id] = state
+
+    def has_state(self, req_id: int) -> bool:
+        return req_id in self._states
+
+    def take_state(self, req_id: int) -> str:
+        """The answer to request ``req_id`` (``cancelled``, ``queued``, ``running``), or ``gone``."""
+        return self._states.pop(req_id, "gone")
+
+    def record_status(self, req_id: int, source: str, info: dict[str, Any]) -> None:
+        self._status.setdefault(req_id, []).append((source, info))
+
+    def status_count(self, req_id: int) -> int:
+        return len(self._status.get(req_id, ()))
+
+    def take_status(self, req_id: int) -> list[tuple[str, dict[str, Any]]]:
+        """Every answer to status request ``req_id``: (``"queue"`` or ``"supervisor"``, info)."""
+        return self._status.pop(req_id, [])
+
+
+class PoolEvents(Protocol):
+    """What the inbox reads but cannot settle itself: the pool acts on it.  Called by the reading
+    thread (the leader) with no lock held, except ``exception_of`` and ``unpickling_failed``, which
+    are called while the outcomes are rebuilt, outside every lock."""
+
+    def settled(self, queue: int, count: int) -> None:
+        """Queue ``queue`` says ``count`` of this caller's jobs reached a final state (``Settled``)."""
+
+    def workers_down(self, dropped: int, failure: tuple[Any, ...]) -> None:
+        """A queue dropped ``dropped`` jobs because no worker could start (``WorkersDown``)."""
+
+    def queue_restarted(self, index: int, gen: int, reason: str) -> list[tuple[Any, BaseException]]:
+        """Queue ``index`` was replaced by generation ``gen``: take every job sent to it out of the
+        table; return each one's slot with the error it gets."""
+
+    def boot_failed(self, reason: str) -> None:
+        """A spawned supervisor could not load the pool's configuration (``BootFailed``)."""
+
+    def supervisor_exited(self) -> Callable[[str], BaseException]:
+        """The supervisor has exited (every pool process is gone).  Returns the error a job still
+        pending gets, given its id."""
+
+    def exception_of(self, failure: tuple[Any, ...], job_id: str) -> BaseException:
+        """The exception a failed job's caller gets."""
+
+    def unpickling_failed(self, message: str) -> BaseException:
+        """The error for a result that would not unpickle here."""
+
+
 class Inbox:
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
+    """Reads every socket the pool's processes write to the caller, and settles the caller's jobs."""
+
+    def __init__(self, control: Endpoint, queues: list[Endpoint], replies: list[Endpoint], supervisor_pidfd: int,
+                 events: PoolEvents, flush: Callable[[], None], future_condition: threading.Condition) -> None:
+        """``flush`` writes whatever waits in the pool's write buffers (a thread is about to wait);
+        ``future_condition`` is the one condition every future of the pool shares."""
+        self.jobs = JobTable()
+        self.control = control
+        self.queues = queues
+        self.replies = replies
+        self.supervisor_pidfd = supervisor_pidfd
+        self.events = events
+        self.flush = flush
+        self.future_condition = future_condition
         self.cv = threading.Condition(threading.Lock())
         self.leading = False
         self.poller = select.poll()
         self.handlers: dict[int, Callable[[list[_Work]], None]] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._add(self.wake_r, self._drain_wake)
         self.supervisor_gone = False
         self.closed = False
-        self.reply_fds: frozenset[int] = frozenset()
-        self.partials: dict[str, bytes] = {}   # job id -> a map chunk's Partial outcome (see protocol)
+        self._add(self.wake_r, self._drain_wake)
+        self._add(control.fd, self._on_control)
+        for i, ep in enumerate(queues):
+            self._add(ep.fd, lambda work, i=i: self._on_queue(i, work))
+        for ep in replies:
+            self._add(ep.fd, lambda work, ep=ep: self._on_reply(ep, work))
+        self.reply_fds = frozenset(ep.fd for ep in replies)
+        self._add(supervisor_pidfd, self._on_supervisor_exit)
 
     def _add(self, fd: int, handler: Callable[[list[_Work]], None]) -> None:
         self.handlers[fd] = handler
         self.poller.register(fd, select.POLLIN)
-
-    def watch(self, pool: Pool) -> None:
-        """Register every socket of ``pool`` (called once the supervisor is started)."""
-        self._add(pool._control.fd, self._on_control)
-        for i, ep in enumerate(pool._queues):
-            self._add(ep.fd, lambda work, i=i: self._on_queue(i, work))
-        for ep in pool._replies:
-            self._add(ep.fd, lambda work, ep=ep: self._on_reply(ep, work))
-        self.reply_fds = frozenset(ep.fd for ep in pool._replies)
-        self._add(pool._supervisor.pidfd, self._on_supervisor_exit)
 
     def forget(self, fd: int) -> None:
         """Stop watching ``fd`` (before its owner closes it)."""
@@ -116,7 +266,7 @@ class Inbox:
         """Read and resolve until ``done()`` or ``timeout`` seconds; returns ``done()``.  With
         ``timeout=0`` it still reads once what has already arrived (unless another thread reads)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.pool._writer.flush_all()  # whatever we wait for may still sit in a write buffer
+        self.flush()  # whatever we wait for may still sit in a write buffer
         cv = self.cv
         polled = False
         with cv:
@@ -183,18 +333,19 @@ class Inbox:
         except OSError:
             pass
 
-    def _on_reply(self, ep: Any, work: list[_Work]) -> None:
-        pending = self.pool._pending
+    def _on_reply(self, ep: Endpoint, work: list[_Work]) -> None:
+        jobs = self.jobs
         try:
             # one frame when a call waits for its reply; a backlog of submit() results in one go
-            msgs = ep.recv(block=False, frames=64 if self.pool._async else 1)
+            msgs = ep.recv(block=False, frames=64 if jobs.submits else 1)
         except EOFError:
             self.poller.unregister(ep.fd)
             self.handlers.pop(ep.fd, None)
             return
-        self._replies_read(msgs, pending, work, "")
+        self._replies_read(msgs, jobs.pending, work, "")
 
     def _replies_read(self, msgs: list[Any], pending: dict[str, Any], work: list[_Work], keep: str) -> None:
+        partials = self.jobs.partials
         for m in msgs:
             value = m.value
             if value[:1] == _MARK:
@@ -205,25 +356,26 @@ class Inbox:
                 entry = pending.pop(m.job_id, None)
                 if entry is not None:
                     work.append((entry[0], _OK_BLOB, value))
-                    if self.partials:
-                        self.partials.pop(m.job_id, None)
+                    if partials:
+                        partials.pop(m.job_id, None)
             elif type(m) is Partial:
                 # kept until the failure mode gives the chunk up (or a re-run succeeds)
                 if m.job_id in pending or m.job_id == keep:
-                    self.partials[m.job_id] = value
+                    partials[m.job_id] = value
 
     def _on_queue(self, i: int, work: list[_Work]) -> None:
-        pool = self.pool
+        ep = self.queues[i]
         try:
-            msgs = pool._queues[i].recv(block=False)
+            msgs = ep.recv(block=False)
         except EOFError:
-            self.poller.unregister(pool._queues[i].fd)
-            self.handlers.pop(pool._queues[i].fd, None)
+            self.poller.unregister(ep.fd)
+            self.handlers.pop(ep.fd, None)
             return
+        jobs = self.jobs
         for m in msgs:
             t = type(m)
             if t is JobFailed:
-                entry = pool._pending.pop(m.job_id, None)
+                entry = jobs.pending.pop(m.job_id, None)
                 if entry is not None:
                     partial = self._partial_of(m.job_id, m.failure, work)
                     if partial is not None:
@@ -231,41 +383,42 @@ class Inbox:
                     else:
                         work.append((entry[0], _FAILURE, m.failure))
             elif t is Settled:
-                pool._settled(i, m.count)
+                self.events.settled(i, m.count)
             elif t is WorkersDown:
-                pool._workers_down(m.dropped, m.failure)
+                self.events.workers_down(m.dropped, m.failure)
             elif t is JobState:
-                pool._job_states[m.req_id] = m.state
+                jobs.record_state(m.req_id, m.state)
             elif t is StatusReply:
-                pool._status_replies.setdefault(m.req_id, []).append(("queue", m.info))
+                jobs.record_status(m.req_id, "queue", m.info)
 
     def _partial_of(self, job_id: str, failure: tuple[Any, ...], work: list[_Work]) -> bytes | None:
         """The ``Partial`` outcome of a given-up map chunk.  The worker wrote it before it reported
         the failure, so it is in a reply socket already, though maybe not read yet: read them all."""
-        partials = self.partials
+        partials = self.jobs.partials
         if job_id not in partials and len(failure) > _PARTIAL_FIELD and failure[_PARTIAL_FIELD]:
-            for ep in self.pool._replies:
+            for ep in self.replies:
                 if ep.fd not in self.handlers:
                     continue
                 try:
                     msgs = ep.recv(block=False, frames=1 << 30)
                 except EOFError:
                     continue
-                self._replies_read(msgs, self.pool._pending, work, job_id)
+                self._replies_read(msgs, self.jobs.pending, work, job_id)
         return partials.pop(job_id, None)
 
     def _on_control(self, work: list[_Work]) -> None:
         try:
-            msgs = self.pool._control.recv(block=False)
+            msgs = self.control.recv(block=False)
         except EOFError:
             return
         for m in msgs:
             if type(m) is QueueRestarted:
-                self.pool._queue_restarted(m, work)
+                for slot, exc in self.events.queue_restarted(m.index, m.gen, m.reason):
+                    work.append((slot, _EXC, exc))
             elif type(m) is StatusReply:
-                self.pool._status_replies.setdefault(m.req_id, []).append(("supervisor", m.info))
+                self.jobs.record_status(m.req_id, "supervisor", m.info)
             elif type(m) is BootFailed:
-                self.pool._boot_error = m.reason
+                self.events.boot_failed(m.reason)
 
     def _on_supervisor_exit(self, work: list[_Work]) -> None:
         """Every pool process is gone.  Read what they left, then fail what is still pending."""
@@ -275,10 +428,16 @@ class Inbox:
             if handler != self._on_supervisor_exit and fd != self.wake_r:
                 handler(work)
         self.supervisor_gone = True
-        fd = self.pool._supervisor.pidfd
+        fd = self.supervisor_pidfd
         self.poller.unregister(fd)
         self.handlers.pop(fd, None)
-        self.pool._supervisor_exited(work)
+        error = self.events.supervisor_exited()
+        for jid, slot in self.jobs.take_all():
+            work.append((slot, _EXC, error(jid)))
+
+    def fail_all(self, error: Callable[[str], BaseException]) -> None:
+        """Fail every pending job now, with ``error(job_id)`` (the pool was terminated)."""
+        self._resolve([(slot, _EXC, error(jid)) for jid, slot in self.jobs.take_all()])
 
     # ---------------------------------------------------------------- resolving (no lock held)
 
@@ -288,7 +447,7 @@ class Inbox:
         settled under a single acquisition of it, and their done callbacks run after, outside it."""
         settled: list[tuple[Future, bool, Any]] = []  # type: ignore[type-arg]
         interrupted: BaseException | None = None
-        pool = self.pool
+        events = self.events
         for fut, kind, value in work:
             job_id = getattr(fut, "job_id", "?")
             if kind == _OK_BLOB:
@@ -300,14 +459,14 @@ class Inbox:
                         interrupted = e
                     if type(value) is not bytes:
                         value.seek(0)  # a spooled result: name its type from the start of the file
-                    value_exc = pool._unpickling_failed(
+                    value_exc = events.unpickling_failed(
                         f"the result of job {job_id} (pickled as {pickled_type(value)}) "
                         f"could not be unpickled in the caller: {type(e).__name__}: {e}")
                     value_exc.__cause__ = e
                     value, ok = value_exc, False
             elif kind == _FAILURE:
                 try:
-                    value, ok = pool._exception_of(value, job_id), False
+                    value, ok = events.exception_of(value, job_id), False
                 except BaseException as e:  # an exception whose unpickling ran wild
                     if isinstance(e, KeyboardInterrupt):
                         interrupted = e
@@ -328,7 +487,7 @@ class Inbox:
             return
         n_async = 0
         callbacks = []
-        cond = self.pool._future_condition
+        cond = self.future_condition
         with cond:
             for fut, ok, value in settled:
                 if fut._is_async:  # type: ignore[attr-defined]
@@ -348,7 +507,7 @@ class Inbox:
                     callbacks.append(fut)
             cond.notify_all()
         if n_async:
-            self.pool._async_done(n_async)
+            self.jobs.submits_settled(n_async)
         for fut in callbacks:
             fut._invoke_callbacks()  # type: ignore[attr-defined]
         if interrupted is not None:

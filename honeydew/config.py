@@ -72,8 +72,8 @@ class PoolConfig:
         for name, value in (("init_retry_secs", init_retry_secs), ("init_retry_max_secs", init_retry_max_secs),
                             ("kill_grace_secs", kill_grace_secs)):
             check_secs(name, value, allow_none=False)
-        for name, value in (("job_timeout", job_timeout), ("init_timeout", init_timeout)):
-            check_secs(name, value, allow_none=True, positive=True)
+        for name, limit in (("job_timeout", job_timeout), ("init_timeout", init_timeout)):
+            check_secs(name, limit, allow_none=True, positive=True)
         if max_jobs_per_worker is not None:
             check_int("max_jobs_per_worker", max_jobs_per_worker, 1)
         if max_memory_per_worker is not None:

@@ -8,8 +8,10 @@
       │  ◀──────────────────────────────────────────────── Result ───────────── worker j
       │  Terminate ─▶ supervisor ─▶ QueueRestarted                          monitor j (forks, reaps)
 
-The caller makes every socket, starts the supervisor, and from then on talks to the queue
-processes and reads the workers' replies directly (``docs/architecture.md`` has the whole story).
+The caller makes every socket and starts the supervisor (``_launch``), then writes to the queue
+processes (``_outbuf``) and reads them and the workers' replies directly (``_inbox``, which owns the
+table of pending jobs).  This module holds the API and the pool's lifecycle; ``docs/architecture.md``
+has the whole story.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from concurrent.futures import Executor, Future, _base
 from typing import Any
 
 from . import _leftovers, _process, _spool
-from ._inbox import _EXC, Inbox
+from ._inbox import Inbox
 from ._launch import launch
 from ._outbuf import Writer
 from ._payload import Encoder
@@ -55,7 +57,6 @@ from .protocol import (
     Cancel,
     Drain,
     Enqueue,
-    QueueRestarted,
     Resync,
     Shutdown,
     StatusRequest,
@@ -247,7 +248,6 @@ class Pool(Executor):
         self._token = os.urandom(6).hex()
         self._ids = itertools.count(1)
         self._rr = itertools.count()
-        self._pending: dict[str, tuple[JobFuture | _CallSlot, int]] = {}
         self._queue_locks = [threading.Lock() for _ in range(num_queues)]
         self._closed = False
         self._terminated = False
@@ -255,14 +255,9 @@ class Pool(Executor):
         self._boot_error = ""   # why a spawned supervisor could not start (its BootFailed)
         self._init_dropped = 0  # jobs the queues dropped because no worker could start (WorkersDown)
         self._init_failure: tuple[Any, ...] | None = None
-        self._outstanding = [0] * num_queues
-        self._count_lock = threading.Lock()
-        self._async = 0
-        self._async_event = threading.Event()
-        self._future_condition = threading.Condition()
-        self._status_ids = itertools.count(1)
-        self._status_replies: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-        self._job_states: dict[int, str] = {}   # answers to Cancel/WhereIs (JobState), by request id
+        self._outstanding = [0] * num_queues   # jobs (casts included) not settled yet, per queue (max_pending)
+        self._count_lock = threading.Lock()     # guards _outstanding
+        self._future_condition = threading.Condition()  # shared by every JobFuture of this pool
         self._finisher: threading.Thread | None = None   # shutdown(wait=False): joins in the background
         #: the type hung on a remote exception's ``__cause__`` (its traceback text)
         self._remote_traceback: Callable[[str], BaseException] = RemoteTraceback
@@ -273,7 +268,6 @@ class Pool(Executor):
         self._bg: threading.Thread | None = None
         self._spool = None if queue.durable else _spool.directory(self._token)
         self._encoder = Encoder(self._spool)
-        self._inbox = Inbox(self)
         tree = launch(config, self._spec, self._token, self._spool, self._encoder)
         self.start_method = tree.start_method
         #: why the supervisor was spawned rather than forked ('' when forked), for status()
@@ -284,12 +278,17 @@ class Pool(Executor):
         self._queues = tree.queues
         self._writer = Writer(self._queues, self._queue_locks)
         self._replies = tree.replies
-        self._inbox.watch(self)
+        self._inbox = Inbox(tree.control, tree.queues, tree.replies, tree.supervisor.pidfd, _Events(self),
+                            self._writer.flush_all, self._future_condition)
+        self._jobs = self._inbox.jobs
+        #: the job table's pending jobs (job id -> (future or call slot, queue)): _enqueue adds to it directly
+        self._pending = self._jobs.pending
+        self._submit_opened = self._jobs.submit_opened
         self._started = True
         # collected without being joined: stop the tree and say what was dropped (_leftovers)
         self._finalizer = weakref.finalize(
             self, _leftovers.stop_collected, self._owner, f"<honeydew.Pool {self._spec.name} workers={num_workers}>",
-            self._supervisor, self._queues, self._writer, self._spool, self._async_event)
+            self._supervisor, self._queues, self._writer, self._spool, self._jobs.submits_open)
         self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
@@ -386,7 +385,7 @@ class Pool(Executor):
         self._check_owner()
         if self._inbox.supervisor_gone:
             raise PoolClosed(self._closed_reason())
-        req = next(self._status_ids)
+        req = self._jobs.new_request()
         expected = self.num_queues + 1
         try:
             self._control.send(StatusRequest(req))
@@ -395,12 +394,12 @@ class Pool(Executor):
                     self._writer.send(i, StatusRequest(req))
         except OSError as e:
             raise PoolClosed(f"the pool's processes are gone ({e})") from None
-        ok = self._inbox.wait(lambda: len(self._status_replies.get(req, ())) >= expected
-                              or self._inbox.supervisor_gone, timeout)
-        replies = self._status_replies.pop(req, [])
+        ok = self._inbox.wait(lambda: self._jobs.status_count(req) >= expected or self._inbox.supervisor_gone,
+                              timeout)
+        replies = self._jobs.take_status(req)
         if not ok:
             raise TimeoutError(f"the pool did not answer a status request within {timeout}s")
-        out: dict[str, Any] = {"queues": [], "workers": [], "pending_in_caller": len(self._pending),
+        out: dict[str, Any] = {"queues": [], "workers": [], "pending_in_caller": len(self._jobs),
                                "closed": self._closed, "start_method": self.start_method,
                                "spawn_reason": self.spawn_reason}
         for source, info in replies:
@@ -419,7 +418,7 @@ class Pool(Executor):
         ``wait`` it returns at once and the pool finishes its jobs in the background."""
         self._check_owner()
         if cancel_futures:
-            queued = [fut for fut, _ in list(self._pending.values()) if isinstance(fut, JobFuture)
+            queued = [fut for fut in self._jobs.slots() if isinstance(fut, JobFuture)
                       and fut._state == _PENDING][self._spared_by_cancel_futures:]
             for fut, answer in zip(queued, self._ask_all(queued), strict=True):
                 if answer == "cancelled":
@@ -452,7 +451,7 @@ class Pool(Executor):
         if not self._closed:
             raise ValueError("join() waits for a closed pool: call pool.close() first (or use `with Pool(...)`)")
         if not self._inbox.wait(lambda: self._inbox.supervisor_gone, timeout):
-            raise TimeoutError(f"the pool did not finish within {timeout}s; {len(self._pending)} jobs still "
+            raise TimeoutError(f"the pool did not finish within {timeout}s; {len(self._jobs)} jobs still "
                                f"pending (see the log for workers in init back-off); pool.terminate() stops it")
         self._supervisor.reap(True)
         self._shutdown_bg()
@@ -472,7 +471,7 @@ class Pool(Executor):
             return TimeoutError(f"{head} (it goes on)")
         if any(job_id in jobs for q in st["queues"] for jobs in q["running"].values()):
             return TimeoutError(f"{head}: it is running (it goes on)")
-        if self._pending.get(job_id) is None:
+        if job_id not in self._jobs:
             return TimeoutError(f"{head} (it has finished since)")
         serving = [w for w in st["workers"] if w["state"] == "serving"]
         if serving or not st["workers"]:
@@ -546,7 +545,7 @@ class Pool(Executor):
             if not self._inbox.wait(lambda: self._inbox.supervisor_gone, 5.0):
                 os.kill(self._supervisor.pid, 9)
             self._supervisor.reap(True)
-        self._fail_all(lambda fut: PoolClosed(f"job {fut.job_id}: the pool was terminated"))
+        self._inbox.fail_all(lambda jid: PoolClosed(f"job {jid}: the pool was terminated"))
         self._shutdown_bg()
         self._release_fds()
         _SigtermHandler.uninstall_if_idle()
@@ -574,7 +573,7 @@ class Pool(Executor):
     def __repr__(self) -> str:
         state = "terminated" if self._terminated else "closed" if self._closed else "running"
         return (f"<honeydew.Pool {self._spec.name} workers={self.num_workers} queues={self.num_queues} "
-                f"{state} pending={len(self._pending)}>")
+                f"{state} pending={len(self._jobs)}>")
 
     # ---------------------------------------------------------------- enqueueing
 
@@ -632,7 +631,9 @@ class Pool(Executor):
                 fut = JobFuture(self, job_id, q, is_async) if is_async else _CallSlot(job_id, q)
                 self._pending[job_id] = (fut, q)
                 if is_async:
-                    self._async_started()
+                    self._submit_opened()
+                    if self._bg is None:
+                        self._start_background()
             try:
                 wire = (_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout)
                 if reply and not is_async:
@@ -648,7 +649,7 @@ class Pool(Executor):
     def _count_dropped(self) -> str:
         """What terminating now drops, in words ('' if nothing): every job the queues hold (casts
         included) and those still in this process's write buffers."""
-        waiting = len(self._pending)
+        waiting = len(self._jobs)
         try:
             st = self.status(timeout=0.5)
             queued = sum(q["pending"] for q in st["queues"]) + sum(len(b) for b in self._writer.bufs)
@@ -723,23 +724,23 @@ class Pool(Executor):
         self._check_owner()
         if self._terminated or self._inbox.supervisor_gone:
             return "gone"
-        req = next(self._status_ids)
+        req = self._jobs.new_request()
         msg = WhereIs(fut.job_id, req) if terminate is None else Cancel(fut.job_id, terminate, req)
         with self._queue_locks[fut._queue]:
             try:
                 self._writer.send(fut._queue, msg)
             except OSError:
                 return "gone"
-        answers = self._job_states
-        self._inbox.wait(lambda: req in answers or fut.done() or self._inbox.supervisor_gone, None)
-        return answers.pop(req, "gone")
+        jobs = self._jobs
+        self._inbox.wait(lambda: jobs.has_state(req) or fut.done() or self._inbox.supervisor_gone, None)
+        return jobs.take_state(req)
 
     def _ask_all(self, futs: list[JobFuture]) -> list[str]:
         """``_ask(fut, False)`` for many futures at once: every ``Cancel`` written first (a frame
         per queue), then every answer awaited."""
         if not futs or self._terminated or self._inbox.supervisor_gone:
             return ["gone"] * len(futs)
-        reqs = [next(self._status_ids) for _ in futs]
+        reqs = [self._jobs.new_request() for _ in futs]
         for q, lock in enumerate(self._queue_locks):
             mine = [Cancel(f.job_id, False, r) for f, r in zip(futs, reqs, strict=True) if f._queue == q]
             if mine:
@@ -748,18 +749,16 @@ class Pool(Executor):
                         self._writer.send_many(q, mine)
                     except OSError:
                         pass
-        answers = self._job_states
-        self._inbox.wait(lambda: all(r in answers or f.done() for f, r in zip(futs, reqs, strict=True))
+        jobs = self._jobs
+        self._inbox.wait(lambda: all(jobs.has_state(r) or f.done() for f, r in zip(futs, reqs, strict=True))
                          or self._inbox.supervisor_gone, None)
-        return [answers.pop(r, "gone") for r in reqs]
+        return [jobs.take_state(r) for r in reqs]
 
     def _cancelled(self, fut: JobFuture) -> bool:
         """The queue dropped (or stopped) ``fut``'s job: the future is cancelled, unless its
         outcome won the race."""
-        if self._pending.pop(fut.job_id, None) is None:
+        if self._jobs.discard(fut.job_id) is None:
             return fut.cancelled()
-        self._inbox.partials.pop(fut.job_id, None)
-        self._resolved(fut)
         with fut._condition:
             if fut._state not in (_PENDING, _RUNNING):
                 return fut._state in (_CANCELLED, _CANCELLED_AND_NOTIFIED)
@@ -769,7 +768,7 @@ class Pool(Executor):
         return True
 
     def _cancel_nowait(self, fut: JobFuture) -> None:
-        if self._pending.get(fut.job_id) is None or not self._cancelled(fut):
+        if fut.job_id not in self._jobs or not self._cancelled(fut):
             return
         if not self._terminated:
             with self._queue_locks[fut._queue]:
@@ -779,63 +778,44 @@ class Pool(Executor):
                     pass
         self._inbox.wake()
 
-    def _resolved(self, fut: Future) -> None:  # type: ignore[type-arg]
-        if fut._is_async:  # type: ignore[attr-defined]
-            fut._is_async = False  # type: ignore[attr-defined]
-            self._async_done(1)
-
-    def _async_done(self, n: int) -> None:
-        """``n`` submit() futures were resolved (counted once per batch: the submitting thread
-        takes the same lock for every job)."""
-        with self._count_lock:
-            self._async -= n
-            if self._async == 0:
-                self._async_event.clear()
-
     def _settled(self, q: int, count: int) -> None:
         with self._count_lock:
             self._outstanding[q] = max(0, self._outstanding[q] - count)
 
-    def _async_started(self) -> None:
-        with self._count_lock:
-            self._async += 1
-        if not self._async_event.is_set():
-            self._async_event.set()
-        if self._bg is None:
-            self._bg = threading.Thread(target=_background, args=(weakref.ref(self),),
-                                        name="honeydew-results", daemon=True)
-            self._bg.start()
+    def _start_background(self) -> None:
+        """The first ``submit``: start the thread that reads while submit futures are open."""
+        self._bg = threading.Thread(target=_background, args=(weakref.ref(self),),
+                                    name="honeydew-results", daemon=True)
+        self._bg.start()
 
     def _shutdown_bg(self) -> None:
         self._writer.stop()
-        self._async_event.set()
+        self._jobs.submits_open.set()
         self._inbox.wake()
         bg = self._bg
         if bg is not None and bg is not threading.current_thread():
             bg.join(5.0)
 
-    def _queue_restarted(self, m: QueueRestarted, work: list[Any]) -> None:
-        """Queue ``m.index`` was replaced: its jobs are lost.  Fail them, then let the new one serve."""
-        q = m.index
+    def _queue_restarted(self, q: int, gen: int, reason: str) -> list[tuple[Any, BaseException]]:
+        """Queue ``q`` was replaced: its jobs are lost.  Fail them, then let the new one serve."""
         with self._queue_locks[q]:
-            lost = [(jid, fut) for jid, (fut, qi) in list(self._pending.items()) if qi == q]
-            for jid, fut in lost:
-                self._pending.pop(jid, None)
-                self._inbox.partials.pop(jid, None)
-                work.append((fut, _EXC, JobLost(f"job {jid} was lost: {m.reason} (in-memory queue {q})")))
+            lost = self._jobs.lose_queue(q)
+            failed: list[tuple[Any, BaseException]] = [
+                (fut, JobLost(f"job {jid} was lost: {reason} (in-memory queue {q})")) for jid, fut in lost]
             if lost:
-                log.warning("%d job(s) lost with queue %d: %s", len(lost), q, m.reason)
+                log.warning("%d job(s) lost with queue %d: %s", len(lost), q, reason)
             with self._count_lock:
                 self._outstanding[q] = 0
             self._writer.drop(q)  # jobs put before we knew: failed above (or casts the old queue took down)
             try:
-                self._writer.send(q, Resync(m.gen))
+                self._writer.send(q, Resync(gen))
                 if self._closed:
                     self._writer.send(q, Drain())
             except OSError:
                 pass
+        return failed
 
-    def _supervisor_exited(self, work: list[Any]) -> None:
+    def _supervisor_exited(self) -> Callable[[str], BaseException]:
         self._supervisor.reap(True)  # its pidfd is readable: it has exited, this does not block
         if self._boot_error:
             self._broken = f"its supervisor could not start: {self._boot_error}"
@@ -848,26 +828,48 @@ class Pool(Executor):
             self._broken = f"its supervisor process (pid {self._supervisor.pid}) {how}"
             log.error("honeydew pool: %s; every pool process is gone", self._broken)
             self._closed = True
-        self._inbox.partials.clear()
-        for jid, (fut, _) in list(self._pending.items()):
-            self._pending.pop(jid, None)
-            if self._breaks_on_init and self._init_failure is not None:
-                exc: Exception = self._init_error(f"job {jid} was not run: the executor is broken")
-            elif self._terminated:
-                exc = PoolClosed(f"job {jid}: the pool was terminated")
-            elif self._boot_error:
-                exc = PoolClosed(f"job {jid} was not run: the pool is broken: {self._broken}")
-            else:
-                exc = JobLost(f"job {jid} was lost: the pool's processes are gone")
-            work.append((fut, _EXC, exc))
+        return self._stranded_error
 
-    def _fail_all(self, make: Callable[[JobFuture], Exception]) -> None:
-        work = []
-        self._inbox.partials.clear()
-        for jid, (fut, _) in list(self._pending.items()):
-            self._pending.pop(jid, None)
-            work.append((fut, _EXC, make(fut)))
-        self._inbox._resolve(work)  # type: ignore[arg-type]
+    def _stranded_error(self, jid: str) -> BaseException:
+        """What a job still pending when every pool process is gone raises."""
+        if self._breaks_on_init and self._init_failure is not None:
+            return self._init_error(f"job {jid} was not run: the executor is broken")
+        if self._terminated:
+            return PoolClosed(f"job {jid}: the pool was terminated")
+        if self._boot_error:
+            return PoolClosed(f"job {jid} was not run: the pool is broken: {self._broken}")
+        return JobLost(f"job {jid} was lost: the pool's processes are gone")
+
+
+class _Events:
+    """The pool's side of the inbox (``_inbox.PoolEvents``): what the inbox reads but only the
+    pool can act on.  A separate object, so that ``Pool`` itself gains no public method."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def settled(self, queue: int, count: int) -> None:
+        self._pool._settled(queue, count)
+
+    def workers_down(self, dropped: int, failure: tuple[Any, ...]) -> None:
+        self._pool._workers_down(dropped, failure)
+
+    def queue_restarted(self, index: int, gen: int, reason: str) -> list[tuple[Any, BaseException]]:
+        return self._pool._queue_restarted(index, gen, reason)
+
+    def boot_failed(self, reason: str) -> None:
+        self._pool._boot_error = reason
+
+    def supervisor_exited(self) -> Callable[[str], BaseException]:
+        return self._pool._supervisor_exited()
+
+    def exception_of(self, failure: tuple[Any, ...], job_id: str) -> BaseException:
+        return self._pool._exception_of(failure, job_id)
+
+    def unpickling_failed(self, message: str) -> BaseException:
+        return self._pool._unpickling_failed(message)
 
 
 class _SigtermHandler:
@@ -958,13 +960,13 @@ def _background(ref: weakref.ref[Pool]) -> None:
         pool = ref()
         if pool is None:
             return
-        event = pool._async_event
+        event = pool._jobs.submits_open
         del pool
         event.wait()
         pool = ref()
         if pool is None or pool._inbox.supervisor_gone or pool._terminated:
             return
-        pool._inbox.wait(lambda p=pool: p._async == 0 or p._inbox.supervisor_gone or p._terminated, None)
+        pool._inbox.wait(lambda p=pool: p._jobs.submits == 0 or p._inbox.supervisor_gone or p._terminated, None)
         del pool
 
 

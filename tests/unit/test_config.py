@@ -89,4 +89,4 @@ def test_the_first_invalid_option_in_pools_order_is_the_one_named() -> None:
     with pytest.raises(ValueError, match="^num_queues"):
         PoolConfig.from_options(num_queues=0, prefetch=0, start_method="x")
     with pytest.raises(ValueError, match="^threads_per_worker"):
-        PoolConfig.from_options(threads_per_worker=0, start_method="x", dispatcher="LRU")
+        PoolConfig.from_options(threads_per_worker=0, start_method="x", dispatcher="LRU")  # type: ignore[arg-type]

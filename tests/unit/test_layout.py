@@ -43,3 +43,9 @@ def test_pool_imports_neither_the_supervisor_nor_the_worker() -> None:
     assert "honeydew._launch" in found, "pool.py should start its tree through honeydew._launch"
     assert not found & NOT_FOR_POOL, f"pool.py imports {sorted(found & NOT_FOR_POOL)}: starting the tree is _launch's"
 
+
+
+def test_the_inbox_knows_no_pool() -> None:
+    """The inbox is given its sockets and the pool's events: it imports nothing of the pool's."""
+    found = imported_modules(PACKAGE / "_inbox.py")
+    assert not found & ({"honeydew.pool", "honeydew._launch"} | NOT_FOR_POOL), sorted(found)
