@@ -110,14 +110,6 @@ def test_crash_while_unpickling_arguments_fails_that_job_only(pool2):
     assert pool2.call("echo", "ok") == "ok"
 
 
-def test_argument_raising_on_unpickle_is_serialization_error_and_worker_survives(pool):
-    pid = pool.call("whoami")
-    with pytest.raises(honeydew.SerializationError) as info:
-        pool.call("echo", W.RaisesOnUnpickle())
-    assert "cannot rebuild" in str(info.value) or "cannot rebuild" in str(info.value.__cause__)
-    assert pool.call("whoami") == pid
-
-
 # --- arguments that won't pickle ----------------------------------------------------------------
 
 def test_unpicklable_argument_to_a_lambda(pool):
@@ -125,17 +117,6 @@ def test_unpicklable_argument_to_a_lambda(pool):
     with pytest.raises(honeydew.SerializationError):
         pool.call(lambda state: lock)
     assert pool.call("echo", 3) == 3
-
-
-# --- results that won't pickle ------------------------------------------------------------------
-
-def test_unpicklable_result_is_serialization_error_naming_the_type(pool):
-    pid = pool.call("whoami")
-    with pytest.raises(honeydew.SerializationError) as info:
-        pool.call(H.return_lock)
-    assert "lock" in str(info.value)
-    assert info.value.__cause__ is not None
-    assert pool.call("whoami") == pid
 
 
 # --- the caller's side --------------------------------------------------------------------------
