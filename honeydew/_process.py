@@ -204,16 +204,24 @@ def set_subreaper() -> None:
 
 
 def close_fds_except(keep: set[int]) -> None:
-    """Close every inherited descriptor but stdio and ``keep`` (a forked supervisor must not hold
-    the caller's files and listening sockets; ``keep`` has its own sockets and the files the
-    caller's logging writes to)."""
+    """Let go of every inherited descriptor but stdio and ``keep`` (a forked supervisor must not
+    hold the caller's files and listening sockets; ``keep`` has its own sockets and the files the
+    caller's logging writes to).
+
+    Each one is pointed at ``/dev/null`` rather than closed: something inherited may still write to
+    its number (a logging handler whose stream hides its descriptor, as pytest's live log does), and
+    a closed number is soon reused by a socket this process makes, which would then receive that
+    output; the monitor reading the other end would take it for its supervisor's death."""
     fds = sorted(int(x) for x in os.listdir("/proc/self/fd"))
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     for fd in fds:
-        if fd > 2 and fd not in keep:
+        if fd > 2 and fd not in keep and fd != devnull:
             try:
-                os.close(fd)
+                os.fstat(fd)  # (the listing's own descriptor is closed by now: leave that number free)
+                os.dup2(devnull, fd, inheritable=False)
             except OSError:
                 pass
+    os.close(devnull)
 
 
 def exit_status(status: int) -> int:

@@ -337,3 +337,49 @@ def test_restarts_in_a_caller_that_logs_to_a_file(tmp_path):
         assert "Bad file descriptor" not in w.text("err")
     finally:
         w.kill()
+
+
+HIDDEN_STREAM_CALLER = """
+import logging, os, sys
+import honeydew
+from support import faults_helpers as F
+
+class Hidden:
+    '''A stream that writes to a descriptor it does not reveal (no fileno), as pytest's live log does.'''
+    def __init__(self, fd):
+        self.fd = fd
+    def write(self, text):
+        os.write(self.fd, text.encode())
+    def flush(self):
+        pass
+
+logging.basicConfig(stream=Hidden(os.dup(2)), level=logging.INFO)
+with honeydew.Pool(num_workers=1) as pool:
+    pid = pool.call(F.getpid)
+    F.one("hd-queue-0", timeout=30).kill()      # the supervisor logs a warning about it
+    F.wait_until(lambda: len(F.pool_processes()) == 4, 30, what="the queue process back")
+    for _ in range(20):
+        try:
+            assert pool.options(timeout=30).call(F.getpid) == pid, "the worker was replaced"
+            break
+        except honeydew.JobLost:
+            pass  # a job sent while the queue was being replaced
+print("DONE", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_log_stream_that_hides_its_descriptor_cannot_reach_a_pool_socket(tmp_path):
+    """The forked supervisor lets go of the caller's descriptors; one a logging handler writes to
+    without revealing it must not be reused by the supervisor's own sockets (its warning about a
+    restarted queue would reach a monitor, which would take it for its supervisor's death and kill
+    its worker)."""
+    w = F.start_watched(tmp_path, HIDDEN_STREAM_CALLER)
+    try:
+        try:
+            code = w.finish(90)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0 and "DONE" in w.out, f"exit {code}\n{w.text()}\n{w.text('err')[-3000:]}"
+    finally:
+        w.kill()
