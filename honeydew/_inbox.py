@@ -19,6 +19,7 @@ able to start, the supervisor gone...), the few things only the pool can act on.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import pickle
@@ -41,6 +42,7 @@ from .protocol import (
     Result,
     Settled,
     StatusReply,
+    Stored,
     WorkersDown,
 )
 
@@ -55,6 +57,21 @@ _FINISHED = _base.FINISHED
 _MARK = _spool.MARK
 
 
+class Unstored:
+    """A job sent to a queue whose backend is durable, until the queue says it is ``Stored``:
+    its wire form (sent again if the queue restarts first) and the caller's slot, if one waits."""
+
+    __slots__ = ("job_id", "wire", "slot", "stored", "error")
+
+    def __init__(self, job_id: str, wire: tuple[Any, ...], slot: Any) -> None:
+        self.job_id, self.wire, self.slot = job_id, wire, slot
+        self.stored = False   # the queue has answered (``error`` says whether the backend refused it)
+        self.error = ""
+
+    def done(self) -> bool:
+        return self.stored
+
+
 class JobTable:
     """The caller's jobs that wait for an outcome, and the queues' and the supervisor's answers
     about them.  Bookkeeping only (no I/O, no user code): the :class:`Inbox` owns it and settles its
@@ -65,7 +82,13 @@ class JobTable:
     a ``call``'s bare slot) carries ``_is_async`` while it is a ``submit`` future not yet counted out
     of :attr:`submits`; whoever settles or cancels it first clears it and counts it out."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_queues: int = 1) -> None:
+        #: per queue, oldest first: the jobs sent to a durable backend and not yet ``Stored``.  The
+        #: pool appends under the queue's send lock (so in the order sent); only the reading thread
+        #: takes them out (a deque's append and popleft are atomic).
+        self.unstored: list[collections.deque[Unstored]] = [collections.deque() for _ in range(num_queues)]
+        #: per queue, the generation whose ``Stored`` counts (an earlier one's are stale)
+        self.gens = [0] * num_queues
         #: job id -> (future or call slot, queue index).  Public for the pool's hot path: it adds a
         #: job with one dict store (and removes it with one pop if the job cannot be written)
         self.pending: dict[str, tuple[Any, int]] = {}
@@ -138,6 +161,30 @@ class JobTable:
             out.append((jid, slot))
         return out
 
+    # ---------------------------------------------------------------- a durable backend's answers
+
+    def mark_stored(self, q: int, gen: int, count: int, error: str) -> list[Unstored]:
+        """Queue ``q`` (generation ``gen``) stored the next ``count`` jobs sent to it, or refused
+        them with ``error``; returns the refused ones.  A stale generation's answer changes nothing."""
+        if gen != self.gens[q]:
+            return []
+        queue = self.unstored[q]
+        refused = []
+        for _ in range(min(count, len(queue))):
+            entry = queue.popleft()
+            entry.error = error
+            entry.stored = True
+            if error:
+                refused.append(entry)
+        return refused
+
+    def refuse_all(self, error: str) -> None:
+        """No ``Stored`` will come (the pool's processes are gone): whoever waits for one learns it."""
+        for queue in self.unstored:
+            while queue:
+                entry = queue.popleft()
+                entry.error, entry.stored = error, True
+
     # ---------------------------------------------------------------- requests and their answers
 
     def new_request(self) -> int:
@@ -180,6 +227,9 @@ class PoolEvents(Protocol):
         """Queue ``index`` was replaced by generation ``gen``: take every job sent to it out of the
         table; return each one's slot with the error it gets."""
 
+    def not_stored(self, job_id: str, error: str) -> BaseException:
+        """The error of a job a durable backend refused (``Stored`` with an error)."""
+
     def boot_failed(self, reason: str) -> None:
         """A spawned supervisor could not load the pool's configuration (``BootFailed``)."""
 
@@ -201,7 +251,7 @@ class Inbox:
                  events: PoolEvents, flush: Callable[[], None], future_condition: threading.Condition) -> None:
         """``flush`` writes whatever waits in the pool's write buffers (a thread is about to wait);
         ``future_condition`` is the one condition every future of the pool shares."""
-        self.jobs = JobTable()
+        self.jobs = JobTable(len(queues))
         self.control = control
         self.queues = queues
         self.replies = replies
@@ -384,6 +434,23 @@ class Inbox:
                         work.append((entry[0], _FAILURE, m.failure))
             elif t is Settled:
                 self.events.settled(i, m.count)
+            elif t is Stored:
+                refused = jobs.mark_stored(i, m.gen, m.count, m.error)
+                if refused:
+                    for entry in refused:
+                        entry_ = jobs.pending.pop(entry.job_id, None)
+                        if entry_ is not None:
+                            work.append((entry_[0], _EXC, self.events.not_stored(entry.job_id, m.error)))
+                    self.events.settled(i, len(refused))  # refused jobs never settle: their room comes back
+            elif t is Result:
+                # the outcome of a job that ran in another pool, passed on by the queue
+                entry = jobs.pending.pop(m.job_id, None)
+                if entry is not None:
+                    work.append((entry[0], _OK_BLOB, m.value))
+                    jobs.partials.pop(m.job_id, None)
+            elif t is Partial:
+                if m.job_id in jobs.pending:
+                    jobs.partials[m.job_id] = m.value
             elif t is WorkersDown:
                 self.events.workers_down(m.dropped, m.failure)
             elif t is JobState:

@@ -32,7 +32,7 @@ from concurrent.futures import Executor, Future, _base
 from typing import Any
 
 from . import _leftovers, _process, _spool
-from ._inbox import Inbox
+from ._inbox import Inbox, Unstored
 from ._launch import launch
 from ._outbuf import Writer
 from ._payload import Encoder
@@ -56,19 +56,17 @@ from .failure_modes import FailureMode
 from .protocol import (
     Cancel,
     Drain,
-    Enqueue,
     Resync,
     Shutdown,
     StatusRequest,
     Terminate,
     WhereIs,
+    enqueue_wire,
 )
 from .queues import Queue
 from .tasks import WorkerSpec, make_spec
 
 log = logging.getLogger("honeydew.pool")
-_ENQUEUE = Enqueue.TAG  # the hot path sends Enqueue in wire form: (TAG, job_id, payload, origin, timeout)
-assert Enqueue._fields == ("job_id", "payload", "origin", "timeout")
 _SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-built: signal handlers stay simple
 _TERMINATE_PACKET = b"".join(bytes(b) for b in pack([Terminate()])[0])
 
@@ -245,6 +243,9 @@ class Pool(Executor):
                              f"other pools serve") if num_workers == 0 and not queue.durable else ""
         self.num_queues = num_queues
         self.max_pending = config.max_pending
+        #: the backend keeps what it accepted across a queue restart: a ``cast`` returns once it is
+        #: stored, and a restart means sending again what was not, rather than ``JobLost``
+        self._durable = queue.durable
         self._token = os.urandom(6).hex()
         self._ids = itertools.count(1)
         self._rr = itertools.count()
@@ -342,7 +343,8 @@ class Pool(Executor):
         try:
             for start, end in bounds:
                 payload = self._encoder.map_payload(ref, items[start:end], star)
-                futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout))
+                # (a chunk a durable backend refuses fails its future: nothing to wait for here)
+                futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout, confirm=False))
         except BaseException:
             for f in futures:
                 f._cancel_queued()
@@ -610,7 +612,10 @@ class Pool(Executor):
                              job_timeout)
 
     def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None, job_timeout: float,
-                 is_async: bool = True) -> Any:
+                 is_async: bool = True, confirm: bool = True) -> Any:
+        """Send one job; a ``cast`` returns its id, a ``submit`` its future, a ``call`` its slot.  On
+        a durable backend a cast or submit returns once the backend holds the job (unless not
+        ``confirm``: a ``map``'s chunks, whose futures fail if it refuses them)."""
         if self._closed:
             raise self._closed_error()
         if self._nobody_runs:
@@ -635,7 +640,10 @@ class Pool(Executor):
                     if self._bg is None:
                         self._start_background()
             try:
-                wire = (_ENQUEUE, job_id, payload, self._token if reply else "", job_timeout)
+                wire = enqueue_wire(job_id, payload, self._token if reply else "", job_timeout)
+                if self._durable:
+                    unstored = Unstored(job_id, wire, fut)
+                    self._jobs.unstored[q].append(unstored)
                 if reply and not is_async:
                     self._writer.send_wire(q, wire)  # a call waits at once: nothing to gain by holding it back
                 else:
@@ -644,7 +652,22 @@ class Pool(Executor):
                 self._pending.pop(job_id, None)
                 self._room_back(q)
                 raise PoolClosed(f"the pool's queue process is gone ({self._broken or 'it stopped'})") from None
+        if self._durable and confirm and (is_async or not reply):
+            self._wait_stored(unstored, timeout)
         return fut if reply else job_id
+
+    def _wait_stored(self, entry: Unstored, timeout: float | None) -> None:
+        """A ``cast`` or ``submit`` to a durable backend returns once the backend holds the job."""
+        if not self._inbox.wait(lambda: entry.stored or self._inbox.supervisor_gone or self._terminated, timeout):
+            raise TimeoutError(f"job {entry.job_id} was not confirmed stored within {timeout}s; it may still be "
+                               f"stored and run")
+        if entry.error:
+            raise self._not_stored(entry.job_id, entry.error)
+        if not entry.stored:
+            raise PoolClosed(f"job {entry.job_id} may not have been stored: {self._closed_reason()}")
+
+    def _not_stored(self, job_id: str, error: str) -> HoneydewError:
+        return HoneydewError(f"job {job_id} was not stored, so it will not run: {error}")
 
     def _count_dropped(self) -> str:
         """What terminating now drops, in words ('' if nothing): every job the queues hold (casts
@@ -797,7 +820,10 @@ class Pool(Executor):
             bg.join(5.0)
 
     def _queue_restarted(self, q: int, gen: int, reason: str) -> list[tuple[Any, BaseException]]:
-        """Queue ``q`` was replaced: its jobs are lost.  Fail them, then let the new one serve."""
+        """Queue ``q`` was replaced: its jobs are lost.  Fail them, then let the new one serve.  A
+        durable backend lost nothing it stored: send again what it had not stored, and go on."""
+        if self._durable:
+            return self._durable_queue_restarted(q, gen, reason)
         with self._queue_locks[q]:
             lost = self._jobs.lose_queue(q)
             failed: list[tuple[Any, BaseException]] = [
@@ -815,6 +841,28 @@ class Pool(Executor):
                 pass
         return failed
 
+    def _durable_queue_restarted(self, q: int, gen: int, reason: str) -> list[tuple[Any, BaseException]]:
+        jobs = self._jobs
+        with self._queue_locks[q]:
+            jobs.gens[q] = gen  # the old generation's late Stored no longer counts
+            unstored = list(jobs.unstored[q])
+            stored = {jid for jid in jobs.pending if jobs.pending[jid][1] == q}.difference(
+                e.job_id for e in unstored)
+            log.warning("queue %d restarted (%s): %d job(s) stored by the backend are kept; %d not yet stored are "
+                        "sent again", q, reason, len(stored), len(unstored))
+            self._writer.drop(q)  # every job in it is in the unstored list, sent again below
+            try:
+                self._writer.send_many(q, [Resync(gen, tuple(sorted(stored)))])
+                for entry in unstored:
+                    self._writer.bufs[q].append(entry.wire)
+                if self._closed:
+                    self._writer.send(q, Drain())
+                else:
+                    self._writer.write(q)
+            except OSError:
+                pass
+        return []
+
     def _supervisor_exited(self) -> Callable[[str], BaseException]:
         self._supervisor.reap(True)  # its pidfd is readable: it has exited, this does not block
         if self._boot_error:
@@ -828,6 +876,7 @@ class Pool(Executor):
             self._broken = f"its supervisor process (pid {self._supervisor.pid}) {how}"
             log.error("honeydew pool: %s; every pool process is gone", self._broken)
             self._closed = True
+        self._jobs.refuse_all(self._broken or "the pool's processes are gone")
         return self._stranded_error
 
     def _stranded_error(self, jid: str) -> BaseException:
@@ -864,6 +913,9 @@ class _Events:
 
     def supervisor_exited(self) -> Callable[[str], BaseException]:
         return self._pool._supervisor_exited()
+
+    def not_stored(self, job_id: str, error: str) -> BaseException:
+        return self._pool._not_stored(job_id, error)
 
     def exception_of(self, failure: tuple[Any, ...], job_id: str) -> BaseException:
         return self._pool._exception_of(failure, job_id)

@@ -90,11 +90,15 @@ class WhereIs(NamedTuple):
 
 
 class Resync(NamedTuple):
-    """The caller has seen queue generation ``gen`` start and failed everything it sent before;
-    the new queue ignores caller messages until this one arrives."""
+    """The caller has seen queue generation ``gen`` start and dealt with everything it sent before:
+    failed it (an in-memory queue), or (a durable one) it sends again, after this, every job not yet
+    ``Stored``; ``awaiting`` then lists the jobs stored by an earlier generation whose outcome the
+    caller still waits for (a drain waits for them: another pool may run them).  The new queue
+    ignores caller messages, and passes on no reply, until this one arrives."""
 
     TAG = 3
     gen: int
+    awaiting: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- queue -> caller
@@ -129,12 +133,15 @@ class WorkersDown(NamedTuple):
 
 
 class Stored(NamedTuple):
-    """A durable backend holds the next ``count`` jobs this caller sent to the queue (it committed
-    them), or, when ``error`` is not empty, refused them (the disk is full, the file read-only...):
-    their ``cast`` raises ``HoneydewError`` with ``error``.  Sent only by a queue whose backend is
-    ``durable``; jobs are answered in the order they were sent."""
+    """A durable backend holds the next ``count`` jobs this caller sent to queue generation ``gen``
+    (it committed them), or, when ``error`` is not empty, refused them (the disk is full, the file
+    read-only...): their ``cast`` raises ``HoneydewError`` with ``error``.  Sent only by a queue
+    whose backend is ``durable``; jobs are answered in the order they were sent.  The caller ignores
+    a ``Stored`` of an earlier generation: it has sent again whatever was not stored when it learnt
+    of the restart (the backend's ``enqueue`` is idempotent by job id)."""
 
     TAG = 15
+    gen: int
     count: int
     error: str
 

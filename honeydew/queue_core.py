@@ -52,6 +52,7 @@ from .protocol import (
     JobFailed,
     JobState,
     KillWorker,
+    Partial,
     Release,
     Result,
     Resync,
@@ -110,6 +111,7 @@ class QueueCore:
         self.pids = [0] * len(workers)          # current worker pid per slot
         self.cancelled: set[str] = set()        # running jobs being stopped because they were cancelled
         self.answers: dict[str, tuple[bytes, bool]] = {}   # Answer of a job of another pool: (value, partial)
+        self.awaiting: set[str] = set()         # durable: this pool's stored jobs whose caller waits for them
         self.accepting = gen == 0               # a restarted queue waits for the caller's Resync
         self.draining = False                   # Drain: finish every job, then stop
         self.shutting_down = False              # SIGTERM: finish running jobs, start nothing new, then stop
@@ -182,12 +184,18 @@ class QueueCore:
             self.shutting_down = True
 
     def collect_replies(self) -> None:
-        """Pass on what the backend brought for this pool's callers (jobs that ran in other pools)."""
+        """Pass on what the backend brought for this pool's callers (jobs that ran in other pools).
+        A restarted queue passes on nothing before the caller's ``Resync``."""
+        if not self.accepting:
+            return
         for r in self.backend.take_replies():
             if r.ok:
                 self.caller.put(Result(r.job_id, r.value))
             else:
+                if r.partial:
+                    self.caller.put(Partial(r.job_id, r.partial))  # read before the JobFailed it belongs to
                 self.caller.put(JobFailed(r.job_id, r.value))
+            self.awaiting.discard(r.job_id)
             self._settle()
 
     # ---------------------------------------------------------------- from the caller
@@ -200,6 +208,7 @@ class QueueCore:
             if not self.accepting:
                 if t is Resync and m.gen == self.gen:
                     self.accepting = True
+                    self.awaiting.update(m.awaiting)
                 continue
             if t is Enqueue:
                 batch.append(Job(m.job_id, m.payload, m.origin, m.timeout))
@@ -217,6 +226,7 @@ class QueueCore:
                 self.caller.put(JobState(m.req_id, m.job_id, state))
             elif t is Drain:
                 self.draining = True
+
             elif t is StatusRequest:
                 self.caller.put(StatusReply(m.req_id, self.status()))
         if batch:
@@ -229,13 +239,15 @@ class QueueCore:
             why = f"the queue {self.backend!r} could not store the job: {type(e).__name__}: {e}"
             self.log.error("%d job(s) refused: %s", len(jobs), why)
             if self._durable:
-                self.caller.put(Stored(len(jobs), why))
+                self.caller.put(Stored(self.gen, len(jobs), why))
             else:
                 for job in jobs:
                     self._report(job, Failure.lost(f"job {job.id} was not queued: {why}"))
             return
         if self._durable:
-            self.caller.put(Stored(len(jobs), ""))
+            self.caller.put(Stored(self.gen, len(jobs), ""))
+            token = self.token
+            self.awaiting.update(job.id for job in jobs if job.origin == token)
 
     def _cancel(self, m: Cancel) -> None:
         backend = self.backend
@@ -243,6 +255,7 @@ class QueueCore:
             self.step()  # idle workers take what they would have taken had we been quicker
         job = backend.cancel(m.job_id)
         if job is not None:
+            self.awaiting.discard(job.id)
             _forget(job)
             self._settle()
             state = "cancelled"
@@ -282,6 +295,8 @@ class QueueCore:
                 job = reserved.pop(m.job_id, None)
                 if job is not None:
                     self._acks.append(job.id)
+                    if self._durable:
+                        self.awaiting.discard(job.id)
                     if self.answers and job.origin:
                         answer = self.answers.pop(job.id, None)
                         if answer is not None and job.origin != self.token:
@@ -397,16 +412,15 @@ class QueueCore:
         answer = self.answers.pop(job.id, None)
         reply = None
         if job.origin and job.origin != self.token:
-            if answer is not None and answer[1]:
-                reply = Reply(job.origin, job.id, True, answer[0])  # a map chunk's item outcomes
-            else:
-                reply = Reply(job.origin, job.id, False, failure_record(failure))
+            partial = answer[0] if answer is not None and answer[1] else b""  # a map chunk's item outcomes
+            reply = Reply(job.origin, job.id, False, failure_record(failure), partial)
         self.backend.give_up(job, failure_record(failure), reply)
         self._report(job, failure)
 
     def _report(self, job: Job, failure: Failure) -> None:
         """The job is over with ``failure`` (the backend no longer has it): tell its caller."""
         _forget(job)
+        self.awaiting.discard(job.id)
         if failure.kind not in (Failure.RAISED, Failure.NO_WORKER):  # (no_worker: logged once for the batch)
             self.log.warning("job %s given up: %s", job.id, failure.describe())
         if job.origin == self.token:
@@ -441,6 +455,8 @@ class QueueCore:
             for job in self.backend.take_pending():
                 self._report(job, Failure.lost("the pool closed with no workers to run this job"))
             return True
+        if self.awaiting:
+            return False  # (durable: a job of this pool's, stored, whose caller waits; another pool may run it)
         if not self.has_workers:
             return True  # (durable: what this pool sent is stored; other pools run it)
         return len(self.backend) == 0 and not any(self.reserved)

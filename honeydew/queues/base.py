@@ -69,12 +69,16 @@ class Owner(NamedTuple):
 
 class Reply(NamedTuple):
     """The outcome of a job for a caller in another pool (``origin``): ``value`` is the pickled
-    result when ``ok``, else a failure record (:func:`honeydew.protocol.failure_record`)."""
+    result when ``ok``, else a failure record (:func:`honeydew.protocol.failure_record`).  A ``map``
+    chunk given up after some of its items raised also carries its items' outcomes in ``partial``
+    (the pickled ``(values, errors)``; empty otherwise), so the caller yields the items that
+    succeeded before it raises."""
 
     origin: str
     job_id: str
     ok: bool
     value: Any
+    partial: bytes = b""
 
 
 #: Capabilities a backend may lack (:attr:`Queue.lacks`); the contract suite skips their tests.

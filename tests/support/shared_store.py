@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     bounces INTEGER NOT NULL, ready_at REAL NOT NULL,
     pool TEXT, queue INTEGER, gen INTEGER, pid INTEGER          -- the owner of a reservation
 );
-CREATE TABLE IF NOT EXISTS replies (origin TEXT NOT NULL, job_id TEXT NOT NULL, ok INTEGER NOT NULL, value BLOB);
+CREATE TABLE IF NOT EXISTS replies (origin TEXT NOT NULL, job_id TEXT NOT NULL, ok INTEGER NOT NULL, value BLOB,
+                                    partial BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS owners (pool TEXT NOT NULL, queue INTEGER NOT NULL, gen INTEGER NOT NULL,
                                    pid INTEGER NOT NULL);
 """
@@ -55,8 +56,11 @@ class SharedStore(Queue):
     #: how often an open store looks for replies to its pool's callers (tick)
     POLL = 0.02
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, refuse_while: str | Path | None = None) -> None:
+        """``refuse_while``: while a file of that name exists, ``enqueue`` raises as a full disk
+        would (for the tests of a backend that refuses a job)."""
         self.path = str(path)
+        self.refuse_while = None if refuse_while is None else str(refuse_while)
         self._db: sqlite3.Connection | None = None
         self.owner: Owner | None = None
         self.told_hold: list[int] = []   # every hold() the queue process sent (for tests)
@@ -65,7 +69,7 @@ class SharedStore(Queue):
         return f"SharedStore({self.path!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_db": None, "owner": None, "told_hold": []}
+        return {"path": self.path, "refuse_while": self.refuse_while, "_db": None, "owner": None, "told_hold": []}
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -120,6 +124,8 @@ class SharedStore(Queue):
         return (self.owner.pool, self.owner.queue, self.owner.generation, self.owner.pid)
 
     def enqueue(self, jobs: Sequence[Job], ready_at: float = 0.0) -> None:
+        if self.refuse_while is not None and os.path.exists(self.refuse_while):
+            raise OSError(28, "No space left on device", self.path)
         with self._tx():
             top = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
             for i, job in enumerate(jobs, 1):
@@ -147,8 +153,8 @@ class SharedStore(Queue):
                 self.db.execute("DELETE FROM jobs WHERE id = ? AND pool = ? AND queue = ? AND gen = ? AND pid = ?",
                                 (job_id, *self._mine()))
             for r in replies:
-                self.db.execute("INSERT INTO replies VALUES (?, ?, ?, ?)", (r.origin, r.job_id, int(r.ok),
-                                                                              _blob(r.value)))
+                self.db.execute("INSERT INTO replies VALUES (?, ?, ?, ?, ?)", (r.origin, r.job_id, int(r.ok),
+                                                                                 _blob(r.value), r.partial))
 
     def nack(self, job: Job, ready_at: float = 0.0, *, front: bool = False) -> bool:
         with self._tx():
@@ -202,11 +208,12 @@ class SharedStore(Queue):
     def take_replies(self) -> list[Reply]:
         assert self.owner is not None
         with self._tx():
-            rows = self.db.execute("SELECT origin, job_id, ok, value FROM replies WHERE origin = ?",
+            rows = self.db.execute("SELECT origin, job_id, ok, value, partial FROM replies WHERE origin = ?",
                                    (self.owner.pool,)).fetchall()
             if rows:
                 self.db.execute("DELETE FROM replies WHERE origin = ?", (self.owner.pool,))
-        return [Reply(origin, job_id, bool(ok), _unblob(ok, value)) for origin, job_id, ok, value in rows]
+        return [Reply(origin, job_id, bool(ok), _unblob(ok, value), partial)
+                for origin, job_id, ok, value, partial in rows]
 
 
 def _blob(value: Any) -> bytes:

@@ -12,17 +12,19 @@ from typing import Any
 
 import pytest
 
-from honeydew._inbox import Inbox, JobTable, PoolEvents
+from honeydew._inbox import Inbox, JobTable, PoolEvents, Unstored
 from honeydew._wire import Endpoint, socketpair
 from honeydew.errors import Failure, RemoteError
 from honeydew.protocol import (
     BootFailed,
     JobFailed,
     JobState,
+    Partial,
     QueueRestarted,
     Result,
     Settled,
     StatusReply,
+    Stored,
     WorkersDown,
 )
 
@@ -112,6 +114,9 @@ class Events:
 
     def boot_failed(self, reason: str) -> None:
         self.seen.append(("boot_failed", reason))
+
+    def not_stored(self, job_id: str, error: str) -> BaseException:
+        return OSError(f"{job_id} not stored: {error}")
 
     def supervisor_exited(self) -> Callable[[str], BaseException]:
         self.seen.append(("supervisor_exited",))
@@ -218,3 +223,36 @@ def test_fail_all_settles_every_pending_job(rig: Rig) -> None:
     assert call.outcome is not None and str(call.outcome[1]) == "a terminated"
     assert done == [fut] and str(fut.exception()) == "b terminated"
     assert not rig.jobs.pending and rig.jobs.submits == 0
+
+
+# --- a durable backend's answers ----------------------------------------------------------------
+
+def test_stored_answers_count_off_the_oldest_jobs_of_their_generation() -> None:
+    jobs = JobTable(num_queues=2)
+    a, b, c = (Unstored(jid, ("wire", jid), None) for jid in "abc")
+    jobs.unstored[0].extend([a, b, c])
+    assert jobs.mark_stored(0, 0, 1, "") == [] and a.done() and not b.done()
+    jobs.gens[0] = 1                                   # the queue restarted: its old answers are stale
+    assert jobs.mark_stored(0, 0, 2, "") == [] and not b.done()
+    assert jobs.mark_stored(0, 1, 1, "disk full") == [b] and b.done() and b.error == "disk full"
+    jobs.refuse_all("gone")
+    assert c.done() and c.error == "gone" and not jobs.unstored[0]
+
+
+def test_a_refused_job_fails_its_caller_and_gives_its_room_back(rig: Rig) -> None:
+    kept, refused = rig.add(Slot("a")), rig.add(SubmitFuture("b"))
+    rig.jobs.unstored[0].extend([Unstored("a", (), kept), Unstored("b", (), refused)])
+    rig.queue.send(Stored(0, 1, ""), Stored(0, 1, "No space left on device"))
+    assert rig.inbox.wait(refused.done, 5)
+    assert str(refused.exception()) == "b not stored: No space left on device"
+    assert "a" in rig.jobs and kept.outcome is None
+    assert rig.events.seen == [("settled", 0, 1)] and rig.jobs.submits == 0
+
+
+def test_the_outcome_of_a_job_another_pool_ran_comes_from_the_queue(rig: Rig) -> None:
+    call, chunk = rig.add(Slot("a")), rig.add(Slot("m"))
+    items = pickle.dumps(([1, None], [None, ("err",)]))
+    rig.queue.send(Result("a", pickle.dumps("from pool b")), Partial("m", items))
+    assert rig.inbox.wait(lambda: call.outcome is not None, 5)
+    assert call.outcome == (True, "from pool b")
+    assert rig.jobs.partials == {"m": items} and chunk.outcome is None

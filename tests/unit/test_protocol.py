@@ -35,6 +35,7 @@ BY_ANNOTATION: dict[str, st.SearchStrategy[Any]] = {
     "int | None": st.none() | st.integers(min_value=-255, max_value=255),
     "str | None": st.none() | st.text(max_size=10),
     "tuple[Any, ...]": failure_tuples,
+    "tuple[str, ...]": st.lists(st.text(max_size=10), max_size=4).map(tuple),
     "dict[str, Any]": st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10), max_size=5),
 }
 
@@ -94,3 +95,29 @@ def test_docstring_table_lists_every_message() -> None:
     table = {line.split()[0] for line in (protocol.__doc__ or "").splitlines() if line.strip()}
     missing = sorted(cls.__name__ for cls in CLASSES if cls.__name__ not in table)
     assert not missing, f"not in honeydew.protocol's table: {missing}"
+
+
+# --- the hot path's wire forms, built without a message object ------------------------------------
+
+@pytest.mark.parametrize("wire, record", [
+    (protocol.enqueue_wire("j1", b"payload", "origin", 2.5), protocol.Enqueue("j1", b"payload", "origin", 2.5)),
+    (protocol.dispatch_wire("j1", b"payload", "", 3, 0.0), protocol.Dispatch("j1", b"payload", "", 3, 0.0)),
+    (protocol.done_wire("j1", True), protocol.Done("j1", True)),
+    (protocol.result_wire("j1", b"value"), protocol.Result("j1", b"value")),
+    (protocol.partial_wire("j1", b"items"), protocol.Partial("j1", b"items")),
+], ids=lambda v: type(v).__name__)
+def test_each_wire_form_decodes_to_its_message(wire: tuple[Any, ...], record: Any) -> None:
+    assert wire == encode(record)
+    assert decode(wire) == record
+    assert type(decode(wire)) is type(record)
+
+
+def test_the_payload_and_the_failure_record_round_trip() -> None:
+    call = protocol.read_payload(protocol.call_payload("task", (1, 2), {"k": 3}))
+    assert call == protocol.CallJob("task", (1, 2), {"k": 3})
+    mapped = protocol.read_payload(protocol.map_payload("task", [(1,), (2,)], True))
+    assert isinstance(mapped, protocol.MapJob) and list(mapped.items) == [(1,), (2,)] and mapped.star
+    failure = Failure.crash(-9, 12, "running job j")
+    assert protocol.read_failure(protocol.failure_record(failure)) == failure
+    with pytest.raises(ValueError, match="not a honeydew job payload"):
+        protocol.read_payload(("something", "else"))

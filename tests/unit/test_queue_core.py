@@ -28,6 +28,7 @@ from honeydew.protocol import (
     JobFailed,
     JobState,
     KillWorker,
+    Partial,
     Release,
     Result,
     Resync,
@@ -527,7 +528,7 @@ def test_a_durable_queue_answers_stored_for_each_batch(store: Any) -> None:
     core.from_caller([Enqueue("a", b"p", "", 0.0), Enqueue("b", b"p", "", 0.0), WhereIs("a", 1),
                       Enqueue("c", b"p", TOKEN, 0.0)])
     msgs = caller(core).take()
-    assert msgs == [Stored(2, ""), JobState(1, "a", "queued"), Stored(1, "")]
+    assert msgs == [Stored(0, 2, ""), JobState(1, "a", "queued"), Stored(0, 1, "")]
 
 
 def test_a_durable_queue_that_cannot_store_says_why(store: Any) -> None:
@@ -568,19 +569,24 @@ def test_the_outcome_of_another_pools_job_goes_to_the_backend(store: Any) -> Non
     replies = {r.job_id: r for r in sender.take_replies()}
     assert replies["call-1"] == Reply("pool-b", "call-1", True, b"the result")
     assert replies["call-2"].ok is False and tuple(replies["call-2"].value) == failure_record(RAISED)
-    assert replies["map-3"] == Reply("pool-b", "map-3", True, b"items")  # a map chunk's item outcomes
+    # a given-up map chunk: its failure, and its items' outcomes
+    assert replies["map-3"].ok is False and replies["map-3"].partial == b"items"
+    assert tuple(replies["map-3"].value) == failure_record(RAISED)
 
 
 def test_replies_for_this_pools_callers_are_passed_on(store: Any) -> None:
     core = make(backend=store(TOKEN), count_settled=True)
     runner = store("pool-b")
-    runner.ack([], [Reply(TOKEN, "j1", True, b"value"), Reply(TOKEN, "j2", False, failure_record(RAISED))])
+    runner.ack([], [Reply(TOKEN, "j1", True, b"value"), Reply(TOKEN, "j2", False, failure_record(RAISED)),
+                    Reply(TOKEN, "j3", False, failure_record(RAISED), b"items")])
     core.collect_replies()
     core.step()
     msgs = caller(core).take()
     assert Result("j1", b"value") in msgs
     assert JobFailed("j2", failure_record(RAISED)) in msgs
-    assert Settled(2) in msgs
+    # a given-up map chunk's items' outcomes come first, as a worker of this pool would send them
+    assert msgs.index(Partial("j3", b"items")) + 1 == msgs.index(JobFailed("j3", failure_record(RAISED)))
+    assert Settled(3) in msgs
 
 
 def test_the_backend_is_told_how_many_jobs_the_workers_can_hold(store: Any) -> None:
@@ -595,3 +601,37 @@ def test_the_backend_is_told_how_many_jobs_the_workers_can_hold(store: Any) -> N
     core.from_worker(0, [WorkerDied(100, 0, None, WorkerDied.LEFT, "")])
     core.step()
     assert backend.told_hold == [0, 2, 3, 2, 1]
+
+
+def test_an_enqueue_only_durable_queue_drains_once_its_callers_have_their_outcomes(store: Any) -> None:
+    """Its casts are stored, so they do not hold the drain; a job whose caller waits does, until
+    the pool that ran it has replied (or the caller cancelled it)."""
+    core = make(workers=0, has_workers=False, backend=store(TOKEN))
+    core.from_caller([Enqueue("cast", b"p", "", 0.0), Enqueue("call", b"p", TOKEN, 0.0),
+                      Enqueue("gone", b"p", TOKEN, 0.0), Drain()])
+    core.step()
+    assert not core.finished()
+    core.from_caller([Cancel("gone", False, 1)])
+    store("pool-b").ack([], [Reply(TOKEN, "call", True, b"value")])
+    core.collect_replies()
+    core.step()
+    assert core.finished()
+    assert Result("call", b"value") in caller(core).take()
+
+
+def test_a_restarted_durable_queue_waits_for_what_the_caller_still_awaits(store: Any) -> None:
+    """The caller's Resync names the jobs stored by the earlier generation that it still waits for;
+    before it, the new queue passes on no reply (the caller would not know them yet)."""
+    core = make(workers=0, has_workers=False, backend=store(TOKEN), gen=1)
+    store("pool-b").ack([], [Reply(TOKEN, "old", True, b"value")])
+    core.collect_replies()
+    assert caller(core).take(Result) == []
+    core.from_caller([Resync(1, ("old", "older")), Drain()])
+    core.collect_replies()
+    core.step()
+    assert caller(core).take(Result) == [Result("old", b"value")]
+    assert not core.finished()  # "older" has no outcome yet
+    store("pool-b").ack([], [Reply(TOKEN, "older", False, failure_record(RAISED))])
+    core.collect_replies()
+    core.step()
+    assert core.finished()
