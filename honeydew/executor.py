@@ -118,9 +118,9 @@ class ProcessPoolExecutor(Pool):
         exc = super()._exception_of(failure, job_id)
         kind = Failure._make(failure).kind
         cause = exc.__cause__
-        if kind == "bad_result" and cause is not None and not isinstance(cause, _RemoteTraceback):
+        if kind == Failure.BAD_RESULT and cause is not None and not isinstance(cause, _RemoteTraceback):
             return cause
-        if kind == "bad_arguments":
+        if kind == Failure.BAD_ARGUMENTS:
             broken = BrokenPayload(str(exc))
             broken.__cause__ = cause
             return broken

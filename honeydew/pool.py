@@ -506,10 +506,16 @@ class Pool(Executor):
             except OSError:
                 pass
 
+    def _ask_to_terminate(self) -> None:
+        try:
+            self._control.send(Terminate())
+        except OSError:
+            pass
+
     def _init_error(self, what: str) -> WorkerInitError:
         assert self._init_failure is not None
         f = Failure._make(self._init_failure)
-        err = to_exception(f._replace(kind="no_worker", message=f"{what}; the last init failure: {f.describe()}"),
+        err = to_exception(f._replace(kind=Failure.NO_WORKER, message=f"{what}; the last init failure: {f.describe()}"),
                            remote=self._remote_traceback, no_worker=self._no_worker_error)
         assert isinstance(err, WorkerInitError)
         return err
@@ -537,15 +543,12 @@ class Pool(Executor):
         self._terminated = True
         dropped = self._count_dropped() if not self._inbox.supervisor_gone else None
         self._closed = True
-        try:
-            self._control.send(Terminate())
-        except OSError:
-            pass
         if dropped:
             log.warning("honeydew: terminate(): %s", dropped)
         if not self._supervisor.reap(False):
-            if not self._inbox.wait(lambda: self._inbox.supervisor_gone, 5.0):
-                os.kill(self._supervisor.pid, 9)
+            # asked by message (the supervisor kills its tree at once), SIGKILL if it has not gone in 5 s
+            _process.stop(self._supervisor.pid, 5.0, ask=self._ask_to_terminate,
+                          gone=lambda timeout: self._inbox.wait(lambda: self._inbox.supervisor_gone, timeout))
             self._supervisor.reap(True)
         self._inbox.fail_all(lambda jid: PoolClosed(f"job {jid}: the pool was terminated"))
         self._shutdown_bg()

@@ -186,5 +186,7 @@ class Queue(abc.ABC):
     def take_replies(self) -> list[Reply]:
         """The outcomes of this pool's jobs that ran in another pool and have arrived since the
         last call (after :meth:`readable` and :meth:`tick` the queue process asks).  Taken
-        replies are gone from the store."""
+        replies are gone from the store.  A shared backend also drops, when it can tell (at
+        :meth:`open`, on a lapsed lease), the replies of a pool none of whose queue processes is
+        alive any more, so that a caller that went away leaks nothing."""
         return []
