@@ -1,6 +1,6 @@
 """Queue backends.  ``Memory`` is the default; every backend implements :class:`Queue`."""
 
-from .base import Job, Owner, Queue, Reply
+from .base import FailedJob, Job, Owner, Queue, Reply
 from .memory import Memory
 
-__all__ = ["Job", "Memory", "Owner", "Queue", "Reply"]
+__all__ = ["FailedJob", "Job", "Memory", "Owner", "Queue", "Reply"]

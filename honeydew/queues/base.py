@@ -41,10 +41,10 @@ from typing import Any, ClassVar, NamedTuple
 class Job:
     """One job as the queue sees it: an id, an opaque payload and its delivery bookkeeping."""
 
-    __slots__ = ("id", "payload", "origin", "timeout", "deliveries", "failures", "bounces")
+    __slots__ = ("id", "payload", "origin", "timeout", "deliveries", "failures", "bounces", "priority")
 
     def __init__(self, id: str, payload: bytes, origin: str = "", timeout: float = 0.0, deliveries: int = 0,
-                 failures: int = 0, bounces: int = 0) -> None:
+                 failures: int = 0, bounces: int = 0, priority: int = 0) -> None:
         self.id = id
         self.payload = payload
         self.origin = origin          # the token of the pool whose caller waits ('' for a cast)
@@ -52,6 +52,7 @@ class Job:
         self.deliveries = deliveries  # times handed to a worker (counted by reserve)
         self.failures = failures      # times a Retry sent it back
         self.bounces = bounces        # times handed back unstarted because its worker died idle
+        self.priority = priority      # higher is reserved first; equal priorities stay FIFO
 
     def __repr__(self) -> str:
         return f"<Job {self.id} deliveries={self.deliveries} failures={self.failures}>"
@@ -81,11 +82,28 @@ class Reply(NamedTuple):
     partial: bytes = b""
 
 
+class FailedJob(NamedTuple):
+    """A job kept in the failed store (the failure mode ``Move``): what it was and why it failed.
+    ``failure`` is its failure record (:func:`honeydew.protocol.failure_record`); ``failed_at`` a
+    ``time.time()`` stamp.  The payload is kept as sent, so the job can be retried as it was."""
+
+    id: str
+    payload: bytes
+    origin: str
+    timeout: float
+    failure: tuple[Any, ...]
+    deliveries: int
+    failed_at: float
+    priority: int = 0
+
+
 #: Capabilities a backend may lack (:attr:`Queue.lacks`); the contract suite skips their tests.
 DELAYS = "delays"        # enqueue/nack with ready_at in the future
 SHARED = "shared"        # several owners (queue processes, pools) on one store at once; replies
 RECOVERY = "recovery"    # a dead owner's reservations come back at open()
-CAPABILITIES = frozenset({DELAYS, SHARED, RECOVERY})
+PRIORITIES = "priorities"  # a job's priority orders reservations (higher first; FIFO among equals)
+FAILED_STORE = "failed store"  # give_up(keep=True) keeps the job; failed/retry_failed/purge_failed
+CAPABILITIES = frozenset({DELAYS, SHARED, RECOVERY, PRIORITIES, FAILED_STORE})
 
 
 class Queue(abc.ABC):
@@ -118,8 +136,9 @@ class Queue(abc.ABC):
 
     @abc.abstractmethod
     def reserve(self, now: float) -> Job | None:
-        """Take the oldest ready job, mark it reserved by this owner and count the delivery: the
-        returned job's ``deliveries`` includes this one.  ``None`` when nothing is ready.
+        """Take the oldest ready job of the highest priority, mark it reserved by this owner and
+        count the delivery: the returned job's ``deliveries`` includes this one.  ``None`` when
+        nothing is ready.  (A backend that lacks ``PRIORITIES`` takes the oldest.)
 
         ``now`` is ``time.time()``; delayed jobs whose time has come count as ready."""
 
@@ -134,10 +153,30 @@ class Queue(abc.ABC):
         ``failures``, ``bounces``): at the head when ``front`` (it never started), else at the
         tail, ready from ``ready_at`` (0: now).  False if it was not reserved."""
 
-    def give_up(self, job: Job, failure: tuple[Any, ...], reply: Reply | None = None) -> None:
-        """The failure mode gave the job up (``failure`` is its failure record): by default it is
-        simply over (:meth:`ack`).  A backend with a failed store keeps it there instead."""
+    def give_up(self, job: Job, failure: tuple[Any, ...], reply: Reply | None = None, *,
+                keep: bool = False) -> None:
+        """The failure mode gave the job up (``failure`` is its failure record): it is over, as by
+        :meth:`ack` (with its ``reply``), and with ``keep`` (``Move``) it goes to the failed store,
+        in the same step, with its counts and a time stamp.  A backend that lacks
+        ``FAILED_STORE`` raises ``NotImplementedError`` for ``keep``."""
+        if keep:
+            raise NotImplementedError(f"{self!r} has no failed store")
         self.ack([job.id], [reply] if reply is not None else ())
+
+    # ------------------------------------------------------------ the failed store (Move)
+
+    def failed(self, limit: int = 100) -> list[FailedJob]:
+        """The kept jobs, newest first, at most ``limit``."""
+        raise NotImplementedError(f"{self!r} has no failed store")
+
+    def retry_failed(self, ids: Sequence[str] | None = None) -> int:
+        """Put kept jobs back as pending, at the tail, their delivery and failure counts reset
+        (``None``: all of them); returns how many.  A retried job is gone from :meth:`failed`."""
+        raise NotImplementedError(f"{self!r} has no failed store")
+
+    def purge_failed(self, ids: Sequence[str] | None = None) -> int:
+        """Delete kept jobs (``None``: all of them); returns how many."""
+        raise NotImplementedError(f"{self!r} has no failed store")
 
     @abc.abstractmethod
     def cancel(self, job_id: str) -> Job | None:
