@@ -21,7 +21,8 @@ from .errors import (
                      WorkerInitError,
 )
 from .executor import ProcessPoolExecutor
-from .failure_modes import Abandon, FailureMode, Requeue, Retry
+from .failed import FailedRecord
+from .failure_modes import Abandon, FailureMode, Move, Requeue, Retry
 from .pool import JobFuture, Pool
 from .tasks import task
 
@@ -29,12 +30,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Abandon",
+    "FailedRecord",
     "FailureMode",
     "HoneydewError",
     "JobFuture",
     "JobInfo",
     "JobLost",
     "JobTimeout",
+    "Move",
     "Pool",
     "PoolBroken",
     "PoolClosed",

@@ -35,6 +35,7 @@ from ._wire import Endpoint
 from .errors import Failure, RemoteError
 from .protocol import (
     BootFailed,
+    ControlReply,
     JobFailed,
     JobState,
     Partial,
@@ -103,6 +104,7 @@ class JobTable:
         self._request_ids = itertools.count(1)
         self._states: dict[int, str] = {}      # answers to Cancel/WhereIs (JobState), by request id
         self._status: dict[int, list[tuple[str, dict[str, Any]]]] = {}   # StatusReply, by request id
+        self._control: dict[int, list[tuple[bool, Any]]] = {}   # ControlReply (ok, value), by request id
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -206,6 +208,16 @@ class JobTable:
 
     def status_count(self, req_id: int) -> int:
         return len(self._status.get(req_id, ()))
+
+    def record_control(self, req_id: int, ok: bool, value: Any) -> None:
+        self._control.setdefault(req_id, []).append((ok, value))
+
+    def control_count(self, req_id: int) -> int:
+        return len(self._control.get(req_id, ()))
+
+    def take_control(self, req_id: int) -> list[tuple[bool, Any]]:
+        """Every queue's answer to ``Control`` request ``req_id``: (ok, value)."""
+        return self._control.pop(req_id, [])
 
     def take_status(self, req_id: int) -> list[tuple[str, dict[str, Any]]]:
         """Every answer to status request ``req_id``: (``"queue"`` or ``"supervisor"``, info)."""
@@ -457,6 +469,9 @@ class Inbox:
                 jobs.record_state(m.req_id, m.state)
             elif t is StatusReply:
                 jobs.record_status(m.req_id, "queue", m.info)
+            elif t is ControlReply:
+                if m.req_id:
+                    jobs.record_control(m.req_id, m.ok, m.value)
 
     def _partial_of(self, job_id: str, failure: tuple[Any, ...], work: list[_Work]) -> bytes | None:
         """The ``Partial`` outcome of a given-up map chunk.  The worker wrote it before it reported

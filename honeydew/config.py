@@ -21,7 +21,7 @@ from .queues import Memory, Queue
 #: every option ``Pool`` takes beside the worker and its arguments, in the order the docs give them
 OPTIONS = ("num_workers", "init_retry_secs", "init_retry_max_secs", "queue", "dispatcher", "failure_mode",
            "num_queues", "max_pending", "prefetch", "job_timeout", "init_timeout", "kill_grace_secs",
-           "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method")
+           "max_jobs_per_worker", "max_memory_per_worker", "threads_per_worker", "start_method", "suspended")
 #: the correct call every error message shows
 EXAMPLE = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5, failure_mode=honeydew.Requeue())"
 START_METHODS = ("auto", "fork", "spawn")
@@ -48,6 +48,7 @@ class PoolConfig:
     max_memory_per_worker: int | None       # ... or once its memory (bytes) passes this
     threads_per_worker: int | None          # native (BLAS/OpenMP) threads per worker ("auto" resolved); None: any
     start_method: str                       # "auto", "fork" or "spawn": how the supervisor starts
+    suspended: bool = False                 # start with dispatch suspended (pool.resume() starts it)
 
     @classmethod
     def from_options(cls, *, num_workers: int | None = None, init_retry_secs: float = 5.0,
@@ -57,7 +58,7 @@ class PoolConfig:
                      job_timeout: float | None = None, init_timeout: float | None = None,
                      kill_grace_secs: float = 1.0, max_jobs_per_worker: int | None = None,
                      max_memory_per_worker: int | None = None, threads_per_worker: int | str | None = "auto",
-                     start_method: str = "auto", **unknown: Any) -> PoolConfig:
+                     start_method: str = "auto", suspended: bool = False, **unknown: Any) -> PoolConfig:
         """Check every option (``ValueError``, or ``TypeError`` for an unknown option or a value of
         the wrong kind) and resolve the defaults; the defaults are ``Pool``'s."""
         if unknown:
@@ -101,7 +102,7 @@ class PoolConfig:
                    init_timeout=float(init_timeout) if init_timeout else None,
                    kill_grace_secs=float(kill_grace_secs), max_jobs_per_worker=max_jobs_per_worker,
                    max_memory_per_worker=max_memory_per_worker, threads_per_worker=threads_per_worker,
-                   start_method=start_method)
+                   start_method=start_method, suspended=bool(suspended))
 
     def options(self) -> dict[str, Any]:
         """The options as keyword arguments: ``Pool(worker, args, **config.options())``."""
@@ -125,7 +126,8 @@ def check_secs(name: str, value: Any, *, allow_none: bool, positive: bool = Fals
     or ``None`` when ``allow_none``."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0
+            or (positive and value == 0)):  # (value != value: NaN)
         bound = "> 0" if positive else ">= 0"
         none = " or None" if allow_none else ""
         raise ValueError(f"{name} must be a number of seconds {bound}{none}, got {value!r}; e.g. {EXAMPLE}")

@@ -2,8 +2,9 @@
 
 A failure is the task raising or the worker dying while holding the job.  The queue process asks
 the pool's failure mode to :meth:`~FailureMode.decide` and applies the :class:`Decision` it gets:
-:class:`GiveUp` (the caller, if any, gets the failure) or :class:`Redeliver` (back to the queue,
-possibly after a delay; the delay is a timestamp in the queue, it never blocks a worker).  The set
+:class:`GiveUp` (the caller, if any, gets the failure; with ``keep``, the job also goes to the
+queue's failed store: :class:`Move`) or :class:`Redeliver` (back to the queue, possibly after a
+delay; the delay is a timestamp in the queue, it never blocks a worker).  The set
 of decisions is open: a decision is anything with an ``apply`` (:class:`Decision`).  A failure
 mode that raises, or answers with something that is not a ``Decision``, fails the job with
 ``FailureModeError``; the queue goes on.
@@ -35,9 +36,9 @@ class DecisionContext(Protocol):
     def redeliver(self, job: Job, delay: float, retry: bool) -> None:
         """Put the reserved ``job`` back, ready after ``delay`` seconds (a ``Retry`` when ``retry``)."""
 
-    def give_up(self, job: Job, failure: Failure) -> None:
-        """The job is over: the backend lets it go (:meth:`Queue.give_up`) and its caller, if any,
-        gets ``failure``."""
+    def give_up(self, job: Job, failure: Failure, keep: bool = False) -> None:
+        """The job is over: the backend lets it go (:meth:`Queue.give_up`), or with ``keep`` keeps
+        it in its failed store, and its caller, if any, gets ``failure``."""
 
 
 class Decision(abc.ABC):
@@ -53,12 +54,14 @@ class Decision(abc.ABC):
 
 @dataclass(frozen=True, slots=True)
 class GiveUp(Decision):
-    """Final: report ``failure`` to the job's caller."""
+    """Final: report ``failure`` to the job's caller; with ``keep``, keep the job in the queue's
+    failed store (``pool.failed()``, ``pool.retry_failed()``)."""
 
     failure: Failure
+    keep: bool = False
 
     def apply(self, job: Job, failure: Failure, queue: DecisionContext) -> None:
-        queue.give_up(job, self.failure)
+        queue.give_up(job, self.failure, self.keep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,26 @@ class Abandon(FailureMode):
 
     def __hash__(self) -> int:
         return hash(Abandon)
+
+
+class Move(FailureMode):
+    """Give the job up and keep it in the queue's failed store, where ``pool.failed()`` lists it
+    and ``pool.retry_failed()`` puts it back; a waiting caller gets the failure, as with
+    ``Abandon``.  Usable alone or as ``then=`` of ``Requeue`` and ``Retry``:
+    ``honeydew.Retry(times=3, then=honeydew.Move())``.  On the in-memory queue the failed store
+    lives as long as the queue process; on a durable queue it is durable."""
+
+    def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
+        return GiveUp(failure, keep=True)
+
+    def __repr__(self) -> str:
+        return "Move()"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Move
+
+    def __hash__(self) -> int:
+        return hash(Move)
 
 
 def _check_then(then: object, example: str) -> FailureMode:

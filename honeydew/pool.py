@@ -16,7 +16,9 @@ has the whole story.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import functools
 import itertools
 import logging
 import os
@@ -52,9 +54,11 @@ from .errors import (
     signal_name,
     to_exception,
 )
-from .failure_modes import FailureMode
+from .failed import FailedRecord, describe
+from .failure_modes import MAX_DELAY, FailureMode
 from .protocol import (
     Cancel,
+    Control,
     Drain,
     Resync,
     Shutdown,
@@ -63,7 +67,7 @@ from .protocol import (
     WhereIs,
     enqueue_wire,
 )
-from .queues import Queue
+from .queues import FailedJob, Queue
 from .tasks import WorkerSpec, make_spec
 
 log = logging.getLogger("honeydew.pool")
@@ -184,20 +188,28 @@ class Options:
     """Per-job options, kept apart from the task's own keyword arguments:
     ``pool.options(timeout=5).call("get", "bucket", "key")``."""
 
-    def __init__(self, pool: Pool, timeout: float | None, job_timeout: float | None, block: bool) -> None:
+    def __init__(self, pool: Pool, timeout: float | None, job_timeout: float | None, block: bool,
+                 delay: float = 0.0, priority: int = 0) -> None:
         self._pool = pool
         self._timeout = timeout
         self._job_timeout = pool._job_timeout if job_timeout is None else float(job_timeout)
         self._block = block
+        self._delay = delay
+        self._priority = priority
+
+    def _ready_at(self) -> float:
+        return time.time() + self._delay if self._delay else 0.0
 
     def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return self._pool._call(fn, args, kwargs, self._timeout, self._job_timeout)
+        return self._pool._call(fn, args, kwargs, self._timeout, self._job_timeout, self._ready_at(), self._priority)
 
     def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        return self._pool._cast(fn, args, kwargs, self._block, self._timeout, self._job_timeout)
+        return self._pool._cast(fn, args, kwargs, self._block, self._timeout, self._job_timeout, self._ready_at(),
+                                self._priority)
 
     def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
-        return self._pool._submit(fn, args, kwargs, self._block, self._timeout, self._job_timeout)
+        return self._pool._submit(fn, args, kwargs, self._block, self._timeout, self._job_timeout, self._ready_at(),
+                                  self._priority)
 
 
 class Pool(Executor):
@@ -215,7 +227,8 @@ class Pool(Executor):
                  num_queues: int = 1, max_pending: int | None = None, prefetch: int = 1,
                  job_timeout: float | None = None, init_timeout: float | None = None, kill_grace_secs: float = 1.0,
                  max_jobs_per_worker: int | None = None, max_memory_per_worker: int | None = None,
-                 threads_per_worker: int | str | None = "auto", start_method: str = "auto", **unknown: Any) -> None:
+                 threads_per_worker: int | str | None = "auto", start_method: str = "auto", suspended: bool = False,
+                 **unknown: Any) -> None:
         self._started = False
         self._owner = os.getpid()
         self._foreign = False   # set in a process forked from the owner (os.register_at_fork below)
@@ -231,8 +244,9 @@ class Pool(Executor):
             max_pending=max_pending, prefetch=prefetch, job_timeout=job_timeout, init_timeout=init_timeout,
             kill_grace_secs=kill_grace_secs, max_jobs_per_worker=max_jobs_per_worker,
             max_memory_per_worker=max_memory_per_worker, threads_per_worker=threads_per_worker,
-            start_method=start_method)
+            start_method=start_method, suspended=suspended)
         num_workers, num_queues, queue = config.num_workers, config.num_queues, config.queue
+        self._suspended = config.suspended  # what a restarted queue process is told after Resync
         self.threads_per_worker: int | None = config.threads_per_worker
         self._job_timeout = config.job_timeout or 0.0
         self.num_workers = num_workers
@@ -310,8 +324,23 @@ class Pool(Executor):
         """Enqueue a job and return a ``concurrent.futures.Future`` for its outcome."""
         return self._submit(fn, args, kwargs, True, None, self._job_timeout)
 
+    async def asubmit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
+        """``submit`` for asyncio code: never blocks the event loop (when sending could wait, for
+        ``max_pending`` room or a durable backend's word, it waits in the loop's default executor).
+        ``await asyncio.wrap_future(fut)`` awaits its outcome; :meth:`acall` does both."""
+        if self.max_pending is None and not self._durable:
+            return self.submit(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, functools.partial(self.submit, fn, *args,
+                                                                                        **kwargs))
+
+    async def acall(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``call`` for asyncio code: ``await pool.acall("get", "bucket", "key")``.  The event loop
+        goes on while the job runs; cancelling the awaiting task cancels the job if it has not
+        started (a running job runs to its end, as ``Future.cancel`` promises)."""
+        return await asyncio.wrap_future(await self.asubmit(fn, *args, **kwargs))
+
     def options(self, *, timeout: float | None = None, job_timeout: float | None = None,
-                block: bool = True) -> Options:
+                block: bool = True, delay: float = 0.0, priority: int = 0) -> Options:
         """Per-job options that can never collide with a task's keyword arguments:
         ``pool.options(timeout=5, job_timeout=60).call("get", "bucket", "key")``.
 
@@ -319,10 +348,18 @@ class Pool(Executor):
           ``TimeoutError``; the job itself goes on.
         * ``job_timeout``: the job's own run-time limit, enforced by its worker's monitor, which
           stops the worker (SIGTERM, then SIGKILL) and hands the job to the failure mode as ``JobTimeout``.
-        * ``block``: False makes ``cast``/``submit`` raise ``QueueFull`` instead of waiting for room."""
+        * ``block``: False makes ``cast``/``submit`` raise ``QueueFull`` instead of waiting for room.
+        * ``delay``: the job runs no earlier than this many seconds from now; it holds no worker
+          while it waits (wall-clock: on a durable queue a delay survives a restart).
+        * ``priority``: an int; higher runs first (default 0), equal priorities in the order sent."""
         check_secs("timeout", timeout, allow_none=True)
         check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
-        return Options(self, timeout, job_timeout, bool(block))
+        check_secs("delay", delay, allow_none=False)
+        delay = min(float(delay), MAX_DELAY)  # (a year: what the queue honours, as for a Retry's back-off)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int (higher runs first), got {priority!r}; "
+                            f"e.g. pool.options(priority=10).cast(task, ...)")
+        return Options(self, timeout, job_timeout, bool(block), float(delay), priority)
 
     def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
             timeout: float | None = None) -> Iterator[Any]:
@@ -377,6 +414,65 @@ class Pool(Executor):
                 if fut is not None and not fut.done():
                     fut._cancel_queued()
 
+    # ---------------------------------------------------------------- job control
+
+    def suspend(self, timeout: float = 5.0) -> None:
+        """Dispatch nothing more until :meth:`resume`: running jobs finish, new ones wait in the
+        queue (they may still be sent).  In force when this returns; ``status()`` shows it.  On a
+        queue several pools share, it suspends this pool's dispatch only."""
+        self._ask_queues("suspend", None, timeout)
+        self._suspended = True
+
+    def resume(self, timeout: float = 5.0) -> None:
+        """Dispatch again after :meth:`suspend` (or ``Pool(..., suspended=True)``)."""
+        self._ask_queues("resume", None, timeout)
+        self._suspended = False
+
+    def failed(self, limit: int = 100, timeout: float = 5.0) -> list[FailedRecord]:
+        """The jobs the failure mode ``honeydew.Move()`` kept, newest first (at most ``limit``):
+        each with its ``id``, ``task``, ``args`` (a short repr), ``error``, ``traceback``,
+        ``deliveries`` and ``failed_at``.  The in-memory queue keeps them while its process lives."""
+        check_int("limit", limit, 0)
+        answers = self._ask_queues("failed", limit, timeout)
+        kept = sorted((FailedJob(*f) for rows in answers for f in rows), key=lambda f: f.failed_at, reverse=True)
+        return [describe(f) for f in kept[:limit]]
+
+    def retry_failed(self, ids: Iterable[str] | None = None, timeout: float = 5.0) -> int:
+        """Put kept jobs back in the queue, their delivery count reset (``None``: all of them);
+        returns how many.  A retried job is gone from :meth:`failed` when this returns."""
+        return sum(self._ask_queues("retry_failed", _job_ids(ids), timeout))
+
+    def purge_failed(self, ids: Iterable[str] | None = None, timeout: float = 5.0) -> int:
+        """Delete kept jobs (``None``: all of them); returns how many."""
+        return sum(self._ask_queues("purge_failed", _job_ids(ids), timeout))
+
+    def _ask_queues(self, op: str, arg: Any, timeout: float | None) -> list[Any]:
+        """Send ``Control(op, arg)`` to every queue and wait for every answer; their values."""
+        self._check_owner()
+        if self._closed and op in ("suspend", "resume"):
+            raise self._closed_error()
+        if self._inbox.supervisor_gone:
+            raise PoolClosed(self._closed_reason())
+        req = self._jobs.new_request()
+        for q, lock in enumerate(self._queue_locks):
+            with lock:
+                try:
+                    self._writer.send(q, Control(req, op, arg))
+                except OSError:
+                    raise PoolClosed(f"the pool's queue process is gone ({self._broken or 'it stopped'})") from None
+        jobs = self._jobs
+        ok = self._inbox.wait(lambda: jobs.control_count(req) >= self.num_queues or self._inbox.supervisor_gone,
+                              timeout)
+        answers = jobs.take_control(req)
+        if not ok:
+            raise TimeoutError(f"the pool's queues did not answer {op} within {timeout}s")
+        if len(answers) < self.num_queues:
+            raise PoolClosed(self._closed_reason())
+        refused = [value for good, value in answers if not good]
+        if refused:
+            raise HoneydewError(f"{op}: {refused[0]}")
+        return [value for _, value in answers]
+
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         """A snapshot for operators: each queue process (pending, delayed, reserved and running
         jobs) and each worker slot (state ``starting``/``serving``/``backoff``, pid, init failures,
@@ -402,7 +498,7 @@ class Pool(Executor):
         if not ok:
             raise TimeoutError(f"the pool did not answer a status request within {timeout}s")
         out: dict[str, Any] = {"queues": [], "workers": [], "pending_in_caller": len(self._jobs),
-                               "closed": self._closed, "start_method": self.start_method,
+                               "closed": self._closed, "suspended": self._suspended, "start_method": self.start_method,
                                "spawn_reason": self.spawn_reason}
         for source, info in replies:
             if source == "queue":
@@ -596,13 +692,15 @@ class Pool(Executor):
         return self._encoder.payload(ref, args, kwargs)
 
     def _cast(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
-              timeout: float | None, job_timeout: float) -> str:
+              timeout: float | None, job_timeout: float, ready_at: float = 0.0, priority: int = 0) -> str:
         payload = self._payload(fn, args, kwargs)
-        return self._enqueue(payload, False, block, timeout, job_timeout)  # type: ignore[no-any-return]
+        return self._enqueue(payload, False, block, timeout, job_timeout,  # type: ignore[no-any-return]
+                             ready_at=ready_at, priority=priority)
 
     def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None,
-              job_timeout: float) -> Any:
-        slot = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, job_timeout, is_async=False)
+              job_timeout: float, ready_at: float = 0.0, priority: int = 0) -> Any:
+        slot = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, job_timeout, is_async=False,
+                             ready_at=ready_at, priority=priority)
         if not slot._done:
             self._inbox.wait(slot.done, timeout)
             if not slot._done:
@@ -610,12 +708,12 @@ class Pool(Executor):
         return slot.outcome()
 
     def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
-                timeout: float | None, job_timeout: float) -> JobFuture:
+                timeout: float | None, job_timeout: float, ready_at: float = 0.0, priority: int = 0) -> JobFuture:
         return self._enqueue(self._payload(fn, args, kwargs), True, block, timeout,  # type: ignore[no-any-return]
-                             job_timeout)
+                             job_timeout, ready_at=ready_at, priority=priority)
 
     def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None, job_timeout: float,
-                 is_async: bool = True, confirm: bool = True) -> Any:
+                 is_async: bool = True, confirm: bool = True, ready_at: float = 0.0, priority: int = 0) -> Any:
         """Send one job; a ``cast`` returns its id, a ``submit`` its future, a ``call`` its slot.  On
         a durable backend a cast or submit returns once the backend holds the job (unless not
         ``confirm``: a ``map``'s chunks, whose futures fail if it refuses them)."""
@@ -643,7 +741,7 @@ class Pool(Executor):
                     if self._bg is None:
                         self._start_background()
             try:
-                wire = enqueue_wire(job_id, payload, self._token if reply else "", job_timeout)
+                wire = enqueue_wire(job_id, payload, self._token if reply else "", job_timeout, ready_at, priority)
                 if self._durable:
                     unstored = Unstored(job_id, wire, fut)
                     self._jobs.unstored[q].append(unstored)
@@ -837,7 +935,7 @@ class Pool(Executor):
                 self._outstanding[q] = 0
             self._writer.drop(q)  # jobs put before we knew: failed above (or casts the old queue took down)
             try:
-                self._writer.send(q, Resync(gen))
+                self._writer.send_many(q, [Resync(gen), Control(0, "suspend" if self._suspended else "resume", None)])
                 if self._closed:
                     self._writer.send(q, Drain())
             except OSError:
@@ -855,7 +953,8 @@ class Pool(Executor):
                         "sent again", q, reason, len(stored), len(unstored))
             self._writer.drop(q)  # every job in it is in the unstored list, sent again below
             try:
-                self._writer.send_many(q, [Resync(gen, tuple(sorted(stored)))])
+                self._writer.send_many(q, [Resync(gen, tuple(sorted(stored))),
+                                           Control(0, "suspend" if self._suspended else "resume", None)])
                 for entry in unstored:
                     self._writer.bufs[q].append(entry.wire)
                 if self._closed:
@@ -891,6 +990,19 @@ class Pool(Executor):
         if self._boot_error:
             return PoolClosed(f"job {jid} was not run: the pool is broken: {self._broken}")
         return JobLost(f"job {jid} was lost: the pool's processes are gone")
+
+
+def _job_ids(ids: Iterable[str] | None) -> list[str] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, str):
+        raise TypeError(f"ids must be a list of job ids (or None for all), got the string {ids!r}; "
+                        f"e.g. pool.retry_failed([{ids!r}])")
+    out = list(ids)
+    for i in out:
+        if not isinstance(i, str):
+            raise TypeError(f"a job id is a string (as cast() returns it), got {i!r}")
+    return out
 
 
 class _Events:

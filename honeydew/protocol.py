@@ -43,6 +43,8 @@ Drain                  caller              queue               caller<->queue ``
 Terminate              caller              supervisor          caller<->supervisor control
 Shutdown               caller              supervisor          caller<->supervisor control
 StatusRequest          caller              queue, supervisor   caller<->queue ``i``, control
+Control                caller              queue               caller<->queue ``i``
+ControlReply           queue               caller              caller<->queue ``i``
 StatusReply            queue, supervisor   caller              caller<->queue ``i``, control
 WorkerState            monitor             supervisor          monitor ``j`` <-> supervisor
 QueueRestarted         supervisor          caller              caller<->supervisor control
@@ -62,13 +64,17 @@ from .errors import Failure
 class Enqueue(NamedTuple):
     """A new job.  ``payload`` is the pickled ``(task, args, kwargs)``; the queue never opens it.
     ``origin`` is the token of the pool whose caller waits for the outcome ('' for a cast).
-    ``timeout`` is the job's run-time limit in seconds (0: none), enforced by the monitor."""
+    ``timeout`` is the job's run-time limit in seconds (0: none), enforced by the monitor.
+    ``ready_at`` is when it may run (a ``time.time()`` stamp; 0: now), ``priority`` its priority
+    (higher first)."""
 
     TAG = 1
     job_id: str
     payload: bytes
     origin: str
     timeout: float
+    ready_at: float = 0.0
+    priority: int = 0
 
 
 class Cancel(NamedTuple):
@@ -342,6 +348,28 @@ class Leaving(NamedTuple):
     recycle: bool
 
 
+class Control(NamedTuple):
+    """An operator's request to a queue (``pool.suspend()``, ``pool.failed()``...): ``op`` is
+    ``suspend``, ``resume``, ``failed`` (``arg``: the limit), ``retry_failed`` or ``purge_failed``
+    (``arg``: a list of job ids, or None for all).  Answered by ``ControlReply`` with ``req_id``."""
+
+    TAG = 8
+    req_id: int
+    op: str
+    arg: Any
+
+
+class ControlReply(NamedTuple):
+    """The answer to ``Control`` ``req_id``: when ``ok``, ``value`` is the result (True, a count,
+    a list of ``FailedJob`` tuples); otherwise it is why the queue could not (its backend has no
+    failed store...)."""
+
+    TAG = 16
+    req_id: int
+    ok: bool
+    value: Any
+
+
 class StatusRequest(NamedTuple):
     """Report your state (for ``Pool.status()``); answered by ``StatusReply`` with the same id."""
 
@@ -446,9 +474,10 @@ def decode(raw: tuple[Any, ...]) -> Any:
 _ENQUEUE, _DISPATCH, _DONE, _RESULT, _PARTIAL = Enqueue.TAG, Dispatch.TAG, Done.TAG, Result.TAG, Partial.TAG
 
 
-def enqueue_wire(job_id: str, payload: bytes, origin: str, timeout: float) -> tuple[Any, ...]:
+def enqueue_wire(job_id: str, payload: bytes, origin: str, timeout: float, ready_at: float = 0.0,
+                 priority: int = 0) -> tuple[Any, ...]:
     """``Enqueue`` in wire form."""
-    return (_ENQUEUE, job_id, payload, origin, timeout)
+    return (_ENQUEUE, job_id, payload, origin, timeout, ready_at, priority)
 
 
 def dispatch_wire(job_id: str, payload: bytes, origin: str, deliveries: int, timeout: float) -> tuple[Any, ...]:

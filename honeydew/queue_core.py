@@ -43,6 +43,8 @@ from .failure_modes import Decision, FailureMode
 from .protocol import (
     Answer,
     Cancel,
+    Control,
+    ControlReply,
     Credit,
     Done,
     Drain,
@@ -69,7 +71,7 @@ from .protocol import (
     failure_record,
     read_failure,
 )
-from .queues.base import Job, Queue, Reply
+from .queues.base import FAILED_STORE, Job, Queue, Reply
 
 _MARK = _spool.MARK
 
@@ -96,7 +98,7 @@ class QueueCore:
 
     def __init__(self, *, index: int, gen: int, token: str, backend: Queue, dispatcher: Dispatcher,
                  failure_mode: FailureMode, caller: Sink, workers: list[Sink], monitors: list[Sink],
-                 count_settled: bool, has_workers: bool, log: logging.Logger | None = None,
+                 count_settled: bool, has_workers: bool, suspended: bool = False, log: logging.Logger | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.index, self.gen, self.token = index, gen, token
         self.backend = backend
@@ -114,6 +116,7 @@ class QueueCore:
         self.awaiting: set[str] = set()         # durable: this pool's stored jobs whose caller waits for them
         self.accepting = gen == 0               # a restarted queue waits for the caller's Resync
         self.draining = False                   # Drain: finish every job, then stop
+        self.suspended = suspended              # pool.suspend(): nothing is dispatched
         self.shutting_down = False              # SIGTERM: finish running jobs, start nothing new, then stop
         self.settled = 0                        # jobs settled since the last Settled
         self.init_failures: dict[int, int] = {}  # slot -> init failures in a row
@@ -145,7 +148,7 @@ class QueueCore:
         if self.no_worker and len(self.backend):
             self._drop_for_no_worker()
         dispatcher = self.dispatcher
-        if len(dispatcher) and not self.shutting_down:
+        if len(dispatcher) and not self.shutting_down and not self.suspended:
             backend, reserved, workers = self.backend, self.reserved, self.workers
             now = self.clock()
             while len(dispatcher):
@@ -162,7 +165,7 @@ class QueueCore:
 
     def wait_for(self) -> float | None:
         """Seconds until a delayed job is ready for a worker waiting with credit; ``None``: none."""
-        if len(self.dispatcher) and not self.shutting_down:
+        if len(self.dispatcher) and not self.shutting_down and not self.suspended:
             return self.backend.next_ready_in(self.clock())
         return None
 
@@ -211,7 +214,13 @@ class QueueCore:
                     self.awaiting.update(m.awaiting)
                 continue
             if t is Enqueue:
-                batch.append(Job(m.job_id, m.payload, m.origin, m.timeout))
+                if m.ready_at:  # a delayed job: enqueued on its own, in its turn (Stored counts in order)
+                    if batch:
+                        self._enqueue(batch)
+                        batch = []
+                    self._enqueue([Job(m.job_id, m.payload, m.origin, m.timeout, priority=m.priority)], m.ready_at)
+                else:
+                    batch.append(Job(m.job_id, m.payload, m.origin, m.timeout, priority=m.priority))
                 continue
             if batch:
                 self._enqueue(batch)
@@ -226,15 +235,45 @@ class QueueCore:
                 self.caller.put(JobState(m.req_id, m.job_id, state))
             elif t is Drain:
                 self.draining = True
+                if self.suspended and not self._durable and len(backend):
+                    # the in-memory jobs would be lost, or the close would wait for ever
+                    self.log.warning("the pool is closing while suspended: resuming dispatch to finish the %d "
+                                     "queued job(s)", len(backend))
+                    self.suspended = False
 
             elif t is StatusRequest:
                 self.caller.put(StatusReply(m.req_id, self.status()))
+            elif t is Control:
+                self.caller.put(self._control(m))
         if batch:
             self._enqueue(batch)
 
-    def _enqueue(self, jobs: list[Job]) -> None:
+    def _control(self, m: Control) -> ControlReply:
+        """An operator's request (see ``Control``): its answer."""
+        backend = self.backend
         try:
-            self.backend.enqueue(jobs)
+            if m.op == "suspend" or m.op == "resume":
+                was, self.suspended = self.suspended, m.op == "suspend"
+                if was != self.suspended:
+                    self.log.info("dispatch %s", "suspended" if self.suspended else "resumed")
+                return ControlReply(m.req_id, True, True)
+            if m.op == "failed":
+                return ControlReply(m.req_id, True, [tuple(f) for f in backend.failed(m.arg)])
+            if m.op == "retry_failed":
+                return ControlReply(m.req_id, True, backend.retry_failed(m.arg))
+            if m.op == "purge_failed":
+                return ControlReply(m.req_id, True, backend.purge_failed(m.arg))
+        except NotImplementedError as e:
+            return ControlReply(m.req_id, False, str(e))
+        except Exception as e:
+            self.log.exception("%s failed", m.op)
+            return ControlReply(m.req_id, False, f"{m.op} failed in the queue's backend {backend!r}: "
+                                                 f"{type(e).__name__}: {e}")
+        return ControlReply(m.req_id, False, f"unknown request {m.op!r}")
+
+    def _enqueue(self, jobs: list[Job], ready_at: float = 0.0) -> None:
+        try:
+            self.backend.enqueue(jobs, ready_at)
         except Exception as e:
             why = f"the queue {self.backend!r} could not store the job: {type(e).__name__}: {e}"
             self.log.error("%d job(s) refused: %s", len(jobs), why)
@@ -272,6 +311,7 @@ class QueueCore:
         info = dict(self.backend.status())
         info.update(index=self.index, pid=os.getpid(), generation=self.gen, backend=repr(self.backend),
                     idle_credits=len(self.dispatcher), draining=self.draining, shutting_down=self.shutting_down,
+                    suspended=self.suspended,
                     no_worker=self.no_worker,
                     running={slot: sorted(jobs) for slot, jobs in enumerate(self.reserved) if jobs})
         return info
@@ -407,19 +447,27 @@ class QueueCore:
         self.log.info("job %s failed%s; redelivering in %.3gs", job.id, why, delay)
         self.backend.nack(job, self.clock() + delay if delay > 0 else 0.0)
 
-    def give_up(self, job: Job, failure: Failure) -> None:
+    def give_up(self, job: Job, failure: Failure, keep: bool = False) -> None:
         self._applied = True
+        if keep and FAILED_STORE in self.backend.lacks:
+            self.log.warning("job %s is given up without being kept: %r has no failed store", job.id, self.backend)
+            keep = False
         answer = self.answers.pop(job.id, None)
         reply = None
         if job.origin and job.origin != self.token:
             partial = answer[0] if answer is not None and answer[1] else b""  # a map chunk's item outcomes
             reply = Reply(job.origin, job.id, False, failure_record(failure), partial)
-        self.backend.give_up(job, failure_record(failure), reply)
-        self._report(job, failure)
+        if keep:
+            self.backend.give_up(job, failure_record(failure), reply, keep=True)
+        else:
+            self.backend.give_up(job, failure_record(failure), reply)
+        self._report(job, failure, forget=not keep)
 
-    def _report(self, job: Job, failure: Failure) -> None:
-        """The job is over with ``failure`` (the backend no longer has it): tell its caller."""
-        _forget(job)
+    def _report(self, job: Job, failure: Failure, forget: bool = True) -> None:
+        """The job is over with ``failure`` (the backend no longer has it, unless in its failed
+        store: then its spooled payload stays, for a retry): tell its caller."""
+        if forget:
+            _forget(job)
         self.awaiting.discard(job.id)
         if failure.kind not in (Failure.RAISED, Failure.NO_WORKER):  # (no_worker: logged once for the batch)
             self.log.warning("job %s given up: %s", job.id, failure.describe())
@@ -457,8 +505,9 @@ class QueueCore:
             return True
         if self.awaiting:
             return False  # (durable: a job of this pool's, stored, whose caller waits; another pool may run it)
-        if not self.has_workers:
-            return True  # (durable: what this pool sent is stored; other pools run it)
+        if not self.has_workers or self.suspended:
+            # (durable: what this pool sent is stored; other pools, or this one later, run it)
+            return not any(self.reserved)
         return len(self.backend) == 0 and not any(self.reserved)
 
     def _shut_down(self) -> bool:

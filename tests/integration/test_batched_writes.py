@@ -12,6 +12,7 @@ from support import integration_helpers as H
 
 import honeydew
 from honeydew import _outbuf
+from honeydew.protocol import enqueue_wire
 
 
 @pytest.mark.timeout(60)
@@ -99,27 +100,27 @@ def test_writer_cuts_batches_by_count_and_bytes():
         writer.last[0] = time.monotonic() + 3600
 
     try:
-        writer.put_job(0, (1, "first", b"x", "", 0.0), 1)          # after a quiet spell: at once
+        writer.put_job(0, enqueue_wire("first", b"x", "", 0.0), 1)          # after a quiet spell: at once
         assert [m.job_id for m in reader.recv(block=False)] == ["first"]
         busy()
         for i in range(_outbuf.MAX_JOBS):
-            writer.put_job(0, (1, f"j{i}", b"x", "", 0.0), 1)
+            writer.put_job(0, enqueue_wire(f"j{i}", b"x", "", 0.0), 1)
             if i < _outbuf.MAX_JOBS - 1:
                 busy()
         got = [m.job_id for m in reader.recv(block=False)]
         assert got == [f"j{i}" for i in range(_outbuf.MAX_JOBS)]   # one full batch, in order
         busy()
         big = b"y" * (_outbuf.MAX_BYTES // 2 + 1)
-        writer.put_job(0, (1, "big1", big, "", 0.0), len(big))
+        writer.put_job(0, enqueue_wire("big1", big, "", 0.0), len(big))
         assert reader.recv(block=False) == []                      # held: under both caps
-        writer.put_job(0, (1, "big2", big, "", 0.0), len(big))     # over the byte cap: written
+        writer.put_job(0, enqueue_wire("big2", big, "", 0.0), len(big))     # over the byte cap: written
         assert [m.job_id for m in reader.recv(block=False)] == ["big1", "big2"]
         busy()
         huge = b"z" * (_outbuf.MAX_BYTES + 1)
-        writer.put_job(0, (1, "huge", huge, "", 0.0), len(huge))   # one job past the cap: at once
+        writer.put_job(0, enqueue_wire("huge", huge, "", 0.0), len(huge))   # one job past the cap: at once
         assert [m.job_id for m in reader.recv(block=False)] == ["huge"]
         busy()
-        writer.put_job(0, (1, "last", b"x", "", 0.0), 1)
+        writer.put_job(0, enqueue_wire("last", b"x", "", 0.0), 1)
         assert reader.recv(block=False) == []
         writer.flush_all()                                          # a thread is about to wait
         assert [m.job_id for m in reader.recv(block=False)] == ["last"]

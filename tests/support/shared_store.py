@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from honeydew.queues.base import Job, Owner, Queue, Reply
+from honeydew.queues.base import FAILED_STORE, PRIORITIES, Job, Owner, Queue, Reply
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,7 +51,8 @@ def _earlier(row: tuple[Any, ...], owner: Owner) -> bool:
 
 class SharedStore(Queue):
     durable: ClassVar[bool] = True
-    lacks: ClassVar[frozenset[str]] = frozenset()
+    #: plain on purpose: strict FIFO, and no failed store (``honeydew.queues.SQLite`` has both)
+    lacks: ClassVar[frozenset[str]] = frozenset({PRIORITIES, FAILED_STORE})
 
     #: how often an open store looks for replies to its pool's callers (tick)
     POLL = 0.02

@@ -36,6 +36,7 @@ BY_ANNOTATION: dict[str, st.SearchStrategy[Any]] = {
     "str | None": st.none() | st.text(max_size=10),
     "tuple[Any, ...]": failure_tuples,
     "tuple[str, ...]": st.lists(st.text(max_size=10), max_size=4).map(tuple),
+    "Any": st.none() | st.integers() | st.booleans() | st.lists(st.text(max_size=5), max_size=3),
     "dict[str, Any]": st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10), max_size=5),
 }
 
@@ -100,7 +101,8 @@ def test_docstring_table_lists_every_message() -> None:
 # --- the hot path's wire forms, built without a message object ------------------------------------
 
 @pytest.mark.parametrize("wire, record", [
-    (protocol.enqueue_wire("j1", b"payload", "origin", 2.5), protocol.Enqueue("j1", b"payload", "origin", 2.5)),
+    (protocol.enqueue_wire("j1", b"payload", "origin", 2.5), protocol.Enqueue("j1", b"payload", "origin", 2.5, 0.0, 0)),
+    (protocol.enqueue_wire("j1", b"p", "", 0.0, 1e9, -3), protocol.Enqueue("j1", b"p", "", 0.0, 1e9, -3)),
     (protocol.dispatch_wire("j1", b"payload", "", 3, 0.0), protocol.Dispatch("j1", b"payload", "", 3, 0.0)),
     (protocol.done_wire("j1", True), protocol.Done("j1", True)),
     (protocol.result_wire("j1", b"value"), protocol.Result("j1", b"value")),

@@ -14,10 +14,12 @@ from support.shared_store import SharedStore
 
 from honeydew.dispatchers import LRU
 from honeydew.errors import Failure, FailureModeError, to_exception
-from honeydew.failure_modes import Abandon, Decision, DecisionContext, FailureMode, Requeue, Retry
+from honeydew.failure_modes import Abandon, Decision, DecisionContext, FailureMode, Move, Requeue, Retry
 from honeydew.protocol import (
     Answer,
     Cancel,
+    Control,
+    ControlReply,
     Credit,
     Dispatch,
     Done,
@@ -635,3 +637,81 @@ def test_a_restarted_durable_queue_waits_for_what_the_caller_still_awaits(store:
     core.collect_replies()
     core.step()
     assert core.finished()
+
+
+# --------------------------------------------------------------------------- job control
+
+
+def test_a_suspended_queue_dispatches_nothing_until_resumed() -> None:
+    core = make(workers=1)
+    core.from_caller([Control(1, "suspend", None)])
+    assert caller(core).take(ControlReply) == [ControlReply(1, True, True)]
+    enqueue(core, "a")
+    credit(core, 0)
+    assert dispatched(core, 0) == [] and core.status()["suspended"] is True
+    assert core.wait_for() is None  # no wake-up for a delayed job either
+    core.from_caller([Control(2, "resume", None)])
+    core.step()
+    assert [d.job_id for d in dispatched(core, 0)] == ["a"]
+
+
+def test_a_queue_that_starts_suspended_and_closes_runs_its_in_memory_jobs() -> None:
+    """Closing while suspended would lose the in-memory jobs or wait for ever: it resumes."""
+    core = make(workers=1, gen=0)
+    core.suspended = True
+    enqueue(core, "a")
+    core.from_caller([Drain()])
+    credit(core, 0)
+    assert [d.job_id for d in dispatched(core, 0)] == ["a"]
+
+
+def test_delayed_and_prioritised_jobs_are_dispatched_in_their_order() -> None:
+    core = make(workers=1)
+    clock: Clock = core.clock  # type: ignore[assignment]
+    core.from_caller([Enqueue("later", b"p", "", 0.0, clock.now + 5, 0), Enqueue("low", b"p", "", 0.0, 0.0, -1),
+                      Enqueue("plain", b"p", "", 0.0, 0.0, 0), Enqueue("urgent", b"p", "", 0.0, 0.0, 9)])
+    order = []
+    for _ in range(3):
+        credit(core, 0)
+        [d] = dispatched(core, 0)
+        order.append(d.job_id)
+        core.from_worker(0, [Done(d.job_id, False)])
+    assert order == ["urgent", "plain", "low"]
+    credit(core, 0)
+    assert dispatched(core, 0) == [] and 0 < core.wait_for() <= 5  # type: ignore[operator]
+    clock.now += 5
+    core.step()
+    assert [d.job_id for d in dispatched(core, 0)] == ["later"]
+
+
+def test_move_keeps_the_job_for_the_operator_who_can_retry_or_purge_it() -> None:
+    core = make(workers=1, failure_mode=Move())
+    enqueue(core, "a", "b")
+    for job_id in ("a", "b"):
+        credit(core, 0)
+        dispatched(core, 0)
+        core.from_worker(0, [Failed(job_id, failure_record(RAISED), False)])
+        core.step()
+    assert [f.job_id for f in caller(core).take(JobFailed)] == ["a", "b"]  # the callers still learn it
+    core.from_caller([Control(1, "failed", 10)])
+    [reply] = caller(core).take(ControlReply)
+    assert reply.ok and [row[0] for row in reply.value] == ["b", "a"]  # newest first
+    core.from_caller([Control(2, "retry_failed", ["a", "unknown"]), Control(3, "purge_failed", None)])
+    assert [(r.req_id, r.value) for r in caller(core).take(ControlReply)] == [(2, 1), (3, 1)]
+    credit(core, 0)
+    [d] = dispatched(core, 0)
+    assert (d.job_id, d.deliveries) == ("a", 1)  # its count starts again
+
+
+def test_a_backend_without_a_failed_store_says_so_and_move_still_gives_up(store: Any) -> None:
+    core = make(workers=1, failure_mode=Move(), backend=store(TOKEN))
+    enqueue(core, "a")
+    credit(core, 0)
+    dispatched(core, 0)
+    core.from_worker(0, [Failed("a", failure_record(RAISED), False)])
+    core.step()
+    assert [f.job_id for f in caller(core).take(JobFailed)] == ["a"]
+    core.from_caller([Control(1, "failed", 10), Control(2, "no such op", None)])
+    replies = caller(core).take(ControlReply)
+    assert [r.ok for r in replies] == [False, False]
+    assert "no failed store" in replies[0].value and "unknown request" in replies[1].value

@@ -1,0 +1,187 @@
+"""Job control with real processes: suspend and resume, the failed store (Move), delays,
+priorities, and asyncio's acall/asubmit."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from pathlib import Path
+
+import pytest
+from support import integration_helpers as H
+
+import honeydew
+
+T = 30.0
+
+
+class Broken(Exception):
+    pass
+
+
+def _fail(message: str, *_state: object) -> None:
+    raise Broken(message)
+
+
+def _stamp(directory: str, name: str, *_state: object) -> float:
+    now = time.time()
+    (Path(directory) / name).write_text(repr(now))
+    return now
+
+
+def _order(directory: Path) -> list[str]:
+    return [p.name for p in sorted(directory.iterdir(), key=lambda p: float(p.read_text()))]
+
+
+# --- suspend and resume ---------------------------------------------------------------------------
+
+def test_a_suspended_pool_takes_jobs_but_runs_none_until_resumed(tmp_path):
+    with honeydew.Pool(num_workers=2) as pool:
+        assert pool.options(timeout=T).call(H.echo, "warm") == "warm"
+        pool.suspend()
+        st = pool.status()
+        assert st["suspended"] and all(q["suspended"] for q in st["queues"])
+        futs = [pool.submit(H.echo, i) for i in range(5)]
+        pool.cast(H.touch, str(tmp_path / "cast"))
+        done, _ = concurrent.futures.wait(futs, timeout=0.5)
+        assert not done and not (tmp_path / "cast").exists()
+        assert pool.status()["queues"][0]["pending"] == 6
+        pool.resume()
+        assert [f.result(timeout=T) for f in futs] == list(range(5))
+        H.wait_until((tmp_path / "cast").exists, T, what="the cast to run")
+        assert pool.status()["suspended"] is False
+
+
+def test_a_pool_started_suspended_runs_nothing_and_closing_it_still_runs_its_jobs(tmp_path):
+    """Pool(suspended=True) dispatches nothing; leaving ``with`` resumes, since the in-memory jobs
+    would otherwise be lost or the close would wait for ever."""
+    with honeydew.Pool(num_workers=1, suspended=True) as pool:
+        assert pool.status()["suspended"]
+        fut = pool.submit(H.echo, "queued")
+        assert concurrent.futures.wait([fut], timeout=0.5).not_done == {fut}
+    assert fut.result(timeout=T) == "queued"
+
+
+def test_a_running_job_finishes_while_the_pool_is_suspended(tmp_path):
+    with honeydew.Pool(num_workers=1) as pool:
+        flag, release = tmp_path / "started", tmp_path / "release"
+        running = pool.submit(H.announce_then_wait, str(flag), str(release), T)
+        H.wait_until(flag.exists, T, what="the job to start")
+        pool.suspend()
+        queued = pool.submit(H.echo, "after")
+        release.touch()
+        assert running.result(timeout=T)
+        assert concurrent.futures.wait([queued], timeout=0.5).not_done == {queued}
+        pool.resume()
+        assert queued.result(timeout=T) == "after"
+
+
+# --- the failed store --------------------------------------------------------------------------------
+
+def test_move_keeps_given_up_jobs_to_list_retry_and_purge():
+    with honeydew.Pool(num_workers=1, failure_mode=honeydew.Retry(times=1, backoff=0, then=honeydew.Move())) as pool:
+        ids = []
+        for i in range(3):
+            fut = pool.submit(_fail, f"bad {i}")
+            with pytest.raises(Broken):  # the caller still gets the failure
+                fut.result(timeout=T)
+            ids.append(fut.job_id)
+        kept = pool.failed()
+        assert [r.id for r in kept] == ids[::-1]  # newest first
+        first = kept[-1]
+        assert first.task.endswith("_fail") and "'bad 0'" in first.args
+        assert first.error == f"{Broken.__module__}.Broken: bad 0" or first.error.endswith("Broken: bad 0")
+        assert "raise Broken(message)" in first.traceback and first.deliveries == 2
+        assert first.failed_at <= time.time()
+        assert [r.id for r in pool.failed(limit=1)] == [ids[2]]
+        # a retried job runs again (and fails again: back in the store, counted afresh)
+        assert pool.retry_failed([ids[0], "no-such-job"]) == 1
+        assert ids[0] not in [r.id for r in pool.failed()]
+        H.wait_until(lambda: ids[0] in [r.id for r in pool.failed()], T, what="the retried job to fail again")
+        assert next(r for r in pool.failed() if r.id == ids[0]).deliveries == 2
+        assert pool.purge_failed([ids[1]]) == 1
+        assert pool.purge_failed() == 2
+        assert pool.failed() == []
+        assert pool.options(timeout=T).call(H.echo, "still serving") == "still serving"
+
+
+def test_the_failed_store_refuses_bad_input_clearly():
+    with honeydew.Pool(num_workers=1) as pool:
+        with pytest.raises(TypeError, match=r"retry_failed\(\['abc'\]\)"):
+            pool.retry_failed("abc")
+        with pytest.raises(TypeError, match="a job id is a string"):
+            pool.purge_failed([1])
+        with pytest.raises(ValueError, match="limit"):
+            pool.failed(limit=-1)
+        assert pool.failed() == [] and pool.retry_failed() == 0
+
+
+# --- delays and priorities -----------------------------------------------------------------------
+
+def test_a_delayed_job_runs_no_earlier_and_holds_no_worker(tmp_path):
+    with honeydew.Pool(num_workers=1) as pool:
+        assert pool.options(timeout=T).call(H.echo, "warm") == "warm"
+        sent = time.time()
+        later = pool.options(delay=1.0).submit(_stamp, str(tmp_path), "later")
+        assert pool.options(timeout=T).call(H.echo, "meanwhile") == "meanwhile"  # the worker is free
+        assert later.result(timeout=T) >= sent + 1.0
+        assert pool.status()["queues"][0]["delayed"] == 0
+
+
+def test_higher_priorities_run_first_and_equal_ones_in_order(tmp_path):
+    with honeydew.Pool(num_workers=1, suspended=True) as pool:
+        futs = [pool.options(priority=p).submit(_stamp, str(tmp_path), name)
+                for name, p in [("low", -5), ("a", 0), ("urgent", 10), ("b", 0), ("high", 5)]]
+        pool.resume()
+        concurrent.futures.wait(futs, timeout=T)
+        assert _order(tmp_path) == ["urgent", "high", "a", "b", "low"]
+
+
+@pytest.mark.parametrize("bad, error, says", [
+    ({"delay": -1}, ValueError, "delay"),
+    ({"delay": "soon"}, ValueError, "delay"),
+    ({"delay": float("nan")}, ValueError, "delay"),
+    ({"priority": "high"}, TypeError, r"priority=10"),
+    ({"priority": 1.5}, TypeError, "priority must be an int"),
+])
+def test_bad_delays_and_priorities_are_refused_with_an_example(bad, error, says):
+    with honeydew.Pool(num_workers=1) as pool:
+        with pytest.raises(error, match=says):
+            pool.options(**bad)
+        assert pool.options(timeout=T).call(H.echo, 1) == 1
+
+
+# --- asyncio -------------------------------------------------------------------------------------------
+
+def test_acall_and_asubmit_await_without_blocking_the_loop():
+    async def main(pool: honeydew.Pool) -> tuple[list[float], int, int]:
+        ticks = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.01)
+
+        tick = asyncio.ensure_future(ticker())
+        slow = pool.acall(H.nap, 0.5)
+        fut = await pool.asubmit(H.echo, 7)
+        results = await asyncio.gather(slow, asyncio.wrap_future(fut))
+        tick.cancel()
+        with pytest.raises(Broken):
+            await pool.acall(_fail, "async")
+        return ticks, results[0], results[1]
+
+    with honeydew.Pool(num_workers=2) as pool:
+        ticks, slept, seven = asyncio.run(main(pool))
+    assert slept == 0.5 and seven == 7
+    assert len(ticks) >= 2  # the loop kept turning while the job ran
+
+
+def test_pool_futures_work_with_wait_and_as_completed():
+    with honeydew.Pool(num_workers=2) as pool:
+        futs = [pool.submit(H.nap, d) for d in (0.3, 0.0, 0.1)]
+        order = [f.result() for f in concurrent.futures.as_completed(futs, timeout=T)]
+        assert sorted(order) == [0.0, 0.1, 0.3]
+        done, not_done = concurrent.futures.wait(futs, timeout=T, return_when=concurrent.futures.ALL_COMPLETED)
+        assert done == set(futs) and not not_done
