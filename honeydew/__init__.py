@@ -6,7 +6,7 @@ process tree, every message and one job's life.
 """
 
 from . import dispatchers, queues
-from .context import JobInfo, current_job, restart_worker
+from .context import JobInfo, current_job, progress, restart_worker
 from .errors import (
                      HoneydewError,
                      JobLost,
@@ -52,6 +52,7 @@ __all__ = [
     "WorkerInitError",
     "current_job",
     "dispatchers",
+    "progress",
     "queues",
     "restart_worker",
     "task",

@@ -39,6 +39,7 @@ from .protocol import (
     JobFailed,
     JobState,
     Partial,
+    Progress,
     QueueRestarted,
     Result,
     Settled,
@@ -409,6 +410,11 @@ class Inbox:
     def _replies_read(self, msgs: list[Any], pending: dict[str, Any], work: list[_Work], keep: str) -> None:
         partials = self.jobs.partials
         for m in msgs:
+            if type(m) is Progress:
+                entry = pending.get(m.job_id)
+                if entry is not None:
+                    entry[0].progress = (m.fraction, m.message)
+                continue
             value = m.value
             if value[:1] == _MARK:
                 # a big value came through the spool: open its file and unlink it now (the open file

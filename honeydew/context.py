@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 
@@ -35,6 +36,25 @@ def restart_worker() -> None:
     if _current is None:
         raise RuntimeError("honeydew.restart_worker() can only be called from a task running in a honeydew worker")
     _restart_requested = True
+
+
+_progress_sink: Callable[[float, str], None] | None = None   # set by the worker while a job whose caller waits runs
+
+
+def progress(fraction: float, message: str = "") -> None:
+    """Report how far the running task has got: ``fraction`` from 0 to 1, and a short message.
+    The caller sees the latest on the job's future (``fut.progress``, a ``(fraction, message)``
+    pair) and in ``pool.status()``; at most about ten reports a second per job travel (the last
+    one always does).  A job nobody waits for (a ``cast``) reports to nobody.
+
+    Raises ``RuntimeError`` outside a task, ``ValueError`` for a fraction outside 0..1."""
+    if _current is None:
+        raise RuntimeError("honeydew.progress() can only be called from a task running in a honeydew worker")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"progress takes a fraction from 0 to 1, got {fraction!r}; "
+                         f"e.g. honeydew.progress(done / total, f'{{done}} of {{total}} rows')")
+    if _progress_sink is not None:
+        _progress_sink(float(fraction), str(message))
 
 
 def _enter(info: JobInfo | None) -> None:

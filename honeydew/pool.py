@@ -98,6 +98,9 @@ class JobFuture(Future):  # type: ignore[type-arg]
         self._queue = queue
         self._is_async = is_async
 
+    #: the latest ``(fraction, message)`` the task reported with ``honeydew.progress()``, or None
+    progress: tuple[float, str] | None = None
+
     def result(self, timeout: float | None = None) -> Any:
         if not self.done():
             self._pool._wait(self, timeout)
@@ -158,7 +161,7 @@ class _CallSlot:
     """What ``call`` waits on: a bare result slot (a ``Future`` without its condition and
     callbacks, which nobody can reach here)."""
 
-    __slots__ = ("job_id", "_queue", "_done", "_ok", "_value")
+    __slots__ = ("job_id", "_queue", "_done", "_ok", "_value", "progress")
     _is_async = False
 
     def __init__(self, job_id: str, queue: int) -> None:
@@ -362,7 +365,7 @@ class Pool(Executor):
         return Options(self, timeout, job_timeout, bool(block), float(delay), priority)
 
     def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
-            timeout: float | None = None) -> Iterator[Any]:
+            timeout: float | None = None, progress: bool = False) -> Iterator[Any]:
         """Like ``Executor.map``: results in input order; an item's exception is raised when the
         iteration reaches it.  Items go in chunks: ``chunksize`` items each, or by default about 4
         per worker for the first three quarters of the items and chunks a quarter that size for the
@@ -388,9 +391,15 @@ class Pool(Executor):
             raise
         del items
         deadline = None if timeout is None else time.monotonic() + timeout  # counted from the call
-        return self._map_results(futures, deadline)  # type: ignore[arg-type]
+        bar = _progress_bar(sum(end - start for start, end in bounds), getattr(fn, "__name__", str(fn))) \
+            if progress else None
+        if bar is not None:
+            for fut, (start, end) in zip(futures, bounds, strict=True):
+                fut.add_done_callback(lambda _f, n=end - start: bar.update(n))
+        return self._map_results(futures, deadline, bar)  # type: ignore[arg-type]
 
-    def _map_results(self, futures: list[JobFuture | None], deadline: float | None) -> Iterator[Any]:
+    def _map_results(self, futures: list[JobFuture | None], deadline: float | None,
+                     bar: Any = None) -> Iterator[Any]:
         """Yield each chunk's items in order.  Nothing here outlives what it yields: a chunk's future
         is dropped once read, and each item leaves the chunk's list as it is yielded."""
         try:
@@ -413,6 +422,8 @@ class Pool(Executor):
             for fut in futures:
                 if fut is not None and not fut.done():
                     fut._cancel_queued()
+            if bar is not None:
+                bar.close()
 
     # ---------------------------------------------------------------- job control
 
@@ -477,7 +488,11 @@ class Pool(Executor):
         """A snapshot for operators: each queue process (pending, delayed, reserved and running
         jobs) and each worker slot (state ``starting``/``serving``/``backoff``, pid, init failures,
         last init error (kept while the next attempt starts), the back-off's length ``retry_in`` and
-        the seconds left of it ``next_attempt_in``, monitor restarts).
+        the seconds left of it ``next_attempt_in``, monitor restarts); whether the pool is
+        ``suspended``; and since it started, summed over its queues: jobs ``done``, ``failed``
+        (given up), ``retried`` (redelivered), ``crashed`` and ``timed_out`` (failures of those
+        kinds), ``hook_errors`` (``after_job`` hooks that raised), and ``jobs_per_s_10s`` /
+        ``jobs_per_s_60s``.  Cheap enough to poll every second.
 
         Raises ``PoolClosed`` once every pool process is gone, ``TimeoutError`` if no answer came."""
         self._check_owner()
@@ -507,6 +522,10 @@ class Pool(Executor):
                 out.update({k: v for k, v in info.items() if k != "workers"})
                 out["workers"] = info["workers"]
         out["queues"].sort(key=lambda q: q["index"])
+        for key in _COUNTED:  # the whole pool's counts, summed over its queues
+            out[key] = sum(q.get(key, 0) for q in out["queues"])
+        out["progress"] = {slot.job_id: {"fraction": p[0], "message": p[1]} for slot in self._jobs.slots()
+                           if (p := getattr(slot, "progress", None)) is not None}
         return out
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -990,6 +1009,22 @@ class Pool(Executor):
         if self._boot_error:
             return PoolClosed(f"job {jid} was not run: the pool is broken: {self._broken}")
         return JobLost(f"job {jid} was lost: the pool's processes are gone")
+
+
+#: what status() sums over the queues: jobs done, given up, redelivered, failures by kind, after_job
+#: hooks that raised, and the jobs done per second over the last 10 and 60 seconds
+_COUNTED = ("done", "failed", "retried", "crashed", "timed_out", "hook_errors", "jobs_per_s_10s", "jobs_per_s_60s")
+
+
+def _progress_bar(total: int, what: str) -> Any:
+    """A tqdm bar on stderr for ``map(..., progress=True)``, or None when stderr is not a terminal."""
+    try:
+        if not sys.stderr.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    from tqdm import tqdm  # (imported only when a bar is drawn)
+    return tqdm(total=total, desc=f"map({what})", unit="item", file=sys.stderr)
 
 
 def _job_ids(ids: Iterable[str] | None) -> list[str] | None:

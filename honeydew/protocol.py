@@ -27,6 +27,7 @@ Done                   worker              queue               queue ``i``<->wor
 Failed                 worker              queue               queue ``i``<->worker slot ``j``
 Release                worker              queue               queue ``i``<->worker slot ``j``
 Answer                 worker              queue               queue ``i``<->worker slot ``j``
+HookFailed             worker              queue               queue ``i``<->worker slot ``j``
 WorkerDied             monitor/supervisor  queue               queue ``i``<->worker slot ``j``
 WorkerInitFailed       monitor             queue               queue ``i``<->worker slot ``j``
 WorkersDown            queue               caller              caller<->queue ``i``
@@ -35,7 +36,8 @@ KillWorker             queue               monitor             queue ``i`` -> mo
 JobStarted             worker              monitor             worker -> monitor socket
 JobEnded               worker              monitor             worker -> monitor socket
 Result                 worker, queue       caller              worker slot ``j`` -> caller, queue ``i``
-Partial                worker              caller              worker slot ``j`` -> caller
+Partial                worker, queue       caller              worker slot ``j`` -> caller, queue ``i``
+Progress               worker              caller              worker slot ``j`` -> caller
 InitOk                 worker              monitor             worker -> monitor socket
 InitFailed             worker              monitor             worker -> monitor socket
 Leaving                worker              monitor             worker -> monitor socket
@@ -235,6 +237,14 @@ class Answer(NamedTuple):
     partial: bool
 
 
+class HookFailed(NamedTuple):
+    """``count`` ``after_job`` hooks raised in this worker (each logged there with its traceback);
+    the queue counts them for ``status()`` (``hook_errors``).  Sent before the job's ``Done``."""
+
+    TAG = 35
+    count: int
+
+
 # --------------------------------------------------------------------------- monitor -> queue
 
 
@@ -299,6 +309,16 @@ class Result(NamedTuple):
     TAG = 50
     job_id: str
     value: bytes
+
+
+class Progress(NamedTuple):
+    """The running task reported ``honeydew.progress(fraction, message)`` (the worker sends at most
+    about ten a second per job, and always the last); the caller keeps the latest on the job's future."""
+
+    TAG = 52
+    job_id: str
+    fraction: float
+    message: str
 
 
 class Partial(NamedTuple):

@@ -30,6 +30,7 @@ ack (:class:`~honeydew.queues.base.Reply`); replies the backend brings for this 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -51,6 +52,7 @@ from .protocol import (
     Enqueue,
     Failed,
     Hello,
+    HookFailed,
     JobFailed,
     JobState,
     KillWorker,
@@ -130,6 +132,9 @@ class QueueCore:
         self._wants_hold = type(backend).hold is not Queue.hold
         self._held = -1                         # what the backend was last told it may hold
         self._durable = backend.durable
+        #: for status(): jobs done, given up, redelivered, and failures by kind, since the queue started
+        self.counts = {"done": 0, "failed": 0, "retried": 0, "crashed": 0, "timed_out": 0, "hook_errors": 0}
+        self._rate_samples: collections.deque[tuple[float, int]] = collections.deque()  # (time, done), 1/s
 
     # ---------------------------------------------------------------- the shell's entry points
 
@@ -142,6 +147,7 @@ class QueueCore:
         """Commit what the last messages decided (acks, replies), then dispatch what can go, and
         tell the caller how many of its jobs settled.  Called before every wait."""
         if self._acks or self._replies:
+            self._sample_rate()
             self._commit()
         if self._wants_hold:
             self._tell_hold()
@@ -307,8 +313,26 @@ class QueueCore:
         if m.req_id:
             self.caller.put(JobState(m.req_id, m.job_id, state))
 
+    def _sample_rate(self) -> None:
+        """Keep (time, jobs done) about once a second for the last minute: the rates in status()."""
+        samples, now = self._rate_samples, time.monotonic()
+        if not samples or now - samples[-1][0] >= 1.0:
+            samples.append((now, self.counts["done"]))
+            while now - samples[0][0] > 61.0:
+                samples.popleft()
+
+    def _rate(self, window: float) -> float:
+        """Jobs done per second over about the last ``window`` seconds."""
+        now, done = time.monotonic(), self.counts["done"]
+        for t, count in self._rate_samples:
+            if now - t <= window:
+                return (done - count) / max(now - t, 1.0)
+        return 0.0
+
     def status(self) -> dict[str, Any]:
         info = dict(self.backend.status())
+        info.update(self.counts)
+        info.update(jobs_per_s_10s=round(self._rate(10.0), 1), jobs_per_s_60s=round(self._rate(60.0), 1))
         info.update(index=self.index, pid=os.getpid(), generation=self.gen, backend=repr(self.backend),
                     idle_credits=len(self.dispatcher), draining=self.draining, shutting_down=self.shutting_down,
                     suspended=self.suspended,
@@ -335,6 +359,7 @@ class QueueCore:
                 job = reserved.pop(m.job_id, None)
                 if job is not None:
                     self._acks.append(job.id)
+                    self.counts["done"] += 1
                     if self._durable:
                         self.awaiting.discard(job.id)
                     if self.answers and job.origin:
@@ -355,6 +380,8 @@ class QueueCore:
                         self._worker_died(slot, WorkerDied(self.pids[slot], None, None, WorkerDied.CRASHED, ""))
                     self.pids[slot] = m.pid
                 dispatcher.check_in(slot, m.count)
+            elif t is HookFailed:
+                self.counts["hook_errors"] += m.count
             elif t is Answer:
                 if m.job_id in reserved:
                     self.answers[m.job_id] = (m.value, m.partial)
@@ -413,6 +440,10 @@ class QueueCore:
 
     def _failed(self, job: Job, failure: Failure) -> None:
         """Hand a reserved job that failed to the failure mode and apply its decision."""
+        if failure.kind == Failure.CRASHED:
+            self.counts["crashed"] += 1
+        elif failure.kind == Failure.TIMEOUT:
+            self.counts["timed_out"] += 1
         mode = self.failure_mode
         try:
             decision = mode.decide(failure, job.deliveries, job.failures)
@@ -440,6 +471,7 @@ class QueueCore:
 
     def redeliver(self, job: Job, delay: float, retry: bool) -> None:
         self._applied = True
+        self.counts["retried"] += 1
         if retry:
             job.failures += 1
         self.answers.pop(job.id, None)
@@ -449,6 +481,7 @@ class QueueCore:
 
     def give_up(self, job: Job, failure: Failure, keep: bool = False) -> None:
         self._applied = True
+        self.counts["failed"] += 1
         if keep and FAILED_STORE in self.backend.lacks:
             self.log.warning("job %s is given up without being kept: %r has no failed store", job.id, self.backend)
             keep = False

@@ -42,12 +42,16 @@ class WorkerSpec:
     """Everything a worker process needs to build its state and run tasks.  Picklable."""
 
     def __init__(self, kind: str, name: str, init: Callable[..., Any] | None, args: tuple[Any, ...],
-                 tasks: dict[str, Callable[..., Any]]) -> None:
+                 tasks: dict[str, Callable[..., Any]], hooks: dict[str, Callable[..., Any]] | None = None) -> None:
         self.kind = kind  # "module", "class", "none", or "executor" (init runs, its result is not passed)
         self.name = name
         self.init = init
         self.args = args
         self.tasks = tasks
+        #: ``before_job``/``after_job`` of the worker module or class (a class's get ``self`` first)
+        self.hooks = hooks or {}
+        self.before_job = self.hooks.get("before_job")
+        self.after_job = self.hooks.get("after_job")
         self.by_function = {fn: n for n, fn in tasks.items()}
         #: the state is appended after a task's positional arguments, so a missing argument would be
         #: reported by Python under the state's parameter name: the caller checks the call's shape
@@ -57,7 +61,8 @@ class WorkerSpec:
         self.passes_state = init is not None and kind != "executor"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "init": self.init, "args": self.args, "tasks": self.tasks}
+        return {"kind": self.kind, "name": self.name, "init": self.init, "args": self.args, "tasks": self.tasks,
+                "hooks": self.hooks}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -114,6 +119,13 @@ class WorkerSpec:
             return fn, self.kind == "class"
         return ref, False
 
+    def hook(self, hook: Callable[..., Any], state: Any, *args: Any) -> None:
+        """Run a ``before_job``/``after_job`` hook (a class's gets the worker's instance first)."""
+        if self.kind == "class":
+            hook(state, *args)
+        else:
+            hook(*args)
+
     def invoke(self, ref: str | Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> Any:
         fn, state_first = self.function(ref)
         if not self.passes_state:
@@ -155,6 +167,23 @@ def _shape_error(name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwarg
             f"after the arguments of the call)")
 
 
+HOOKS = ("before_job", "after_job")
+
+
+def _hooks(worker: Any, vars_of: dict[str, Any] | None) -> dict[str, Callable[..., Any]]:
+    """The worker's ``before_job(job)``/``after_job(job, error)``; ``TypeError`` if one is not callable."""
+    out = {}
+    for name in HOOKS:
+        hook = vars_of.get(name) if vars_of is not None else getattr(worker, name, None)
+        if hook is None:
+            continue
+        if not callable(hook):
+            raise TypeError(f"{getattr(worker, '__name__', worker)!r}.{name} must be a function: "
+                            f"def before_job(job) / def after_job(job, error)")
+        out[name] = hook
+    return out
+
+
 def _marked(ns: dict[str, Any]) -> dict[str, Callable[..., Any]]:
     return {name: obj for name, obj in ns.items() if callable(obj) and getattr(obj, _MARK, False) is True}
 
@@ -184,7 +213,7 @@ def make_spec(worker: Any, args: Any) -> WorkerSpec:
                             f"e.g. {example}") from None
         except ValueError:  # no signature available (a builtin base class)
             pass
-        return WorkerSpec("class", worker.__qualname__, worker, args, tasks)
+        return WorkerSpec("class", worker.__qualname__, worker, args, tasks, _hooks(worker, vars_of=None))
     if isinstance(worker, types.ModuleType) or hasattr(worker, "__dict__") and not callable(worker):
         ns = dict(vars(worker))
         init = ns.get("init")
@@ -201,6 +230,7 @@ def make_spec(worker: Any, args: Any) -> WorkerSpec:
             except TypeError as e:
                 raise TypeError(f"{worker.__name__}.init does not take the arguments {args!r}: {e}; "
                                 f"the list holds init's arguments in order: e.g. {example}") from None
-        return WorkerSpec("module", getattr(worker, "__name__", repr(worker)), init, args, tasks)
+        return WorkerSpec("module", getattr(worker, "__name__", repr(worker)), init, args, tasks,
+                          _hooks(worker, vars_of=ns))
     raise TypeError(f"a worker is a module or a class with @honeydew.task functions (or None), got {worker!r}; "
                     f"e.g. {example}")

@@ -22,6 +22,7 @@ import os
 import select
 import signal
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -39,11 +40,13 @@ from .protocol import (
     Dispatch,
     Failed,
     Hello,
+    HookFailed,
     InitFailed,
     InitOk,
     JobEnded,
     JobStarted,
     Leaving,
+    Progress,
     Release,
     StopWorker,
     done_wire,
@@ -267,6 +270,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
           poller: Any, by_fd: dict[int, int]) -> bool:
     global _busy
     spec, reply, token, slot = cfg.spec, cfg.reply, cfg.token, cfg.slot
+    context._progress_sink = _PROGRESS
+    _PROGRESS.reply = reply
     jobs_done = 0
     single = queues[0] if len(queues) == 1 else None
     while True:
@@ -309,6 +314,8 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
         outcome, blob = _run_one(job, spec, state, token, slot, cfg.spool)
         if job.timeout > 0:
             cfg.monitor.send(JobEnded(job.job_id))
+        if _hook_errors:
+            _report_hook_errors(queues[q])
         jobs_done += 1
         why = None
         if context._take_restart():
@@ -348,6 +355,61 @@ def _loop(cfg: WorkerConfig, state: Any, pid: int, log: logging.Logger, queues: 
             return True
 
 
+_hook_errors = 0   # after_job hooks that raised since the queue was last told (HookFailed)
+
+
+class _ProgressSender:
+    """``honeydew.progress()`` in this worker: straight to the waiting caller, at most one report
+    per :data:`INTERVAL` per job, and the last one held back is sent when the job ends."""
+
+    INTERVAL = 0.1
+    __slots__ = ("reply", "job_id", "last", "held")
+
+    def __init__(self) -> None:
+        self.reply: Endpoint | None = None
+        self.job_id = ""        # the running job, when its caller is this pool's ('' otherwise: nobody to tell)
+        self.last = 0.0
+        self.held: tuple[float, str] | None = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.job_id or self.reply is None:
+            return
+        now = time.monotonic()
+        if now - self.last >= self.INTERVAL or fraction >= 1.0:
+            self.last, self.held = now, None
+            self.reply.send(Progress(self.job_id, fraction, message))
+        else:
+            self.held = (fraction, message)
+
+    def end(self) -> None:
+        """The job is over: send what was held back (before its result)."""
+        if self.held is not None and self.reply is not None:
+            self.reply.send(Progress(self.job_id, *self.held))
+        self.job_id, self.held, self.last = "", None, 0.0
+
+
+_PROGRESS = _ProgressSender()
+
+
+def _report_hook_errors(queue: Endpoint) -> None:
+    global _hook_errors
+    queue.send(HookFailed(_hook_errors))
+    _hook_errors = 0
+
+
+def _after_job(spec: WorkerSpec, hook: Any, state: Any, info: context.JobInfo, error: BaseException | None) -> None:
+    """Run ``after_job``; if it raises, log it with its traceback and count it (never swallowed)."""
+    global _hook_errors
+    try:
+        spec.hook(hook, state, info, error)
+    except _JobStop:
+        raise
+    except BaseException:
+        _hook_errors += 1
+        logging.getLogger("honeydew.worker").exception("after_job raised after job %s (worker %d); the job's "
+                                                       "outcome stands", info.id, info.worker)
+
+
 def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
              spool: str | None = None) -> tuple[Failure | None, bytes | None]:
     """Run one job.  Returns (its failure or None, the pickled result if a caller waits for it).
@@ -356,7 +418,10 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
     so that the failure mode decides whether to run the chunk again) *and* a result: every item's
     outcome, which the caller uses if the job is given up."""
     job_id = job.job_id
-    context._enter(context.JobInfo(job_id, job.deliveries, slot))
+    info = context.JobInfo(job_id, job.deliveries, slot)
+    context._enter(info)
+    if job.origin == token:
+        _PROGRESS.job_id = job_id
     try:
         try:
             _process.decoding = f"hd-worker-{slot} decoded job {job_id}"
@@ -372,7 +437,10 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
                 message=f"the arguments of job {job_id} could not be unpickled in the worker: "
                         f"{qualname(type(e))}: {e}"), None
         failure = None
+        before, after = spec.before_job, spec.after_job
         try:
+            if before is not None:
+                spec.hook(before, state, info)  # raising: the job fails (through the failure mode), unrun
             if type(payload) is CallJob:
                 value = spec.invoke(fn, payload.args, payload.kwargs, state)
             else:
@@ -382,9 +450,13 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
         except _JobStop:
             raise
         except BaseException as e:
+            if after is not None:
+                _after_job(spec, after, state, info, e)
             return Failure.from_exception(e), None
         finally:
             payload = None
+        if after is not None:
+            _after_job(spec, after, state, info, None)
         if not job.origin:
             return failure, None  # a cast: nobody waits for the result
         if job.origin != token:
@@ -400,3 +472,5 @@ def _run_one(job: Dispatch, spec: WorkerSpec, state: Any, token: str, slot: int,
                         f"{qualname(type(e))}: {e}"), None
     finally:
         context._enter(None)
+        if _PROGRESS.job_id:
+            _PROGRESS.end()

@@ -185,3 +185,66 @@ def test_pool_futures_work_with_wait_and_as_completed():
         assert sorted(order) == [0.0, 0.1, 0.3]
         done, not_done = concurrent.futures.wait(futs, timeout=T, return_when=concurrent.futures.ALL_COMPLETED)
         assert done == set(futs) and not not_done
+
+
+# --- hooks, progress and counts ------------------------------------------------------------------
+
+def test_hooks_run_around_each_job_and_their_failures_are_visible():
+    from support import workers as W
+
+    with honeydew.Pool(W.Hooked, num_workers=1) as pool:
+        armed = pool.call("arm_refusal")
+        refused = pool.submit("history")
+        with pytest.raises(PermissionError, match="before_job refused"):  # the task's body did not run
+            refused.result(timeout=T)
+        with pytest.raises(ValueError, match="the task failed"):
+            pool.call("fail")
+        broken = pool.call("arm_after_failure")    # its after_job raises: logged and counted, outcome stands
+        seen = pool.call("history")
+        ids = {a: i for i, a in enumerate([armed, refused.job_id, broken])}
+        assert ("before", refused.job_id, None) in seen and ("after", refused.job_id, "PermissionError") in seen
+        assert ("after", armed, None) in seen and ("after", broken, None) in seen
+        assert [s for s in seen if s[2] == "ValueError"]  # the failing task's after_job saw its error
+        assert len(ids) == 3
+        # (a call returns on its result; the queue learns the job is done just after)
+        st = H.wait_until(lambda: (lambda s: s if s["done"] == 3 else None)(pool.status()), T, what="3 jobs done")
+        assert st["hook_errors"] == 1 and st["failed"] == 2
+
+
+def test_progress_reaches_the_future_and_status():
+    from support import workers as W
+
+    with honeydew.Pool(W.Hooked, num_workers=1) as pool:
+        fut = pool.submit("steps", 50)
+        assert fut.result(timeout=T) == 50
+        assert fut.progress == (1.0, "step 50 of 50")  # the last report always arrives, before the result
+
+
+def test_progress_outside_a_task_and_bad_fractions_are_refused():
+    with pytest.raises(RuntimeError, match="only be called from a task"):
+        honeydew.progress(0.5)
+    with honeydew.Pool(num_workers=1) as pool:
+        with pytest.raises(ValueError, match="fraction from 0 to 1"):
+            pool.options(timeout=T).call(honeydew.progress, 1.5)
+
+
+def test_status_counts_what_the_pool_did(tmp_path):
+    with honeydew.Pool(num_workers=1, failure_mode=honeydew.Retry(times=1, backoff=0)) as pool:
+        for i in range(5):
+            assert pool.options(timeout=T).call(H.echo, i) == i
+        with pytest.raises(Broken):
+            pool.options(timeout=T).call(_fail, "twice")
+        with pytest.raises(honeydew.WorkerCrashed):
+            pool.options(timeout=T).call(H.crash_self)
+        with pytest.raises(honeydew.JobTimeout):
+            pool.options(timeout=T, job_timeout=0.2).call(H.nap, 30)
+        st = H.wait_until(lambda: (lambda s: s if s["done"] == 5 else None)(pool.status()), T, what="5 jobs done")
+        assert (st["done"], st["failed"], st["retried"]) == (5, 3, 3)
+        assert (st["crashed"], st["timed_out"], st["hook_errors"]) == (2, 2, 0)
+        assert st["jobs_per_s_60s"] >= 0 and st["jobs_per_s_10s"] >= 0
+
+
+def test_map_draws_no_bar_when_stderr_is_not_a_terminal(capsys):
+    with honeydew.Pool(num_workers=2) as pool:
+        assert list(pool.map(H.echo, range(20), progress=True)) == list(range(20))
+    assert capsys.readouterr().err == ""

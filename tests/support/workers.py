@@ -122,3 +122,49 @@ class RaisesOnUnpickle:
 
 def _raise_value_error(msg):
     raise ValueError(msg)
+
+
+class Hooked:
+    """A class worker with ``before_job``/``after_job`` hooks that record what they saw; a task
+    arms the next job's ``before_job`` to raise, or this job's ``after_job``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []
+        self.refuse_next = False
+        self.after_raises = False
+
+    def before_job(self, job: honeydew.JobInfo) -> None:
+        self.seen.append(("before", job.id, None))
+        if self.refuse_next:
+            self.refuse_next = False
+            raise PermissionError(f"before_job refused job {job.id}")
+
+    def after_job(self, job: honeydew.JobInfo, error: BaseException | None) -> None:
+        self.seen.append(("after", job.id, type(error).__name__ if error is not None else None))
+        if self.after_raises:
+            self.after_raises = False
+            raise RuntimeError("after_job broke")
+
+    @honeydew.task
+    def history(self) -> list[tuple[str, str, str | None]]:
+        return list(self.seen)
+
+    @honeydew.task
+    def arm_refusal(self) -> str:
+        self.refuse_next = True
+        return honeydew.current_job().id
+
+    @honeydew.task
+    def arm_after_failure(self) -> str:
+        self.after_raises = True
+        return honeydew.current_job().id
+
+    @honeydew.task
+    def fail(self) -> None:
+        raise ValueError("the task failed")
+
+    @honeydew.task
+    def steps(self, n: int) -> int:
+        for i in range(1, n + 1):
+            honeydew.progress(i / n, f"step {i} of {n}")
+        return n
