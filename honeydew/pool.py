@@ -192,10 +192,10 @@ class Options:
     ``pool.options(timeout=5).call("get", "bucket", "key")``."""
 
     def __init__(self, pool: Pool, timeout: float | None, job_timeout: float | None, block: bool,
-                 delay: float = 0.0, priority: int = 0) -> None:
+                 delay: float = 0.0, priority: int | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
-        self._job_timeout = pool._job_timeout if job_timeout is None else float(job_timeout)
+        self._job_timeout = None if job_timeout is None else float(job_timeout)  # None: the task's, or the pool's
         self._block = block
         self._delay = delay
         self._priority = priority
@@ -316,16 +316,16 @@ class Pool(Executor):
     def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
         """Enqueue a job and return its id without waiting (fire and forget).  Blocks while
         ``max_pending`` jobs are outstanding."""
-        return self._cast(fn, args, kwargs, True, None, self._job_timeout)
+        return self._cast(fn, args, kwargs, True, None, None)
 
     def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run a job and return its result, or raise its exception (remote traceback on ``__cause__``).
         For a wait timeout: ``pool.options(timeout=5).call(...)``."""
-        return self._call(fn, args, kwargs, None, self._job_timeout)
+        return self._call(fn, args, kwargs, None, None)
 
     def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """Enqueue a job and return a ``concurrent.futures.Future`` for its outcome."""
-        return self._submit(fn, args, kwargs, True, None, self._job_timeout)
+        return self._submit(fn, args, kwargs, True, None, None)
 
     async def asubmit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """``submit`` for asyncio code: never blocks the event loop (when sending could wait, for
@@ -343,7 +343,7 @@ class Pool(Executor):
         return await asyncio.wrap_future(await self.asubmit(fn, *args, **kwargs))
 
     def options(self, *, timeout: float | None = None, job_timeout: float | None = None,
-                block: bool = True, delay: float = 0.0, priority: int = 0) -> Options:
+                block: bool = True, delay: float = 0.0, priority: int | None = None) -> Options:
         """Per-job options that can never collide with a task's keyword arguments:
         ``pool.options(timeout=5, job_timeout=60).call("get", "bucket", "key")``.
 
@@ -354,12 +354,14 @@ class Pool(Executor):
         * ``block``: False makes ``cast``/``submit`` raise ``QueueFull`` instead of waiting for room.
         * ``delay``: the job runs no earlier than this many seconds from now; it holds no worker
           while it waits (wall-clock: on a durable queue a delay survives a restart).
-        * ``priority``: an int; higher runs first (default 0), equal priorities in the order sent."""
+        * ``priority``: an int; higher runs first (default 0), equal priorities in the order sent.
+
+        ``job_timeout`` and ``priority`` override what ``@honeydew.task(...)`` gave the task."""
         check_secs("timeout", timeout, allow_none=True)
         check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
         check_secs("delay", delay, allow_none=False)
         delay = min(float(delay), MAX_DELAY)  # (a year: what the queue honours, as for a Retry's back-off)
-        if isinstance(priority, bool) or not isinstance(priority, int):
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise TypeError(f"priority must be an int (higher runs first), got {priority!r}; "
                             f"e.g. pool.options(priority=10).cast(task, ...)")
         return Options(self, timeout, job_timeout, bool(block), float(delay), priority)
@@ -376,6 +378,7 @@ class Pool(Executor):
         if chunksize is not None:
             check_int("chunksize", chunksize, 1)
         ref = self._ref(fn)
+        job_timeout, priority, mode = self._task_defaults(fn, None, None)
         star = len(iterables) > 1
         items = list(zip(*iterables, strict=False)) if star else list(iterables[0])
         bounds = _chunks(len(items), self.num_workers, chunksize)
@@ -384,7 +387,8 @@ class Pool(Executor):
             for start, end in bounds:
                 payload = self._encoder.map_payload(ref, items[start:end], star)
                 # (a chunk a durable backend refuses fails its future: nothing to wait for here)
-                futures.append(self._enqueue(payload, True, True, timeout, self._job_timeout, confirm=False))
+                futures.append(self._enqueue(payload, True, True, timeout, job_timeout, confirm=False,
+                                             priority=priority, mode=mode))
         except BaseException:
             for f in futures:
                 f._cancel_queued()
@@ -710,16 +714,38 @@ class Pool(Executor):
             self._spec.check_args(ref, args, kwargs)
         return self._encoder.payload(ref, args, kwargs)
 
+    def _task_defaults(self, fn: Any, job_timeout: float | None, priority: int | None) -> tuple[float, int, str]:
+        """A job's time limit, priority and failure-mode key: the job's own (given: not None), else
+        its task's (``@honeydew.task(...)``), else the pool's.  The key is the task's name when the
+        task has a failure mode of its own ('' otherwise: the pool's)."""
+        if not self._spec.options:
+            return (self._job_timeout if job_timeout is None else job_timeout), priority or 0, ""
+        mode = ""
+        name = fn if isinstance(fn, str) else self._spec.resolve(fn)
+        options = self._spec.options.get(name) if isinstance(name, str) else None
+        if options is not None:
+            if job_timeout is None:
+                job_timeout = options.job_timeout
+            if priority is None:
+                priority = options.priority
+            if options.failure_mode is not None:
+                mode = name  # type: ignore[assignment]
+        return (self._job_timeout if job_timeout is None else job_timeout), priority or 0, mode
+
     def _cast(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
-              timeout: float | None, job_timeout: float, ready_at: float = 0.0, priority: int = 0) -> str:
+              timeout: float | None, job_timeout: float | None, ready_at: float = 0.0,
+              priority: int | None = None) -> str:
         payload = self._payload(fn, args, kwargs)
+        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority)
         return self._enqueue(payload, False, block, timeout, job_timeout,  # type: ignore[no-any-return]
-                             ready_at=ready_at, priority=priority)
+                             ready_at=ready_at, priority=priority, mode=mode)
 
     def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None,
-              job_timeout: float, ready_at: float = 0.0, priority: int = 0) -> Any:
-        slot = self._enqueue(self._payload(fn, args, kwargs), True, True, timeout, job_timeout, is_async=False,
-                             ready_at=ready_at, priority=priority)
+              job_timeout: float | None, ready_at: float = 0.0, priority: int | None = None) -> Any:
+        payload = self._payload(fn, args, kwargs)
+        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority)
+        slot = self._enqueue(payload, True, True, timeout, job_timeout, is_async=False,
+                             ready_at=ready_at, priority=priority, mode=mode)
         if not slot._done:
             self._inbox.wait(slot.done, timeout)
             if not slot._done:
@@ -727,12 +753,16 @@ class Pool(Executor):
         return slot.outcome()
 
     def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
-                timeout: float | None, job_timeout: float, ready_at: float = 0.0, priority: int = 0) -> JobFuture:
-        return self._enqueue(self._payload(fn, args, kwargs), True, block, timeout,  # type: ignore[no-any-return]
-                             job_timeout, ready_at=ready_at, priority=priority)
+                timeout: float | None, job_timeout: float | None, ready_at: float = 0.0,
+                priority: int | None = None) -> JobFuture:
+        payload = self._payload(fn, args, kwargs)
+        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority)
+        return self._enqueue(payload, True, block, timeout,  # type: ignore[no-any-return]
+                             job_timeout, ready_at=ready_at, priority=priority, mode=mode)
 
     def _enqueue(self, payload: bytes, reply: bool, block: bool, timeout: float | None, job_timeout: float,
-                 is_async: bool = True, confirm: bool = True, ready_at: float = 0.0, priority: int = 0) -> Any:
+                 is_async: bool = True, confirm: bool = True, ready_at: float = 0.0, priority: int = 0,
+                 mode: str = "") -> Any:
         """Send one job; a ``cast`` returns its id, a ``submit`` its future, a ``call`` its slot.  On
         a durable backend a cast or submit returns once the backend holds the job (unless not
         ``confirm``: a ``map``'s chunks, whose futures fail if it refuses them)."""
@@ -760,7 +790,8 @@ class Pool(Executor):
                     if self._bg is None:
                         self._start_background()
             try:
-                wire = enqueue_wire(job_id, payload, self._token if reply else "", job_timeout, ready_at, priority)
+                wire = enqueue_wire(job_id, payload, self._token if reply else "", job_timeout, ready_at, priority,
+                                    mode)
                 if self._durable:
                     unstored = Unstored(job_id, wire, fut)
                     self._jobs.unstored[q].append(unstored)

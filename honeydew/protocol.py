@@ -68,7 +68,8 @@ class Enqueue(NamedTuple):
     ``origin`` is the token of the pool whose caller waits for the outcome ('' for a cast).
     ``timeout`` is the job's run-time limit in seconds (0: none), enforced by the monitor.
     ``ready_at`` is when it may run (a ``time.time()`` stamp; 0: now), ``priority`` its priority
-    (higher first)."""
+    (higher first), ``mode`` the name of its task when that task has a failure mode of its own
+    (``@honeydew.task(failure_mode=...)``; '' for the pool's)."""
 
     TAG = 1
     job_id: str
@@ -77,6 +78,7 @@ class Enqueue(NamedTuple):
     timeout: float
     ready_at: float = 0.0
     priority: int = 0
+    mode: str = ""
 
 
 class Cancel(NamedTuple):
@@ -495,9 +497,9 @@ _ENQUEUE, _DISPATCH, _DONE, _RESULT, _PARTIAL = Enqueue.TAG, Dispatch.TAG, Done.
 
 
 def enqueue_wire(job_id: str, payload: bytes, origin: str, timeout: float, ready_at: float = 0.0,
-                 priority: int = 0) -> tuple[Any, ...]:
+                 priority: int = 0, mode: str = "") -> tuple[Any, ...]:
     """``Enqueue`` in wire form."""
-    return (_ENQUEUE, job_id, payload, origin, timeout, ready_at, priority)
+    return (_ENQUEUE, job_id, payload, origin, timeout, ready_at, priority, mode)
 
 
 def dispatch_wire(job_id: str, payload: bytes, origin: str, deliveries: int, timeout: float) -> tuple[Any, ...]:

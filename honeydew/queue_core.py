@@ -100,12 +100,14 @@ class QueueCore:
 
     def __init__(self, *, index: int, gen: int, token: str, backend: Queue, dispatcher: Dispatcher,
                  failure_mode: FailureMode, caller: Sink, workers: list[Sink], monitors: list[Sink],
-                 count_settled: bool, has_workers: bool, suspended: bool = False, log: logging.Logger | None = None,
+                 count_settled: bool, has_workers: bool, suspended: bool = False,
+                 task_modes: dict[str, FailureMode] | None = None, log: logging.Logger | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.index, self.gen, self.token = index, gen, token
         self.backend = backend
         self.dispatcher = dispatcher
         self.failure_mode = failure_mode
+        self.task_modes = task_modes or {}     # the failure modes tasks have of their own, by task name
         self.caller, self.workers, self.monitors = caller, workers, monitors
         self.count_settled = count_settled
         self.has_workers = has_workers
@@ -224,9 +226,10 @@ class QueueCore:
                     if batch:
                         self._enqueue(batch)
                         batch = []
-                    self._enqueue([Job(m.job_id, m.payload, m.origin, m.timeout, priority=m.priority)], m.ready_at)
+                    self._enqueue([Job(m.job_id, m.payload, m.origin, m.timeout, priority=m.priority, mode=m.mode)],
+                                  m.ready_at)
                 else:
-                    batch.append(Job(m.job_id, m.payload, m.origin, m.timeout, priority=m.priority))
+                    batch.append(Job(m.job_id, m.payload, m.origin, m.timeout, priority=m.priority, mode=m.mode))
                 continue
             if batch:
                 self._enqueue(batch)
@@ -444,7 +447,7 @@ class QueueCore:
             self.counts["crashed"] += 1
         elif failure.kind == Failure.TIMEOUT:
             self.counts["timed_out"] += 1
-        mode = self.failure_mode
+        mode = self.task_modes.get(job.mode, self.failure_mode) if job.mode else self.failure_mode
         try:
             decision = mode.decide(failure, job.deliveries, job.failures)
         except Exception as e:

@@ -46,6 +46,7 @@ class QueueConfig:
     count_settled: bool           # send Settled (the caller enforces max_pending)
     has_workers: bool
     suspended: bool = False       # start with dispatch suspended (Pool(suspended=True))
+    task_modes: dict[str, FailureMode] | None = None   # @honeydew.task(failure_mode=...), by task name
 
 
 def run(cfg: QueueConfig, supervisor_pid: int) -> NoReturn:
@@ -68,7 +69,8 @@ class _Shell:
         self.core = QueueCore(index=cfg.index, gen=cfg.gen, token=cfg.token, backend=cfg.backend,
                               dispatcher=cfg.dispatcher, failure_mode=cfg.failure_mode, caller=self.caller_out,
                               workers=self.worker_out, monitors=self.monitor_out, count_settled=cfg.count_settled,
-                              has_workers=cfg.has_workers, suspended=cfg.suspended, log=log)
+                              has_workers=cfg.has_workers, suspended=cfg.suspended, task_modes=cfg.task_modes,
+                              log=log)
         self.poller = select.poll()
         self.outs: dict[int, Outbox] = {cfg.caller.fd: self.caller_out}
         self.outs.update({w.fd: self.worker_out[i] for i, w in enumerate(cfg.workers)})

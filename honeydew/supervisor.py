@@ -188,7 +188,7 @@ class _Supervisor:
             index=i, gen=self.gens[i], token=cfg.token, backend=cfg.queue, dispatcher=cfg.dispatcher,
             failure_mode=cfg.failure_mode, caller=self.queue_callers[i], workers=self.queue_workers[i],
             monitors=self.queue_monitors[i], count_settled=cfg.count_settled,
-            has_workers=cfg.num_workers > 0, suspended=cfg.suspended and self.gens[i] == 0), self.me)
+            has_workers=cfg.num_workers > 0, suspended=cfg.suspended, task_modes=cfg.spec.failure_modes), self.me)
 
     def _monitor_child(self, j: int) -> None:
         cfg = self.cfg

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
 from .errors import UnknownTask
 
@@ -27,12 +27,57 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__honeydew_task__"
 
 
-def task(fn: F) -> F:
-    """Register ``fn`` as a task of the module or class that defines it."""
+class TaskOptions(NamedTuple):
+    """A task's own defaults (``@honeydew.task(job_timeout=..., failure_mode=..., priority=...)``):
+    a job's ``pool.options(...)`` override them, and they override the pool's.  None: not set."""
+
+    job_timeout: float | None = None
+    failure_mode: Any = None
+    priority: int | None = None
+
+
+_EXAMPLE = "@honeydew.task(job_timeout=60, failure_mode=honeydew.Retry(times=3), priority=5)"
+
+
+@overload
+def task(fn: F, /) -> F: ...
+@overload
+def task(*, job_timeout: float | None = None, failure_mode: Any = None,
+         priority: int | None = None) -> Callable[[F], F]: ...
+
+
+_NO_FUNCTION: Any = object()
+
+
+def task(fn: Any = _NO_FUNCTION, /, *, job_timeout: float | None = None, failure_mode: Any = None,
+         priority: int | None = None) -> Any:
+    """Register ``fn`` as a task of the module or class that defines it: ``@honeydew.task``, or
+    with the task's own defaults, ``@honeydew.task(job_timeout=60, failure_mode=..., priority=5)``
+    (a job's ``pool.options(...)`` override them; they override the pool's)."""
+    if fn is _NO_FUNCTION:
+        options = _check_options(job_timeout, failure_mode, priority)
+        return lambda f: _mark(f, options)
+    if job_timeout is not None or failure_mode is not None or priority is not None:
+        raise TypeError(f"give a task's options as keywords of the decorator: {_EXAMPLE}")
+    return _mark(fn, True)
+
+
+def _check_options(job_timeout: Any, failure_mode: Any, priority: Any) -> TaskOptions:
+    from .config import check_instance, check_secs
+    from .failure_modes import FailureMode
+    check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
+    if failure_mode is not None:
+        check_instance("failure_mode", failure_mode, FailureMode, "honeydew.Retry(times=3)")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise TypeError(f"priority must be an int (higher runs first), got {priority!r}; e.g. {_EXAMPLE}")
+    return TaskOptions(None if job_timeout is None else float(job_timeout), failure_mode, priority)
+
+
+def _mark(fn: F, options: TaskOptions | bool) -> F:
     if not callable(fn):
         raise TypeError(f"@honeydew.task decorates a function, got {fn!r}")
     try:
-        setattr(fn, _MARK, True)
+        setattr(fn, _MARK, options)
     except AttributeError:  # a builtin or a bound method
         raise TypeError(f"@honeydew.task cannot mark {fn!r}; decorate a plain function or method") from None
     return fn
@@ -50,6 +95,10 @@ class WorkerSpec:
         self.tasks = tasks
         #: ``before_job``/``after_job`` of the worker module or class (a class's get ``self`` first)
         self.hooks = hooks or {}
+        #: registered tasks with options of their own: name -> TaskOptions (empty: the fast path)
+        self.options = {name: o for name, fn in tasks.items() if (o := task_options(fn)) is not None}
+        #: the failure modes tasks have of their own, by task name (the queue process's table)
+        self.failure_modes = {name: o.failure_mode for name, o in self.options.items() if o.failure_mode is not None}
         self.before_job = self.hooks.get("before_job")
         self.after_job = self.hooks.get("after_job")
         self.by_function = {fn: n for n, fn in tasks.items()}
@@ -185,7 +234,18 @@ def _hooks(worker: Any, vars_of: dict[str, Any] | None) -> dict[str, Callable[..
 
 
 def _marked(ns: dict[str, Any]) -> dict[str, Callable[..., Any]]:
-    return {name: obj for name, obj in ns.items() if callable(obj) and getattr(obj, _MARK, False) is True}
+    return {name: obj for name, obj in ns.items() if callable(obj) and _is_task(obj)}
+
+
+def _is_task(obj: Any) -> bool:
+    mark = getattr(obj, _MARK, None)
+    return mark is True or isinstance(mark, TaskOptions)
+
+
+def task_options(fn: Any) -> TaskOptions | None:
+    """The options ``@honeydew.task(...)`` gave ``fn`` (None: none given)."""
+    options = getattr(fn, _MARK, None)
+    return options if isinstance(options, TaskOptions) else None
 
 
 def make_spec(worker: Any, args: Any) -> WorkerSpec:

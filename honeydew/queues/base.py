@@ -41,10 +41,10 @@ from typing import Any, ClassVar, NamedTuple
 class Job:
     """One job as the queue sees it: an id, an opaque payload and its delivery bookkeeping."""
 
-    __slots__ = ("id", "payload", "origin", "timeout", "deliveries", "failures", "bounces", "priority")
+    __slots__ = ("id", "payload", "origin", "timeout", "deliveries", "failures", "bounces", "priority", "mode")
 
     def __init__(self, id: str, payload: bytes, origin: str = "", timeout: float = 0.0, deliveries: int = 0,
-                 failures: int = 0, bounces: int = 0, priority: int = 0) -> None:
+                 failures: int = 0, bounces: int = 0, priority: int = 0, mode: str = "") -> None:
         self.id = id
         self.payload = payload
         self.origin = origin          # the token of the pool whose caller waits ('' for a cast)
@@ -53,6 +53,7 @@ class Job:
         self.failures = failures      # times a Retry sent it back
         self.bounces = bounces        # times handed back unstarted because its worker died idle
         self.priority = priority      # higher is reserved first; equal priorities stay FIFO
+        self.mode = mode              # its task's name if that task has its own failure mode ('' otherwise)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} deliveries={self.deliveries} failures={self.failures}>"
@@ -95,6 +96,7 @@ class FailedJob(NamedTuple):
     deliveries: int
     failed_at: float
     priority: int = 0
+    mode: str = ""
 
 
 #: Capabilities a backend may lack (:attr:`Queue.lacks`); the contract suite skips their tests.

@@ -125,7 +125,7 @@ class Memory(Queue):
         if keep:
             self._failed.pop(job.id, None)
             self._failed[job.id] = FailedJob(job.id, job.payload, job.origin, job.timeout, tuple(failure),
-                                             job.deliveries, time.time(), job.priority)
+                                             job.deliveries, time.time(), job.priority, job.mode)
 
     def failed(self, limit: int = 100) -> list[FailedJob]:
         return list(itertools.islice(reversed(self._failed.values()), limit))
@@ -135,7 +135,7 @@ class Memory(Queue):
         jobs = []
         for job_id in chosen:
             f = self._failed.pop(job_id)
-            jobs.append(Job(f.id, f.payload, f.origin, f.timeout, priority=f.priority))
+            jobs.append(Job(f.id, f.payload, f.origin, f.timeout, priority=f.priority, mode=f.mode))
         self.enqueue(jobs)
         return len(jobs)
 

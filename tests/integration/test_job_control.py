@@ -248,3 +248,35 @@ def test_map_draws_no_bar_when_stderr_is_not_a_terminal(capsys):
     with honeydew.Pool(num_workers=2) as pool:
         assert list(pool.map(H.echo, range(20), progress=True)) == list(range(20))
     assert capsys.readouterr().err == ""
+
+
+# --- a task's own options -------------------------------------------------------------------------
+
+def test_a_tasks_own_options_apply_and_a_jobs_override_them(tmp_path):
+    from support import task_options as TO
+
+    with honeydew.Pool(TO, num_workers=1, failure_mode=honeydew.Abandon(), suspended=True) as pool:
+        # priority: the task's own (5) beats the pool's default (0); a job's own beats the task's
+        order = [pool.submit("plain_stamp", str(tmp_path), "plain"),
+                 pool.submit("urgent_stamp", str(tmp_path), "urgent"),
+                 pool.options(priority=9).submit("plain_stamp", str(tmp_path), "first")]
+        pool.resume()
+        concurrent.futures.wait(order, timeout=T)
+        assert _order(tmp_path) == ["first", "urgent", "plain"]
+        # job_timeout: the task's own (0.3 s) applies; a job's own (30 s) overrides it
+        with pytest.raises(honeydew.JobTimeout):
+            pool.options(timeout=T).call("quick_nap", 10)
+        assert pool.options(timeout=T, job_timeout=30).call("quick_nap", 0.5) == 0.5
+        # failure_mode: the task's own Retry runs it again; the pool's Abandon gives the other up at once
+        assert pool.options(timeout=T).call("flaky", str(tmp_path / "flaky")) == 2
+        with pytest.raises(ValueError):
+            pool.options(timeout=T).call("fails_once", str(tmp_path / "once"))
+
+
+@pytest.mark.parametrize("bad, error", [
+    ({"job_timeout": 0}, ValueError), ({"failure_mode": honeydew.Retry}, TypeError),
+    ({"priority": "high"}, TypeError), ({"failure_mode": "retry"}, TypeError),
+])
+def test_bad_task_options_are_refused_when_the_task_is_defined(bad, error):
+    with pytest.raises(error, match="e.g."):
+        honeydew.task(**bad)

@@ -22,7 +22,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, payload BLOB NOT NULL, origin TEXT NOT NULL,
     timeout REAL NOT NULL, deliveries INTEGER NOT NULL, failures INTEGER NOT NULL,
-    bounces INTEGER NOT NULL, ready_at REAL NOT NULL,
+    bounces INTEGER NOT NULL, ready_at REAL NOT NULL, mode TEXT NOT NULL,
     pool TEXT, queue INTEGER, gen INTEGER, pid INTEGER          -- the owner of a reservation
 );
 CREATE TABLE IF NOT EXISTS replies (origin TEXT NOT NULL, job_id TEXT NOT NULL, ok INTEGER NOT NULL, value BLOB,
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS owners (pool TEXT NOT NULL, queue INTEGER NOT NULL, g
                                    pid INTEGER NOT NULL);
 """
 
-_COLUMNS = "id, payload, origin, timeout, deliveries, failures, bounces"
+_COLUMNS = "id, payload, origin, timeout, deliveries, failures, bounces, 0, mode"  # (no priorities: 0)
 
 
 def _alive(pid: int) -> bool:
@@ -130,9 +130,9 @@ class SharedStore(Queue):
         with self._tx():
             top = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()[0]
             for i, job in enumerate(jobs, 1):
-                self.db.execute("INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",
+                self.db.execute("INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)",  # noqa: E501
                                 (job.id, top + i, job.payload, job.origin, job.timeout, job.deliveries, job.failures,
-                                 job.bounces, ready_at))
+                                 job.bounces, ready_at, job.mode))
 
     def reserve(self, now: float) -> Job | None:
         with self._tx():
