@@ -2,5 +2,6 @@
 
 from .base import FailedJob, Job, Owner, Queue, Reply
 from .memory import Memory
+from .sqlite import SQLite
 
-__all__ = ["FailedJob", "Job", "Memory", "Owner", "Queue", "Reply"]
+__all__ = ["FailedJob", "Job", "Memory", "Owner", "Queue", "Reply", "SQLite"]
