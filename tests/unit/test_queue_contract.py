@@ -15,6 +15,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from support.shared_store import SharedStore
 
-from honeydew.queues import Job, Memory, Owner, Queue, Reply
-from honeydew.queues.base import CAPABILITIES, DELAYS, RECOVERY, SHARED
+from honeydew.errors import Failure
+from honeydew.queues import Job, Memory, Owner, Queue, Reply, SQLite
+from honeydew.queues.base import CAPABILITIES, DELAYS, FAILED_STORE, PRIORITIES, RECOVERY, SHARED
 
 QueueFactory = Callable[[Path], Queue]
 
@@ -34,6 +36,7 @@ QueueFactory = Callable[[Path], Queue]
 BACKENDS = [
     pytest.param(lambda _dir: Memory(), id="memory"),
     pytest.param(lambda d: SharedStore(d / "jobs.db"), id="shared_store"),
+    pytest.param(lambda d: SQLite(d / "jobs.db"), id="sqlite"),
 ]
 
 T0 = 1_000.0  # the fake clock starts here (never 0: ready_at=0 means "ready now")
@@ -59,8 +62,10 @@ class Opener:
         self.opened.append(q)
         return q
 
-    def again(self, of: Queue, owner: Owner) -> Queue:
+    def again(self, of: Queue, owner: Owner, configure: Callable[[Queue], None] | None = None) -> Queue:
         q = self.factory(of.directory)  # type: ignore[attr-defined]
+        if configure is not None:
+            configure(q)
         q.open(owner)
         q.directory = of.directory  # type: ignore[attr-defined]
         self.opened.append(q)
@@ -582,6 +587,284 @@ def test_replies_for_a_pool_that_is_gone_do_not_pile_up(opener: Opener) -> None:
     assert late.take_replies() == []
     revived = opener.again(runner, Owner("pool-gone", 0, 1, os.getpid()))
     assert revived.take_replies() == []
+
+
+# --------------------------------------------------------------------------- priorities
+
+
+def put_with(q: Queue, *pairs: tuple[str, int], ready_at: float = 0.0) -> None:
+    """Enqueue ``(id, priority)`` pairs, in order, in one batch."""
+    q.enqueue([Job(i, f"payload-{i}".encode(), priority=p) for i, p in pairs], ready_at)
+
+
+def test_higher_priority_first_fifo_among_equals(q: Queue) -> None:
+    needs(q, PRIORITIES)
+    put_with(q, ("a0", 0), ("b5", 5), ("c1", 1), ("d5", 5), ("e0", 0))
+    put_with(q, ("f-1", -1), ("g5", 5), ("h0", 0))
+    assert drain(q) == ["b5", "d5", "g5", "c1", "a0", "e0", "h0", "f-1"]
+
+
+def test_reserve_returns_the_priority(q: Queue) -> None:
+    needs(q, PRIORITIES)
+    put_with(q, ("a", 7))
+    assert take(q).priority == 7
+
+
+def test_nack_front_keeps_the_priority(q: Queue) -> None:
+    needs(q, PRIORITIES)
+    put_with(q, ("lo", 0))
+    lo = take(q)
+    put_with(q, ("hi1", 3), ("hi2", 3), ("lo2", 0))
+    hi1 = take(q)
+    assert hi1.id == "hi1"
+    q.nack(hi1, front=True)   # back at the head of its own priority
+    q.nack(lo, front=True)    # at the head of priority 0: still behind every higher one
+    assert drain(q) == ["hi1", "hi2", "lo", "lo2"]
+
+
+def test_nack_to_the_tail_keeps_the_priority(q: Queue) -> None:
+    needs(q, PRIORITIES)
+    put_with(q, ("a5", 5), ("b5", 5), ("c0", 0))
+    a = take(q)
+    assert q.nack(a)
+    assert drain(q) == ["b5", "a5", "c0"]
+
+
+def test_a_due_delayed_job_keeps_its_priority(q: Queue) -> None:
+    needs(q, PRIORITIES, DELAYS)
+    put_with(q, ("late-hi", 9), ready_at=T0 + 5)
+    put_with(q, ("now-lo", 0), ("now-lo2", 0))
+    assert take(q).id == "now-lo"
+    assert drain(q, T0 + 5) == ["late-hi", "now-lo2"]
+
+
+# --------------------------------------------------------------------------- the failed store
+
+
+def record(message: str) -> tuple[object, ...]:
+    """A failure record (what the queue process hands ``give_up``)."""
+    return tuple(Failure(Failure.RAISED, "builtins.ValueError", message, "Traceback..."))
+
+
+RECORD = record("bad value")
+
+
+def _give_up_kept(q: Queue, id: str, record: tuple[object, ...] = RECORD) -> Job:
+    got = q.reserve(T0)
+    assert got is not None and got.id == id
+    q.give_up(got, record, keep=True)
+    return got
+
+
+def test_give_up_keep_moves_the_job_to_the_failed_store(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    q.enqueue([Job("a", b"\x00payload", "origin-x", timeout=2.5, priority=4)])
+    got = take(q)
+    got.failures = 2
+    q.nack(got)
+    got = take(q)
+    assert got.deliveries == 2
+    before = time.time()
+    q.give_up(got, RECORD, keep=True)
+    assert len(q) == 0 and q.status()["reserved"] == 0
+    assert q.reserve(T0 + 1000) is None and not q.is_pending("a")
+    [kept] = q.failed()
+    assert (kept.id, kept.payload, kept.origin, kept.timeout) == ("a", b"\x00payload", "origin-x", 2.5)
+    assert kept.priority == 4
+    assert tuple(kept.failure) == RECORD
+    assert kept.deliveries == 2
+    assert before - 1 <= kept.failed_at <= time.time() + 1
+    assert q.status()["failed"] == 1
+
+
+def test_give_up_without_keep_keeps_nothing(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    put(q, "a")
+    q.give_up(take(q), RECORD)
+    assert q.failed() == []
+    assert q.status()["failed"] == 0
+
+
+def test_a_jobs_mode_is_kept_through_the_failed_store(q: Queue) -> None:
+    q.enqueue([Job("a", b"p", mode="its-task")])
+    got = take(q)
+    assert got.mode == "its-task"
+    if FAILED_STORE in q.lacks:
+        return
+    q.give_up(got, RECORD, keep=True)
+    assert q.failed()[0].mode == "its-task"
+    q.retry_failed()
+    assert take(q).mode == "its-task"
+
+
+def test_failed_lists_newest_first_up_to_the_limit(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    put(q, "a", "b", "c")
+    for i in "abc":
+        _give_up_kept(q, i, record(f"failed {i}"))
+    assert [f.id for f in q.failed()] == ["c", "b", "a"]
+    assert [f.id for f in q.failed(2)] == ["c", "b"]
+    assert [Failure._make(f.failure).message for f in q.failed()] == ["failed c", "failed b", "failed a"]
+
+
+def test_retry_failed_resets_counts_and_the_job_is_reservable(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    q.enqueue([Job("a", b"pa", "o", timeout=1.5, priority=2), Job("b", b"pb")])
+    a = take(q)
+    a.failures = 3
+    q.nack(a)
+    a = take(q)  # (priority 2: first again)
+    assert (a.id, a.deliveries, a.failures) == ("a", 2, 3)
+    q.give_up(a, RECORD, keep=True)
+    assert q.retry_failed(["a", "unknown"]) == 1
+    assert q.failed() == []
+    assert q.is_pending("a")
+    again = take(q)   # priority 2: before "b"; back as it was, its counts reset
+    assert (again.id, again.payload, again.origin, again.timeout) == ("a", b"pa", "o", 1.5)
+    assert (again.deliveries, again.failures, again.bounces) == (1, 0, 0)
+    assert drain(q) == ["b"]
+    assert q.retry_failed(["a"]) == 0   # no longer kept
+
+
+def test_retry_failed_all_goes_to_the_tail_oldest_failure_first(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    put(q, "a", "b")
+    _give_up_kept(q, "a")
+    _give_up_kept(q, "b")
+    put(q, "c")
+    assert q.retry_failed() == 2
+    assert q.retry_failed() == 0
+    assert q.failed() == []
+    got = drain(q)
+    assert got == ["c", "a", "b"]
+
+
+def test_purge_failed_by_ids_or_all(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    put(q, *"abcd")
+    for i in "abcd":
+        _give_up_kept(q, i)
+    assert q.purge_failed(["a", "a", "nope"]) == 1
+    assert [f.id for f in q.failed()] == ["d", "c", "b"]
+    assert q.purge_failed([]) == 0
+    assert q.purge_failed() == 3
+    assert q.failed() == [] and q.purge_failed() == 0
+    assert q.retry_failed() == 0
+    assert len(q) == 0
+
+
+def test_the_same_id_failed_twice_is_kept_once(q: Queue) -> None:
+    needs(q, FAILED_STORE)
+    put(q, "a")
+    _give_up_kept(q, "a", record("first"))
+    put(q, "a")
+    _give_up_kept(q, "a", record("second"))
+    [kept] = q.failed()
+    assert Failure._make(kept.failure).message == "second"
+
+
+def test_the_failed_store_is_durable(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, FAILED_STORE)
+    needs_durable(q)
+    q.enqueue([Job("a", b"pa", "o", priority=3)])
+    _give_up_kept(q, "a")
+    q.close()
+    again = opener.again(q, ME._replace(generation=1))
+    [kept] = again.failed()
+    assert (kept.id, kept.payload, kept.priority, tuple(kept.failure)) == ("a", b"pa", 3, RECORD)
+    assert again.retry_failed(None) == 1
+    assert take(again).id == "a"
+
+
+# --------------------------------------------------------------------------- durable delays
+
+
+def test_delays_survive_close_and_open(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, DELAYS)
+    needs_durable(q)
+    put(q, "later", ready_at=T0 + 5)
+    put(q, "r")
+    r = take(q)
+    q.nack(r, ready_at=T0 + 3)
+    q.close()
+    again = opener.again(q, ME._replace(generation=1))
+    assert again.reserve(T0) is None
+    assert again.next_ready_in(T0) == pytest.approx(3)
+    assert again.status()["delayed"] == 2
+    assert drain(again, T0 + 3) == ["r"]
+    assert drain(again, T0 + 4.9) == []
+    assert drain(again, T0 + 5) == ["later"]
+
+
+# --------------------------------------------------------------------------- recovery, with counts
+
+
+def test_a_dead_owners_jobs_come_back_with_every_count(opener: Opener) -> None:
+    q = opener.make(Owner("pool-dead", 0, 0, _dead_pid()))
+    needs(q, RECOVERY)
+    put(q, "a", "b")
+    a = take(q)
+    a.failures, a.bounces = 2, 1
+    q.nack(a)                       # a Retry persisted its counts
+    assert take(q).id == "b"
+    a = take(q)
+    assert (a.deliveries, a.failures, a.bounces) == (2, 2, 1)
+    other = opener.again(q, Owner("pool-b", 0, 0, os.getpid()))
+    assert len(other) == 2 and other.status()["reserved"] == 0
+    got = {j.id: j for j in (take(other), take(other))}
+    assert (got["a"].deliveries, got["a"].failures, got["a"].bounces) == (3, 2, 1)
+    assert got["b"].deliveries == 2
+
+
+def test_a_live_siblings_reservations_survive_every_tick(opener: Opener) -> None:
+    q = opener.make()
+    needs(q, SHARED, RECOVERY)
+    put(q, "a", "b")
+    a = take(q)
+    other = opener.again(q, Owner("pool-b", 0, 0, os.getpid()))
+    later = opener.again(q, Owner("pool-c", 0, 0, os.getpid()))
+    for now in (T0, T0 + 1, T0 + 3600):
+        other.tick(now)
+        later.tick(now)
+    assert q.status()["reserved"] == 1
+    assert drain(other) == ["b"]
+    assert later.reserve(T0) is None
+    assert q.nack(a)
+    assert drain(later) == ["a"]
+
+
+def test_a_job_whose_owner_keeps_dying_goes_to_the_failed_store(opener: Opener) -> None:
+    """A job that kills its whole pool (every time it runs) is not recovered for ever: after
+    ``recovery_cap`` deaths it is kept failed, with a JobLost record saying so, and its caller, if
+    one waits in a pool still alive, gets that failure."""
+    sender = opener.make(Owner("pool-sender", 0, 0, os.getpid()))
+    needs(sender, RECOVERY, FAILED_STORE)
+    if not hasattr(sender, "recovery_cap"):
+        pytest.skip(f"{sender!r} has no recovery_cap")
+
+    def cap(q: Queue) -> None:
+        q.recovery_cap = 3  # type: ignore[attr-defined]
+
+    sender.enqueue([Job("killer", b"p", "pool-sender"), Job("fine", b"p")])
+    runner = Owner("pool-runner", 0, 0, os.getpid())
+    for gen in range(3):
+        # generation `gen` of the runner's queue takes the job and dies; the next one opens
+        current = opener.again(sender, runner._replace(generation=gen), cap)
+        got = take(current)
+        assert (got.id, got.deliveries) == ("killer", gen + 1)
+    last = opener.again(sender, runner._replace(generation=3), cap)
+    assert drain(last) == ["fine"]
+    [kept] = last.failed()
+    failure = Failure._make(kept.failure)
+    assert (kept.id, kept.deliveries, failure.kind) == ("killer", 3, Failure.LOST)
+    assert "3 times" in failure.message
+    sender.tick(T0)
+    [reply] = sender.take_replies()
+    assert (reply.job_id, reply.ok, Failure._make(reply.value).kind) == ("killer", False, Failure.LOST)
+    assert last.retry_failed() == 1
+    assert take(last).id == "killer"
 
 
 # --------------------------------------------------------------------------- the model test
