@@ -465,6 +465,7 @@ class SQLite(Queue):
         level (``synchronous``) or the light one.  The acks kept since the last one ride with it."""
         db = self.db
         acks = self._acks
+        hand = list(self._hand)
 
         def run() -> T:
             self._delta = 0
@@ -480,6 +481,11 @@ class SQLite(Queue):
                         db.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
+                # what the body did in memory goes with the transaction: the hand as it was, and
+                # what it learnt of the delayed jobs is asked again
+                self._hand.clear()
+                self._hand.extend(hand)
+                self._due_dv = -1
                 raise
             return result
 
@@ -497,15 +503,9 @@ class SQLite(Queue):
             self._count += self._delta
         return result
 
-    def _one(self, sql: str, params: Sequence[Any], doing: str, durable: bool = False) -> list[Any]:
-        """One statement (its own transaction if it writes); every row it returns."""
+    def _one(self, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
+        """One read; every row it returns."""
         db = self.db
-        if durable and self._toggle:
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            try:
-                return self._retry(lambda: db.execute(sql, params).fetchall(), doing)
-            finally:
-                db.execute(f"PRAGMA synchronous={self._light}")
         return self._retry(lambda: db.execute(sql, params).fetchall(), doing)
 
     def _error(self, e: BaseException, doing: str) -> StoreError:
@@ -697,7 +697,7 @@ class SQLite(Queue):
             if mono >= self._next_scan:
                 self._next_scan = mono + self._scan_every()
                 self._scan()
-            self._delayed()  # (notices a delayed job another pool stored)
+            self._retry(self._delayed, "looking for delayed jobs")  # (notices one another pool stored)
         except StoreError as e:
             self._refused(e, "the periodic work (lease, recovery)")
         return min(self.poll_secs, max(0.0, min(self._next_lease, self._next_scan) - mono))
