@@ -36,7 +36,7 @@ def main() -> None:
         out.write(json.dumps(obj) + "\n")
 
     try:
-        if name not in (systems.SERIAL, systems.FLOOR):
+        if name not in (systems.SERIAL, systems.FLOOR, systems.HUEY):
             from . import tasks
             system = systems.adapter(name)
             pool = system.open()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .systems import FLOOR, HONEYDEW, MP, PPE, SERIAL, SYSTEMS, WORKERS
+from .systems import FLOOR, HONEYDEW, HUEY, MP, PPE, SERIAL, SYSTEMS, WORKERS
 
 MiB = 1024 * 1024
 
@@ -57,6 +57,7 @@ CPU = (SERIAL, FLOOR, *SYSTEMS)
 HD = (HONEYDEW,)
 FIRE = (HONEYDEW, MP)
 SCRIPT = (HONEYDEW, MP, PPE)   # the fresh-interpreter script trials
+DURABLE = (HONEYDEW, HUEY)     # durable queues on SQLite (huey when installed)
 
 METRICS: tuple[Metric, ...] = (
     Metric("call_p50_us", "call latency p50 (no-op round trip)", "µs", "lower", "latency", ALL, _field("p50_us")),
@@ -112,6 +113,12 @@ METRICS: tuple[Metric, ...] = (
            "numpy_first", SCRIPT, _field("first_result_ms")),
     Metric("big_payload_round_trip_ms", "50 MB bytes argument echoed back, round trip (median of 5)", "ms", "lower",
            "big_payload", SCRIPT, _field("round_trip_ms")),
+    Metric("durable_jobs_per_s_1t", "durable (SQLite, fsync) cast+run+ack of no-ops until drained, 1 casting thread",
+           "jobs/s", "higher", "durable", DURABLE, _field("jobs_per_s_1t")),
+    Metric("durable_jobs_per_s_8t", "durable (SQLite, fsync) cast+run+ack of no-ops until drained, 8 casting threads",
+           "jobs/s", "higher", "durable", DURABLE, _field("jobs_per_s_8t")),
+    Metric("durable_cast_p50_us", "durable cast, 1 thread: p50 of the time to stored", "µs", "lower", "durable",
+           DURABLE, _field("cast_p50_us")),
 )
 
 
@@ -177,6 +184,8 @@ TARGETS = (
     Target("queue_uss_flat", "queue process USS independent of the global's size", "<=", 1.0),
     Target("first_result_numpy", "time to first result with numpy imported <= 2 x mp.Pool's", "<=", 2.0),
     Target("big_payload", "50 MB argument + result round trip <= 1.0 x ProcessPoolExecutor's", "<=", 1.0),
+    Target("durable_8t", "durable cast+run+ack (SQLite, fsync) from 8 threads >= 10,000 jobs/s", ">=", 10_000.0),
+    Target("durable_1t", "durable cast+run+ack (SQLite, fsync) from 1 thread >= 3,000 jobs/s", ">=", 3_000.0),
 )
 
 
@@ -185,7 +194,8 @@ _INPUTS = {"call_p50": ("latency",), "call_p99": ("latency",), "submit_vs_mp": (
            "submit_vs_ppe": ("throughput",), "map_tiny": ("map_tiny",), "cpu_efficiency": ("map_cpu",),
            "first_result": ("start_stop",), "recovery": ("recovery",), "scale": ("scale",), "worker_uss": ("memory",),
            "main_globals": ("main_globals",), "queue_uss_flat": ("main_globals",),
-           "first_result_numpy": ("numpy_first",), "big_payload": ("big_payload",)}
+           "first_result_numpy": ("numpy_first",), "big_payload": ("big_payload",), "durable_8t": ("durable",),
+           "durable_1t": ("durable",)}
 
 
 def _med(ms: dict[str, Any], metric: str, system: str) -> float | None:
@@ -326,6 +336,15 @@ def targets(ms: dict[str, Any], raw: Raw) -> list[dict[str, Any]]:
             value = _ratio(a, b)
             paired = _paired(_samples(ms, key, HONEYDEW), _samples(ms, key, PPE), lambda x, y: x / y)
             detail = f"honeydew {_fmt(a)} ms vs ProcessPoolExecutor {_fmt(b)} ms; mp.Pool {_fmt(_med(ms, key, MP))} ms"
+        elif t.id in ("durable_8t", "durable_1t"):
+            key = "durable_jobs_per_s_8t" if t.id == "durable_8t" else "durable_jobs_per_s_1t"
+            value = _med(ms, key, HONEYDEW)
+            paired = _samples(ms, key, HONEYDEW)
+            huey = _med(ms, key, HUEY)
+            detail = (f"honeydew {_fmt(value)} jobs/s (single-thread cast p50 "
+                      f"{_fmt(_med(ms, 'durable_cast_p50_us', HONEYDEW))} µs)"
+                      + (f"; huey SqliteHuey {_fmt(huey)} jobs/s (cast p50 "
+                         f"{_fmt(_med(ms, 'durable_cast_p50_us', HUEY))} µs)" if huey is not None else ""))
         else:  # pragma: no cover
             raise KeyError(t.id)
         ok = value is not None and (value <= t.threshold if t.op == "<=" else value >= t.threshold)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report, tasks
-from .systems import FLOOR, HONEYDEW, MP, PPE, SERIAL, SYSTEMS, WORKERS
+from .systems import FLOOR, HAVE_HUEY, HONEYDEW, HUEY, MP, PPE, SERIAL, SYSTEMS, WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,13 +52,14 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "main_globals": ("main_globals",),
     "numpy_first": ("numpy_first",),
     "big_payload": ("big_payload",),
+    "durable": ("durable",),
 }
 
 KIND_SYSTEMS: dict[str, tuple[str, ...]] = {
     "latency": SYSTEMS, "floor": (FLOOR,), "throughput": SYSTEMS, "cast": (HONEYDEW, MP), "map_tiny": SYSTEMS,
     "map_cpu": (SERIAL, FLOOR, *SYSTEMS), "start_stop": SYSTEMS, "recovery": (HONEYDEW,), "memory": SYSTEMS,
     "scale": (HONEYDEW,), "main_globals": (HONEYDEW, MP, PPE), "numpy_first": (HONEYDEW, MP, PPE),
-    "big_payload": (HONEYDEW, MP, PPE),
+    "big_payload": (HONEYDEW, MP, PPE), "durable": (HONEYDEW, HUEY) if HAVE_HUEY else (HONEYDEW,),
 }
 
 FULL: dict[str, dict[str, Any]] = {
@@ -75,6 +76,7 @@ FULL: dict[str, dict[str, Any]] = {
     "main_globals": {"n": 40_000_000, "n_small": 1_000_000},
     "numpy_first": {},
     "big_payload": {"bytes": 50_000_000, "round_trips": 5},
+    "durable": {"jobs_1": 3000, "jobs_8": 16_000},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "latency": {"calls": 100},
@@ -90,10 +92,12 @@ SMOKE: dict[str, dict[str, Any]] = {
     "main_globals": {"n": 1_000_000, "n_small": 250_000},
     "numpy_first": {},
     "big_payload": {"bytes": 1_000_000, "round_trips": 5},
+    "durable": {"jobs_1": 50, "jobs_8": 200},
 }
 #: default repeats per trial kind (full run); --repeats overrides them all
 REPEATS = {"latency": 5, "floor": 3, "throughput": 5, "cast": 3, "map_tiny": 3, "map_cpu": 5, "start_stop": 5,
-           "recovery": 5, "memory": 3, "scale": 2, "main_globals": 5, "numpy_first": 5, "big_payload": 5}
+           "recovery": 5, "memory": 3, "scale": 2, "main_globals": 5, "numpy_first": 5, "big_payload": 5,
+           "durable": 3}
 #: a system whose trials of one kind time out this many times has its remaining repeats skipped
 MAX_TIMEOUTS = 2
 SMOKE_REPEATS = 2
@@ -356,7 +360,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          f"(kinds: {', '.join(KIND_SYSTEMS)})")
     ap.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (default: per family)")
     ap.add_argument("--systems", nargs="+", metavar="S", default=None,
-                    help=f"only these systems (default all): {', '.join(SYSTEMS)}")
+                    help=f"only these systems (default all): {', '.join(SYSTEMS)}, {HUEY}")
     ap.add_argument("--out", type=Path, default=None, help="output directory")
     ap.add_argument("--quiet-wait", type=float, default=None, metavar="S",
                     help="before each trial wait for the machine to be quiet, at most S seconds in all "
@@ -370,8 +374,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if name not in FAMILIES and name not in kinds:
             ap.error(f"unknown measurement {name!r}; choose from {', '.join([*FAMILIES, *kinds])}")
     for s in args.systems or ():
-        if s not in SYSTEMS:
-            ap.error(f"unknown system {s!r}; choose from {', '.join(SYSTEMS)}")
+        if s not in (*SYSTEMS, HUEY):
+            ap.error(f"unknown system {s!r}; choose from {', '.join((*SYSTEMS, HUEY))}")
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.smoke else 120.0
     if args.retry_noisy is None:
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir: Path = args.out or (RESULTS / "local" if partial else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     logdir = Path(tempfile.mkdtemp(prefix="honeydew-bench-logs-"))
-    wanted = set(args.systems or SYSTEMS) | {SERIAL, FLOOR}
+    wanted = set(args.systems or (*SYSTEMS, HUEY)) | {SERIAL, FLOOR}
     steps = plan(args)
 
     print(f"honeydew benchmarks: {'SMOKE ' if args.smoke else ''}{WORKERS} workers per system, "

@@ -8,6 +8,7 @@ Each adapter imports its library lazily, so a system's benchmark host loads only
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,11 @@ FLOOR = "raw-pipes"        # bare pickled messages over pipes between forked pro
 #: Every system, in the order of the tables.
 SYSTEMS = (HONEYDEW, MP, PPE, LOKY, PEBBLE, MPIRE)
 PEERS = SYSTEMS[1:]
+
+#: A durable task queue beside honeydew's durable SQLite queue (the ``durable`` measurement only):
+#: ``SqliteHuey`` and its consumer, when huey is installed (the bench extra has it).
+HUEY = "huey"
+HAVE_HUEY = importlib.util.find_spec("huey") is not None
 
 
 class System:

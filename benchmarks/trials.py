@@ -706,10 +706,128 @@ def big_payload(name: str, p: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- 9. durable queues
+
+def durable(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """Durable cast+run+ack of no-op jobs until drained, from one casting thread (``jobs_1`` jobs)
+    and from eight (``jobs_8``), and the one thread's cast latency (a cast returns once the job is
+    stored).  Each run on a fresh file.  honeydew: a Pool of 2 workers on
+    ``honeydew.queues.SQLite`` (its defaults: ``synchronous=FULL``), drained by close+join.  huey:
+    ``SqliteHuey(fsync=True)`` and a consumer of 2 worker processes polling every millisecond,
+    drained when its queue is empty (its last jobs may still be running then)."""
+    out: dict[str, Any] = {}
+    run = _durable_honeydew if name == HONEYDEW else _durable_huey
+    for threads, n in ((1, p["jobs_1"]), (8, p["jobs_8"])):
+        with tempfile.TemporaryDirectory(prefix="honeydew-bench-durable-") as tmp:
+            rate, latencies = run(os.path.join(tmp, "q.db"), threads, n)
+        out[f"jobs_per_s_{threads}t"] = rate
+        if latencies:
+            latencies.sort()
+            out["cast_p50_us"] = percentile(latencies, 50) * 1e6
+            out["cast_p99_us"] = percentile(latencies, 99) * 1e6
+    out.update(jobs_1=p["jobs_1"], jobs_8=p["jobs_8"])
+    return out
+
+
+def _cast_from(threads: int, n: int, fire: Any, fn: Any) -> list[float]:
+    """``fire(fn)`` ``n`` times from ``threads`` threads; one thread's cast latencies (seconds)."""
+    if threads == 1:
+        clock = time.perf_counter
+        latencies = [0.0] * n
+        for i in range(n):
+            t = clock()
+            fire(fn)
+            latencies[i] = clock() - t
+        return latencies
+    import threading
+
+    per = n // threads
+
+    def cast_some() -> None:
+        for _ in range(per):
+            fire(fn)
+
+    pool = [threading.Thread(target=cast_some) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return []
+
+
+def _durable_honeydew(path: str, threads: int, n: int) -> tuple[float, list[float]]:
+    import honeydew
+    from honeydew.queues import Owner, SQLite
+
+    single_threaded(HONEYDEW)
+    with honeydew.Pool(num_workers=WORKERS, queue=SQLite(path)) as pool:
+        for _ in range(20):
+            pool.call(tasks.noop)
+        t0 = time.perf_counter()
+        latencies = _cast_from(threads, n, pool.cast, tasks.noop)
+        pool.close()
+        pool.join()
+        t1 = time.perf_counter()
+    check = SQLite(path)
+    check.open(Owner("bench-check", 0, 0, os.getpid()))
+    try:
+        left = len(check) + check.status()["reserved"]
+    finally:
+        check.close()
+    if left:
+        raise AssertionError(f"honeydew: {left} job(s) left in {path} after the drain")
+    return (n // threads) * threads / (t1 - t0), latencies
+
+
+def _durable_huey(path: str, threads: int, n: int) -> tuple[float, list[float]]:
+    from . import huey_app
+
+    root = str(Path(__file__).resolve().parent.parent)
+    h, noop = huey_app.build(path)
+    env = dict(os.environ, HONEYDEW_BENCH_HUEY_DB=path,
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    consumer = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "benchmarks.huey_app.huey",
+                                 "-w", str(WORKERS), "-k", "process", "-d", "0.001", "-m", "0.001", "-b", "1.0",
+                                 "-C", "-n", "-q"], cwd=root, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def drained(deadline_s: float) -> None:
+        end = time.monotonic() + deadline_s
+        while h.pending_count():
+            if consumer.poll() is not None:
+                raise RuntimeError(f"the huey consumer exited ({consumer.returncode}): "
+                                   f"{consumer.stderr.read().decode()[-2000:] if consumer.stderr else ''}")
+            if time.monotonic() > end:
+                raise TimeoutError(f"huey: {h.pending_count()} job(s) still queued after {deadline_s}s")
+            time.sleep(0.001)
+
+    try:
+        for _ in range(20):
+            noop()
+        drained(60)
+        t0 = time.perf_counter()
+        latencies = _cast_from(threads, n, lambda fn: fn(), noop)
+        drained(600)
+        t1 = time.perf_counter()
+    finally:
+        try:
+            os.killpg(consumer.pid, signal.SIGINT)
+            consumer.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(consumer.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            consumer.wait()
+        if consumer.stderr:
+            consumer.stderr.close()
+    return (n // threads) * threads / (t1 - t0), latencies
+
+
 TRIALS = {
     "latency": latency, "floor": floor, "throughput": throughput, "cast": cast, "map_tiny": map_tiny,
     "map_cpu": map_cpu, "start_stop": start_stop, "memory": memory, "recovery": recovery, "scale": scale,
-    "main_globals": main_globals, "numpy_first": numpy_first, "big_payload": big_payload,
+    "main_globals": main_globals, "numpy_first": numpy_first, "big_payload": big_payload, "durable": durable,
 }
 
 

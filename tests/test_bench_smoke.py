@@ -7,6 +7,7 @@ writes the JSON, the Markdown table and the chart.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PEERS = {"mp.Pool", "ProcessPoolExecutor", "loky", "pebble", "mpire"}
 EVERYONE = {"honeydew", *PEERS}
+DURABLE = {"honeydew", "huey"} if importlib.util.find_spec("huey") else {"honeydew"}
 
 #: measurement -> the systems it must have (the issue's list; honeydew-only ones have no peer)
 EXPECTED = {
@@ -50,9 +52,13 @@ EXPECTED = {
     "queue_uss_growth_mib": {"honeydew"},
     "first_result_numpy_ms": {"honeydew", "mp.Pool", "ProcessPoolExecutor"},
     "big_payload_round_trip_ms": {"honeydew", "mp.Pool", "ProcessPoolExecutor"},
+    "durable_jobs_per_s_1t": DURABLE,
+    "durable_jobs_per_s_8t": DURABLE,
+    "durable_cast_p50_us": DURABLE,
 }
 TARGETS = {"call_p50", "call_p99", "submit_vs_mp", "submit_vs_ppe", "map_tiny", "cpu_efficiency", "first_result",
-           "recovery", "scale", "worker_uss", "main_globals", "queue_uss_flat", "first_result_numpy", "big_payload"}
+           "recovery", "scale", "worker_uss", "main_globals", "queue_uss_flat", "first_result_numpy", "big_payload",
+           "durable_8t", "durable_1t"}
 
 
 @pytest.fixture(scope="module")
