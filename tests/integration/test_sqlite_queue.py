@@ -141,7 +141,8 @@ path, runs, release, jobs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[
 pool = honeydew.Pool(num_workers=2, queue=SQLite(path))
 for i in range(jobs):
     pool.cast(D.run_and_wait, runs, release, 120)
-H.wait_until(lambda: len(D.runs(runs)) >= min(jobs, 2), 60, what="the jobs to start")
+before = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # (runs recorded before: wait for a new one)
+H.wait_until(lambda: len(D.runs(runs)) >= before + max(1, min(jobs, 2)), 60, what="the jobs to start")
 print("PIDS", os.getpid(), " ".join(str(p.pid) for p in H.pool_processes()), flush=True)
 time.sleep(600)
 """
@@ -213,6 +214,55 @@ def test_a_pool_killed_mid_job_its_jobs_run_in_a_live_pool_on_the_file(path: Pat
             assert took < 15.0
     finally:
         w.kill()
+
+
+@pytest.mark.timeout(120)
+def test_a_job_whose_pool_keeps_dying_ends_in_the_failed_store(path: Path, tmp_path: Path) -> None:
+    """A job that takes its whole pool down each time it runs is not run for ever: once its pools
+    died holding it ``recovery_cap`` times, the next owner to open the file keeps it failed, with a
+    JobLost failure that says so."""
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    runs.mkdir()
+    for death in (1, 2):
+        w = H.start_watched(tmp_path, TREE, args=[str(path), str(runs), str(release), "1" if death == 1 else "0",
+                                                  str(death - 1)])
+        try:
+            _kill_tree(w)
+        finally:
+            w.kill()
+        assert [r.deliveries for r in D.runs(runs)] == list(range(1, death + 1))
+    q = SQLite(path, recovery_cap=2)
+    q.open(Owner("inspector", 0, 0, os.getpid()))
+    try:
+        assert len(q) == 0 and q.status()["reserved"] == 0
+        [kept] = q.failed()
+        failure = honeydew.errors.Failure._make(kept.failure)
+        assert (kept.deliveries, failure.type_name) == (2, "honeydew.errors.JobLost")
+        assert "died while running it 2 times" in failure.message
+    finally:
+        q.close()
+
+
+def test_a_delay_survives_its_sender(path: Path, tmp_path: Path) -> None:
+    """A delayed cast is stored with its wall-clock time: the sender SIGKILLed, a later pool runs
+    it, not before its time."""
+    marker = tmp_path / "ran"
+    proc = H.run_script(tmp_path, f"""
+        import os, signal, time
+        import honeydew
+        from honeydew.queues import SQLite
+        from support import integration_helpers as H
+        pool = honeydew.Pool(num_workers=0, queue=SQLite({str(path)!r}))
+        print("CAST", time.time(), flush=True)
+        pool.options(delay=1.5).cast(H.touch, {str(marker)!r})
+        os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    cast_at = float(proc.stdout.split("CAST", 1)[1].split()[0])
+    with honeydew.Pool(num_workers=1, queue=SQLite(path)):
+        H.wait_until(marker.exists, T, what="the delayed cast to run")
+        ran_at = marker.stat().st_mtime
+    assert ran_at >= cast_at + 1.5 - 0.05
 
 
 # --------------------------------------------------------------------------- paths that cannot work
