@@ -11,7 +11,9 @@ Intel/LLVM OpenMP runtimes do the same.  GNU OpenMP (libgomp) does not: its thre
 child and the next parallel region there waits for them for ever.  :func:`fork_hazard` therefore
 tells the threads apart, cheaply (no threadpoolctl on this path): any other Python thread is a
 hazard, libgomp is, and native threads are not when the fork-safe pools mapped in the process can
-account for them (OpenBLAS is asked its pool's size).
+account for them (OpenBLAS is asked its pool's size).  A Python thread that makes itself safe to
+fork over is not a hazard either: ``honeydew.control``'s server thread holds nothing while a fork
+runs (an at-fork handler waits until it is idle) and says so (:func:`mark_fork_safe`).
 
 **Limits.**  N workers that each run a NumPy/SciPy/scikit-learn call with one BLAS or OpenMP thread
 per CPU start N × CPUs threads on CPUs cores: they fight for the cores and the batch runs slower
@@ -30,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import time
 
 #: read by OpenMP runtimes, OpenBLAS, MKL, BLIS, Apple Accelerate and numexpr when they load
 ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -98,16 +101,36 @@ class _OpenBLAS:
         return True
 
 
+#: The Python threads that are safe to fork over, by native id (with when each said so): each holds
+#: none of its locks while a fork runs (an at-fork handler waits until it is idle).  honeydew.control's
+#: server thread is one (:func:`mark_fork_safe`); an id is forgotten once its thread is gone.
+fork_safe_tids: dict[int, float] = {}
+
+
+def mark_fork_safe() -> None:
+    """The calling thread is safe to fork over (see :data:`fork_safe_tids`); it stays so until it ends."""
+    fork_safe_tids[threading.get_native_id()] = time.monotonic()
+
+
 def fork_hazard() -> str:
     """Why forking this process now is unsafe ('' when it is safe: see the module docstring)."""
+    looked = time.monotonic()
     tids = os.listdir("/proc/self/task")
+    present = {int(t) for t in tids}
+    # (an id marked after the look above may be missing from it: only older ones are gone for good)
+    for tid, since in list(fork_safe_tids.items()):
+        if tid not in present and since < looked:
+            fork_safe_tids.pop(tid, None)
     if len(tids) == 1:
         return ""
+    safe = {tid for tid in list(fork_safe_tids) if tid in present}
     me = threading.current_thread()
-    others = [t.name for t in threading.enumerate() if t is not me]
+    others = [t.name for t in threading.enumerate() if t is not me and t.native_id not in safe]
     if others:
         return f"it runs other Python threads ({', '.join(sorted(others)[:5])})"
-    native = len(tids) - 1
+    native = len(tids) - 1 - len(safe)
+    if native <= 0:
+        return ""
     pools = loaded_pools()
     if _GNU_OPENMP in pools:
         return "GNU OpenMP (libgomp) is loaded, and its threads do not survive a fork"
