@@ -143,8 +143,8 @@ CREATE TABLE IF NOT EXISTS gone (pool TEXT PRIMARY KEY, at REAL NOT NULL);
 _JOB = "id, payload, origin, timeout, deliveries, failures, bounces, priority, mode"  # Job's positional order
 _ENV, _SEQ = 9, 10  # (a claimed row: the Job's fields, then env and seq)
 
-_INSERT = ("INSERT OR IGNORE INTO jobs (id, payload, origin, timeout, priority, mode, ready_at, deliveries, "
-           "failures, bounces, env) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = ("INSERT INTO jobs (id, payload, origin, timeout, priority, mode, ready_at, deliveries, failures, bounces, "
+           "env) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING")  # (an id it holds: skipped)
 _CLAIM = ("UPDATE jobs SET owner = ?, deliveries = deliveries + 1 WHERE seq IN "
           "(SELECT seq FROM jobs WHERE owner IS NULL AND ready_at = 0 ORDER BY priority DESC, seq LIMIT ?) "
           f"RETURNING {_JOB}, env, seq")
@@ -592,9 +592,12 @@ class SQLite(Queue):
     def close(self) -> None:
         if self._db is None:
             return
+        # closing because the queue process is failing (an exception on its way out): it will be
+        # restarted, so what other pools sent its callers stays for the next generation
+        final = sys.exc_info()[0] is None
         try:
             self._flush_deferred()
-            self._tx(self._unregister, "closing")
+            self._tx(lambda db: self._unregister(db, final), "closing")
         except StoreError as e:
             log.warning("%r: could not give back this queue's reservations at close (the next open does): %s",
                         self, e)
@@ -605,14 +608,14 @@ class SQLite(Queue):
             except sqlite3.Error:
                 pass
 
-    def _unregister(self, db: sqlite3.Connection) -> None:
+    def _unregister(self, db: sqlite3.Connection, final: bool = True) -> None:
         assert self.owner is not None
         self._forget()
         self._release(db)
         db.execute("UPDATE jobs SET owner = NULL WHERE owner = ?", (self._oid,))
         db.execute("DELETE FROM owners WHERE id = ?", (self._oid,))
         pool = self.owner.pool
-        if db.execute("SELECT 1 FROM owners WHERE pool = ? LIMIT 1", (pool,)).fetchone() is None:
+        if final and db.execute("SELECT 1 FROM owners WHERE pool = ? LIMIT 1", (pool,)).fetchone() is None:
             db.execute("INSERT OR REPLACE INTO gone VALUES (?, ?)", (pool, time.time()))
             db.execute("DELETE FROM replies WHERE origin = ?", (pool,))
 
@@ -1007,9 +1010,9 @@ class SQLite(Queue):
                         seqs.append(row)
             moved = 0
             for (seq,) in seqs:
-                cur = db.execute("INSERT OR IGNORE INTO jobs (id, payload, origin, timeout, priority, mode, ready_at, "
+                cur = db.execute("INSERT INTO jobs (id, payload, origin, timeout, priority, mode, ready_at, "
                                  "deliveries, failures, bounces, env) SELECT id, payload, origin, timeout, priority, "
-                                 "mode, 0, 0, 0, 0, env FROM failed WHERE seq = ?", (seq,))
+                                 "mode, 0, 0, 0, 0, env FROM failed WHERE seq = ? ON CONFLICT (id) DO NOTHING", (seq,))
                 if cur.rowcount:  # (an id that is queued again meanwhile stays in the failed store)
                     db.execute("DELETE FROM failed WHERE seq = ?", (seq,))
                     moved += 1

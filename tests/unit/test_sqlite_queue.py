@@ -488,6 +488,19 @@ def test_replies_to_a_closed_pool_are_dropped_those_of_a_live_one_kept(path: Pat
     assert [r.job_id for r in live.take_replies()] == ["j1"]
 
 
+def test_a_queue_process_closing_on_an_exception_keeps_its_pools_replies(path: Path, opened: list[SQLite]) -> None:
+    """It is about to be restarted: what other pools sent its callers waits for its next generation."""
+    q = open_q(opened, path, Owner("pool-failing", 0, 0, os.getpid()))
+    runner = open_q(opened, path, Owner("pool-runner", 0, 0, os.getpid()))
+    runner.ack([], [Reply("pool-failing", "j1", True, b"r1")])
+    try:
+        raise RuntimeError("a bug in the queue process")
+    except RuntimeError:
+        q.close()
+    again = open_q(opened, path, Owner("pool-failing", 0, 1, os.getpid()))
+    assert [r.job_id for r in again.take_replies()] == ["j1"]
+
+
 def test_a_pool_with_no_live_owner_keeps_its_replies_for_the_grace(path: Path, opened: list[SQLite]) -> None:
     """A queue process that restarts finds what arrived meanwhile; a pool killed for good does not
     leak its replies past ``reply_grace``."""
