@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, _base
 from typing import Any
 
-from . import _leftovers, _process, _spool
+from . import _leftovers, _process, _spool, control
 from ._inbox import Inbox, Unstored
 from ._launch import launch
 from ._outbuf import Writer
@@ -310,6 +310,7 @@ class Pool(Executor):
         self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
+        control.register(self)  # the operator's command line reaches it: honeydew status --pid <this pid>
 
     # ---------------------------------------------------------------- the public API
 
@@ -645,6 +646,7 @@ class Pool(Executor):
         if self._lifeline < 0:
             return
         self._finalizer.detach()
+        control.unregister(self)
         os.close(self._lifeline)
         self._lifeline = -1
         if self._spool is not None:
@@ -1175,6 +1177,7 @@ def _end_after_warm_stop(pidfds: list[int]) -> None:
 def _die_by_sigterm() -> None:
     """End this process as an unhandled SIGTERM does, from any thread: the default disposition is
     restored in libc directly (``signal.signal`` works only in the main thread), then the signal sent."""
+    control.shutdown()  # (no atexit on this path: remove the control socket's files now)
     _process.default_signal(signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
 

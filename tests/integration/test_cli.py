@@ -38,9 +38,7 @@ def fail(message, *_state):
 
 if __name__ == "__main__":
     pools = [honeydew.Pool(num_workers=1, failure_mode=honeydew.Move()) for _ in range(int(sys.argv[1]))]
-    fallback = [p for p in pools if p not in control.registered()]
-    for pool in fallback:  # TODO: remove once Pool registers itself (control.register in Pool.__init__)
-        control.register(pool)
+    assert all(p in control.registered() for p in pools)  # a pool registers itself
     for pool in pools:
         try:
             pool.call(fail, "on purpose")
@@ -55,8 +53,7 @@ if __name__ == "__main__":
             for pool in pools:
                 pool.close()
                 pool.join()
-            for pool in fallback:  # TODO: remove with the fallback above (Pool.join unregisters)
-                control.unregister(pool)
+            assert not control.registered()  # and join() unregisters it
             print("JOINED", control.address(), flush=True)
         elif command == "exit":
             break
