@@ -29,24 +29,38 @@ then lowest ``seq``.  A delayed job waits in ``jobs_delayed``; once its time has
 ``reserve`` promotes it (``ready_at`` = 0, a new ``seq`` at the tail, in ``(ready_at, seq)``
 order), so a busy queue's hot path stays one index probe.
 
-Transactions and what each guarantees.  Every call is all or nothing: one transaction (or one
-statement, which SQLite makes its own transaction).  ``synchronous`` (``FULL`` by default) is the
-level of the transactions that store or end jobs; the others are committed at ``NORMAL``, which in
-WAL mode means: durable against the death of any process (the commit is in the WAL, in the
-kernel's page cache), not against a power cut until the next ``FULL`` commit or checkpoint, whose
-fsync covers them too.  The file is never corrupted either way.
+Transactions and what each guarantees.  Every call is all or nothing: one transaction.  Two
+levels: ``synchronous`` (``FULL`` by default: the WAL is fsynced at commit) for the transactions
+that store jobs, and ``NORMAL`` for the others, which in WAL mode means: durable against the death
+of any process (the commit is in the WAL, in the kernel's page cache), not against a power cut
+until the next ``FULL`` commit or checkpoint, whose fsync covers every earlier commit too.  The
+file is never corrupted either way.  (``synchronous="NORMAL"`` puts everything at ``NORMAL``.)
 
-* ``enqueue`` (a whole frame of jobs from many casting threads: one group commit), ``ack`` (the
-  wake-up's finished jobs and their replies), ``nack``, ``give_up`` (into the failed store in the
-  same transaction), ``cancel``, ``take_pending``, the failed store's ``retry``/``purge``, the
-  recovery of a dead owner's jobs, ``close``: at ``synchronous``.  Once ``enqueue`` returns, the
-  job survives a power cut; that is what the caller's ``Stored`` promises.
-* ``reserve`` (one ``UPDATE ... RETURNING``: take the job, count its delivery), the promotion of
-  due delayed jobs, lease renewals, taking replies: at ``NORMAL``, with no fsync of their own.  A
-  reservation lost to a power cut only leaves its job pending with one delivery fewer counted; a
-  promotion is redone; a taken reply lost went to a caller that died with the machine.  Every one
-  of them survives the death of the process (a SIGKILLed pool), which is what the recovery below
-  counts on.
+* At ``synchronous``: ``enqueue`` (a whole frame of jobs from many casting threads: one group
+  commit; once it returns the jobs survive a power cut, which is what the caller's ``Stored``
+  promises), ``cancel``, ``take_pending``, the failed store's ``retry``/``purge``, the recovery of
+  dead owners, ``close``.
+* At ``NORMAL``, with no fsync of their own: reservations, the promotion of due delayed jobs,
+  ``ack``, ``nack``, ``give_up`` (to the failed store in the same transaction), lease renewals,
+  taking replies.  A power cut can only undo their last few: a reservation or an ack undone leaves
+  its job to run again (at least once, as always), a nack or a give-up undone leaves it reserved by
+  an owner that is dead, so recovered; a reply taken again went to a caller that died with the
+  machine.  All of them survive the death of the process (a SIGKILLed pool), which is what the
+  recovery below counts on.
+* An ``ack`` without replies writes nothing by itself: the finished jobs ride with the next
+  transaction (a reservation, a store, the next tick, within ``poll_secs``).  A queue process
+  killed before then runs those jobs again.
+
+Reservations are claimed in batches: one transaction claims the jobs the workers have free
+credits for (:meth:`~SQLite.hold`), plus ``claim_ahead`` more, into the queue process's *hand*;
+``reserve`` hands them out one by one with no transaction.  A claimed job is reserved by this owner
+in the file (its delivery counted; no other pool can take it) and still pending as far as this
+queue process's callers can tell (``len``, ``is_pending``, ``cancel``, ``status``); a new job of a
+higher priority or a nack puts the hand back first, and what the hand still holds at the next tick
+goes back to the line uncounted.  When the workers are idle, ``enqueue`` claims in its own
+transaction: a job cast to an idle pool costs one commit in all.  ``len()``, ``next_ready_in()``
+and an empty ``reserve`` ask the file only when another connection has written to it since
+(``PRAGMA data_version``): this process's own writes keep what it knows up to date.
 
 Owners, leases, recovery.  ``open(owner)`` registers the queue process in ``owners``: its pid and
 that process's start time, its ``machine`` (host name, boot id and pid namespace, so two containers
@@ -57,10 +71,11 @@ to a process that started later); or when it is on another machine and its lease
 live process on this machine is never taken for dead, not even one stopped for longer than its
 lease.  ``open`` and every scan in ``tick`` (every ``min(1, lease_secs/4)`` s) give a dead owner's
 reservations back, in one transaction: pending again at their old place, their delivery still
-counted, and one more *recovery* counted; a job recovered ``recovery_cap`` times (its pool, or its
-queue process, died while holding it that many times) goes to the failed store instead, with a
-``JobLost`` failure saying so (its caller, if one waits, is told), so a job that kills its whole
-pool cannot loop for ever.  Only its owner can ack or nack a reservation.  ``close`` gives the
+counted, and one more *recovery* counted (a claimed job in a dead owner's hand is counted as
+well: it cannot be told from one a worker had started); a job recovered ``recovery_cap`` times
+(its pool, or its queue process, died while holding it that many times) goes to the failed store
+instead, with a ``JobLost`` failure saying so (its caller, if one waits, is told), so a job that
+kills its whole pool cannot loop for ever.  Only its owner can ack or nack a reservation.  ``close`` gives the
 owner's reservations back (counted, not as a recovery) and unregisters it.  An owner that finds
 its own row gone (on another machine, its lease lapsed while it was stopped) registers again;
 what it held has been given back.
@@ -333,6 +348,7 @@ class SQLite(Queue):
         self._count: int | None = None       # pending jobs in the file (the hand not included)
         self._count_dv = -1
         self._due_dv = -1                    # _due is exact at this data_version (-1: not known)
+        self._none_ready_dv = -1             # no job was ready at this data_version (-1: not known)
         self._delta = 0                      # pending jobs added by the transaction being written
         self._blocked_until = 0.0           # monotonic: no reservation before (the file refused a write)
         self._complained: dict[str, float] = {}  # what was last logged when (monotonic)
@@ -501,6 +517,7 @@ class SQLite(Queue):
             self._acks = []
         if self._delta and self._count is not None:
             self._count += self._delta
+        self._none_ready_dv = -1
         return result
 
     def _one(self, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
@@ -760,6 +777,16 @@ class SQLite(Queue):
             self._due_dv = dv
         return self._due
 
+    def _any_ready(self) -> bool:
+        """Is a job ready?  Asked of the file only when someone wrote to it since it said no."""
+        dv = self._dv()
+        if dv == self._none_ready_dv:
+            return False
+        if self.db.execute(_ANY_READY).fetchone():
+            return True
+        self._none_ready_dv = dv
+        return False
+
     def _pending(self) -> int:
         """Pending jobs in the file (the hand not included), counted only when another connection
         has written since we last knew: our own writes keep the count up to date."""
@@ -861,7 +888,7 @@ class SQLite(Queue):
     def _fill(self, now: float) -> bool:
         """Claim jobs into the hand; False if none is ready."""
         promote = self._retry(self._delayed, "looking for delayed jobs") <= now
-        if not promote and not self._retry(lambda: self.db.execute(_ANY_READY).fetchone(), "looking for jobs"):
+        if not promote and not self._retry(self._any_ready, "looking for jobs"):
             return False
         n = max(1, self._free()) + self._ahead()
 
