@@ -128,6 +128,21 @@ def test_killing_the_queue_process_loses_no_job(path: Path) -> None:
         assert pool.options(timeout=T).call(H.echo, "after") == "after"
 
 
+@pytest.mark.timeout(120)
+def test_two_worker_pools_on_one_file_run_every_job_once(path: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with honeydew.Pool(num_workers=2, queue=SQLite(path)) as a, honeydew.Pool(num_workers=2, queue=SQLite(path)) as b:
+        assert a.options(timeout=T).call(H.echo, 1) == 1 and b.options(timeout=T).call(H.echo, 2) == 2
+        workers = H.worker_pids()  # (both pools')
+        with honeydew.Pool(num_workers=0, queue=SQLite(path)) as sender:
+            futs = [sender.submit(H.record_run, str(runs)) for _ in range(400)]
+            pids = [f.result(timeout=T) for f in futs]
+    job_ids = [p.name[len("run-"):].rsplit("-", 2)[0] for p in runs.iterdir()]
+    assert len(job_ids) == 400 and len(set(job_ids)) == 400, "a job ran twice, or never"
+    assert set(pids) <= workers
+
+
 # --------------------------------------------------------------------------- whole trees killed
 
 TREE = """
