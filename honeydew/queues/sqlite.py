@@ -879,6 +879,7 @@ class SQLite(Queue):
                 try:
                     self._foreign(row)
                 except StoreError as e:
+                    self._hand.appendleft(row)  # (tried again at the next reservation)
                     self._refused(e, "moving a job of other versions to the failed store")
                     return None
                 continue
