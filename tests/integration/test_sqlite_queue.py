@@ -5,10 +5,12 @@ cannot work (a clear HoneydewError, never a hang)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -281,6 +283,60 @@ def test_a_delay_survives_its_sender(path: Path, tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- paths that cannot work
+
+
+@contextlib.contextmanager
+def _small_disk(tmp_path: Path, size: str = "2m") -> Iterator[Path]:
+    """A tmpfs of ``size`` (root only: skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    where = tmp_path / "mnt"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    return filler
+
+
+@pytest.mark.timeout(90)
+def test_a_full_disk_refuses_new_jobs_clearly_and_the_pool_goes_on(tmp_path: Path) -> None:
+    """A job cast on a full disk raises, naming the file; a job running meanwhile finishes (its ack
+    waits in the queue process until the disk has room); once there is room again, all goes on."""
+    with _small_disk(tmp_path) as d:
+        path = d / "q.db"
+        release = tmp_path / "release"
+        with honeydew.Pool(num_workers=1, queue=SQLite(path)) as pool:
+            assert pool.options(timeout=T).call(H.echo, 1) == 1
+            queue_pid = pool.status()["queues"][0]["pid"]
+            running = pool.submit(H.wait_for_file, str(release), 60)
+            H.wait_until(lambda: pool.status()["queues"][0]["running"], T, what="the job to start")
+            filler = _fill(d)
+            with pytest.raises(honeydew.HoneydewError, match=r"was not stored.*full.*q\.db.*free some space"):
+                pool.options(timeout=T).call(H.echo, "x" * 50_000)
+            release.touch()
+            assert running.result(timeout=T) > 0
+            filler.unlink()
+            assert pool.options(timeout=T).call(H.echo, 2) == 2
+            assert pool.status()["queues"][0]["pid"] == queue_pid  # (it never died)
+        q = SQLite(path)
+        q.open(Owner("inspector", 0, 0, os.getpid()))
+        try:
+            assert len(q) == 0 and q.status()["reserved"] == 0
+        finally:
+            q.close()
 
 
 def test_bad_paths_give_a_clear_error(tmp_path: Path) -> None:
