@@ -344,7 +344,7 @@ def age(seconds: float) -> str:
 def _status_lines(entries: list[dict[str, Any]], sqlite: bool, op: str) -> list[str]:
     if sqlite:
         st = entries[0]["value"]
-        keys = [k for k in ("pending", "delayed", "reserved", "failed", "replies", "owners") if k in st]
+        keys = [k for k in ("pending", "delayed", "reserved", "failed_store", "replies", "owners") if k in st]
         return table(["QUEUE FILE", *(k.upper() for k in keys)], [[st.get("path", entries[0]["repr"]),
                                                                    *(st[k] for k in keys)]])
     out: list[str] = []

@@ -55,7 +55,7 @@ from .errors import (
     to_exception,
 )
 from .failed import FailedRecord, describe
-from .failure_modes import MAX_DELAY, FailureMode
+from .failure_modes import MAX_DELAY, FailureMode, Requeue
 from .protocol import (
     Cancel,
     Control,
@@ -249,6 +249,10 @@ class Pool(Executor):
             max_memory_per_worker=max_memory_per_worker, threads_per_worker=threads_per_worker,
             start_method=start_method, suspended=suspended)
         num_workers, num_queues, queue = config.num_workers, config.num_queues, config.queue
+        queue.check()  # a backend that cannot work says so here, before any process starts
+        if isinstance(config.failure_mode, Requeue) and hasattr(queue, "recovery_cap"):
+            # a job whose whole pool dies while running it counts against Requeue's cap too
+            queue.recovery_cap = config.failure_mode.max_deliveries
         self._suspended = config.suspended  # what a restarted queue process is told after Resync
         self.threads_per_worker: int | None = config.threads_per_worker
         self._job_timeout = config.job_timeout or 0.0

@@ -120,6 +120,11 @@ class Queue(abc.ABC):
     #: The capabilities (``DELAYS``, ``SHARED``, ``RECOVERY``) this backend does not have.
     lacks: ClassVar[frozenset[str]] = frozenset()
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Called in the caller at ``Pool(...)``, before any process starts: raise a clear
+        ``HoneydewError`` for a configuration that cannot work (a missing directory, a read-only
+        file), so the user learns it there rather than from a queue process's log."""
+
     def open(self, owner: Owner) -> None:  # noqa: B027 - optional hook
         """Called once in the queue process before any other method (connect, create tables).
         A durable backend makes the reservations of owners that are dead pending again here

@@ -174,4 +174,4 @@ class Memory(Queue):
     def status(self) -> dict[str, Any]:
         delayed = sum(1 for _, _, j in self._delayed if self._pending.get(j.id) is j)
         return {"pending": len(self._pending), "delayed": delayed, "reserved": len(self._reserved),
-                "failed": len(self._failed)}
+                "failed_store": len(self._failed)}

@@ -1127,7 +1127,7 @@ class SQLite(Queue):
             finally:
                 db.execute("COMMIT")
             return {"pending": pending + hand, "delayed": delayed, "reserved": reserved - hand,
-                    "reserved_here": here - hand, "failed": failed, "replies": replies, "owners": owners,
+                    "reserved_here": here - hand, "failed_store": failed, "replies": replies, "owners": owners,
                     "path": self.path}
 
         return self._retry(read, "reading its status")

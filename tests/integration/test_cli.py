@@ -374,13 +374,13 @@ def test_a_sqlite_queue_file_shows_its_counts_and_failed_jobs(tmp_path: Path) ->
     head, row = proc.stdout.splitlines()
     assert head.split()[:5] == ["QUEUE", "FILE", "PENDING", "DELAYED", "RESERVED"]
     st = hd_json("status", "--sqlite", path)["results"][0]["value"]
-    assert (st["pending"], st["failed"]) == (0, 1)
+    assert (st["pending"], st["failed_store"]) == (0, 1)
     (record,) = hd_json("failed", "list", "--sqlite", path)["results"][0]["value"]
     assert record["task"] == "support.integration_helpers.fail_counted"
     assert record["error"].endswith("ValueError: run 1")
     proc = hd("failed", "retry", "--sqlite", path, record["id"])
     assert (proc.returncode, proc.stdout.strip()) == (0, "retried 1 failed job(s)"), proc.stderr
     st = hd_json("status", "--sqlite", path)["results"][0]["value"]
-    assert (st["pending"], st["failed"]) == (1, 0)  # waiting for a pool on the file
+    assert (st["pending"], st["failed_store"]) == (1, 0)  # waiting for a pool on the file
     err = short_error(hd("suspend", "--sqlite", path))
     assert "suspend is per pool" in err and "honeydew suspend --pid" in err

@@ -95,9 +95,12 @@ def test_move_keeps_given_up_jobs_to_list_retry_and_purge():
         assert "raise Broken(message)" in first.traceback and first.deliveries == 2
         assert first.failed_at <= time.time()
         assert [r.id for r in pool.failed(limit=1)] == [ids[2]]
-        # a retried job runs again (and fails again: back in the store, counted afresh)
+        # a retried job runs again (and fails again: back in the store, counted afresh); suspended,
+        # so that it cannot have failed again before we look
+        pool.suspend()
         assert pool.retry_failed([ids[0], "no-such-job"]) == 1
         assert ids[0] not in [r.id for r in pool.failed()]
+        pool.resume()
         H.wait_until(lambda: ids[0] in [r.id for r in pool.failed()], T, what="the retried job to fail again")
         assert next(r for r in pool.failed() if r.id == ids[0]).deliveries == 2
         assert pool.purge_failed([ids[1]]) == 1

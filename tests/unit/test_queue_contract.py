@@ -674,7 +674,7 @@ def test_give_up_keep_moves_the_job_to_the_failed_store(q: Queue) -> None:
     assert tuple(kept.failure) == RECORD
     assert kept.deliveries == 2
     assert before - 1 <= kept.failed_at <= time.time() + 1
-    assert q.status()["failed"] == 1
+    assert q.status()["failed_store"] == 1
 
 
 def test_give_up_without_keep_keeps_nothing(q: Queue) -> None:
@@ -682,7 +682,7 @@ def test_give_up_without_keep_keeps_nothing(q: Queue) -> None:
     put(q, "a")
     q.give_up(take(q), RECORD)
     assert q.failed() == []
-    assert q.status()["failed"] == 0
+    assert q.status()["failed_store"] == 0
 
 
 def test_a_jobs_mode_is_kept_through_the_failed_store(q: Queue) -> None:
