@@ -107,9 +107,10 @@ class _OpenBLAS:
 fork_safe_tids: dict[int, float] = {}
 
 
-def mark_fork_safe() -> None:
-    """The calling thread is safe to fork over (see :data:`fork_safe_tids`); it stays so until it ends."""
-    fork_safe_tids[threading.get_native_id()] = time.monotonic()
+def mark_fork_safe(native_id: int | None = None) -> None:
+    """The calling thread (or the one of ``native_id``) is safe to fork over (see
+    :data:`fork_safe_tids`); it stays so until it ends."""
+    fork_safe_tids[threading.get_native_id() if native_id is None else native_id] = time.monotonic()
 
 
 def fork_hazard() -> str:

@@ -393,7 +393,10 @@ class _Server:
                 server.stop()
                 server.forget()
                 raise
-            server.ready.wait(5.0)  # its native id is known to fork_hazard before a next pool forks
+            # its native id is known once start() returns: fork_hazard knows it before a next pool
+            # forks, without waiting here for the thread to be scheduled (the pool's start path)
+            assert server.thread.native_id is not None
+            _threads.mark_fork_safe(server.thread.native_id)
             return server
         _warn("; ".join(errors))
         return None

@@ -290,6 +290,10 @@ class Pool(Executor):
         self._bg: threading.Thread | None = None
         self._spool = None if queue.durable else _spool.directory(self._token)
         self._encoder = Encoder(self._spool)
+        # the operator's command line reaches it (honeydew status --pid <this pid>).  Registered before
+        # the tree starts: the first pool of a process starts the control thread, which is quick
+        # while the CPUs are idle and slow once the new pool processes compete for them
+        control.register(self)
         tree = launch(config, self._spec, self._token, self._spool, self._encoder)
         self.start_method = tree.start_method
         #: why the supervisor was spawned rather than forked ('' when forked), for status()
@@ -314,7 +318,6 @@ class Pool(Executor):
         self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
-        control.register(self)  # the operator's command line reaches it: honeydew status --pid <this pid>
 
     # ---------------------------------------------------------------- the public API
 
