@@ -16,7 +16,6 @@ has the whole story.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import functools
 import itertools
@@ -341,6 +340,8 @@ class Pool(Executor):
         ``await asyncio.wrap_future(fut)`` awaits its outcome; :meth:`acall` does both."""
         if self.max_pending is None and not self._durable:
             return self.submit(fn, *args, **kwargs)
+        import asyncio  # (here: importing it costs every worker's memory, and only asyncio code needs it)
+
         return await asyncio.get_running_loop().run_in_executor(None, functools.partial(self.submit, fn, *args,
                                                                                         **kwargs))
 
@@ -348,6 +349,8 @@ class Pool(Executor):
         """``call`` for asyncio code: ``await pool.acall("get", "bucket", "key")``.  The event loop
         goes on while the job runs; cancelling the awaiting task cancels the job if it has not
         started (a running job runs to its end, as ``Future.cancel`` promises)."""
+        import asyncio
+
         return await asyncio.wrap_future(await self.asubmit(fn, *args, **kwargs))
 
     def options(self, *, timeout: float | None = None, job_timeout: float | None = None,

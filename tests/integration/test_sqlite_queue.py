@@ -118,6 +118,56 @@ def test_a_cast_survives_its_sender_killed_right_after_it_returned(path: Path, t
         H.wait_until(marker.exists, T, what="the stored cast to run")
 
 
+BURST = """
+import sys, threading
+import honeydew
+from honeydew.queues import SQLite
+from support import integration_helpers as H
+
+pool = honeydew.Pool(num_workers=2, queue=SQLite(sys.argv[1]))
+lock = threading.Lock()
+
+def caster(k):
+    for i in range(10_000):
+        marker = f"{sys.argv[2]}/{k}-{i}"
+        pool.cast(H.touch, marker)
+        with lock:
+            print("CAST", marker, flush=True)
+
+threads = [threading.Thread(target=caster, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_tree_sigkilled_in_a_burst_of_casts_from_several_threads_loses_none_that_returned(
+        path: Path, tmp_path: Path) -> None:
+    """Four threads cast as fast as they can while the pool runs jobs; the whole program (caller,
+    supervisor, queue, monitors, workers) is SIGKILLed mid-burst.  Every job whose ``cast`` had
+    returned runs, at least once, in the next pool on the file."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = H.start_script(tmp_path, BURST, args=[str(path), str(marks)], start_new_session=True)
+    returned = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("CAST "):
+                returned.append(line.split()[1])
+            if len(returned) >= 300:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # the caller and its process group at once; the workers
+        proc.wait(T)                          # (in groups of their own) die with their parents
+    assert len(returned) >= 300, proc.stderr.read() if proc.stderr else ""
+    with honeydew.Pool(num_workers=2, queue=SQLite(path)):
+        H.wait_until(lambda: all(os.path.exists(m) for m in returned), 60,
+                     what=f"the {len(returned)} casts that returned to run")
+
+
 def test_killing_the_queue_process_loses_no_job(path: Path) -> None:
     with honeydew.Pool(num_workers=2, queue=SQLite(path)) as pool:
         futs = [pool.submit(H.nap, 0.05) for _ in range(20)]
