@@ -1009,7 +1009,8 @@ class Pool(Executor):
         with self._queue_locks[q]:
             jobs.gens[q] = gen  # the old generation's late Stored no longer counts
             unstored = list(jobs.unstored[q])
-            stored = {jid for jid in jobs.pending if jobs.pending[jid][1] == q}.difference(
+            # (a snapshot: a cancel may take a job out meanwhile, from another thread)
+            stored = {jid for jid, (_, qi) in list(jobs.pending.items()) if qi == q}.difference(
                 e.job_id for e in unstored)
             log.warning("queue %d restarted (%s): %d job(s) stored by the backend are kept; %d not yet stored are "
                         "sent again", q, reason, len(stored), len(unstored))
