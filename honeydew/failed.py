@@ -57,6 +57,24 @@ def _task_and_args(payload: bytes) -> tuple[str, str]:
     return task, f"({', '.join(parts)})"
 
 
+def _pickled_name(blob: bytes) -> str:
+    """The ``module.qualname`` a by-reference pickle of a function names, read without loading it
+    (the function's module may not be importable here: a script's ``__main__``)."""
+    import pickletools
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(blob):
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                return f"{strings[-2]}.{strings[-1]}"
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                return arg.replace(" ", ".")
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:
+        pass
+    return ""
+
+
 def _name_of(ref: Any) -> str:
     """A pickled callable's name, without running it (a shipped one: the spool file's)."""
     if isinstance(ref, _spool.Shipped):
@@ -64,7 +82,7 @@ def _name_of(ref: Any) -> str:
     try:
         fn = pickle.loads(ref)
     except Exception as e:
-        return f"<a callable that cannot be loaded here: {type(e).__name__}>"
+        return _pickled_name(ref) or f"<a callable that cannot be loaded here: {type(e).__name__}>"
     module = getattr(fn, "__module__", None)
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     return f"{module}.{name}" if module and module != "builtins" else name
