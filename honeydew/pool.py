@@ -74,6 +74,8 @@ _SHUTDOWN_PACKET = b"".join(bytes(b) for b in pack([Shutdown()])[0])  # pre-buil
 _TERMINATE_PACKET = b"".join(bytes(b) for b in pack([Terminate()])[0])
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+#: the longest a ``cast``/``submit`` waits for a durable backend to store its job, unless given a timeout
+STORE_WAIT = 60.0
 _PENDING, _RUNNING, _FINISHED = _base.PENDING, _base.RUNNING, _base.FINISHED
 _CANCELLED, _CANCELLED_AND_NOTIFIED = _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED
 
@@ -820,10 +822,13 @@ class Pool(Executor):
         return fut if reply else job_id
 
     def _wait_stored(self, entry: Unstored, timeout: float | None) -> None:
-        """A ``cast`` or ``submit`` to a durable backend returns once the backend holds the job."""
-        if not self._inbox.wait(lambda: entry.stored or self._inbox.supervisor_gone or self._terminated, timeout):
-            raise TimeoutError(f"job {entry.job_id} was not confirmed stored within {timeout}s; it may still be "
-                               f"stored and run")
+        """A ``cast`` or ``submit`` to a durable backend returns once the backend holds the job.
+        Never for ever: a backend that cannot store for :data:`STORE_WAIT` seconds (its queue
+        process cannot open it, and restarts) is an error the caller sees."""
+        limit = STORE_WAIT if timeout is None else timeout
+        if not self._inbox.wait(lambda: entry.stored or self._inbox.supervisor_gone or self._terminated, limit):
+            raise TimeoutError(f"job {entry.job_id} was not confirmed stored within {limit}s (the queue's log says "
+                               f"why: a backend it cannot open?); it may still be stored and run")
         if entry.error:
             raise self._not_stored(entry.job_id, entry.error)
         if not entry.stored:

@@ -135,5 +135,21 @@ def test_a_backend_that_refuses_a_job_fails_its_cast(tmp_path):
         assert pool.options(timeout=T).call(H.echo, 5) == 5
 
 
+@pytest.mark.timeout(90)
+def test_a_durable_cast_never_waits_for_ever_on_a_backend_that_cannot_open(tmp_path):
+    """The queue process is restarted onto a backend it cannot open (it fails, and is restarted
+    again): a cast waiting for its Stored gives up with TimeoutError after its timeout (never a hang),
+    and once the backend opens again the pool goes on."""
+    broken = tmp_path / "broken"
+    with honeydew.Pool(num_workers=1, queue=SharedStore(tmp_path / "jobs.db", unopenable_while=broken)) as pool:
+        assert pool.options(timeout=T).call(H.echo, 1) == 1
+        broken.touch()
+        os.kill(pool.status()["queues"][0]["pid"], signal.SIGKILL)
+        with pytest.raises(TimeoutError, match="not confirmed stored within 2"):
+            pool.options(timeout=2).cast(H.echo, 2)
+        broken.unlink()
+        assert pool.options(timeout=T).call(H.echo, 3) == 3
+
+
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("the reference store's liveness check is Linux's")

@@ -57,11 +57,13 @@ class SharedStore(Queue):
     #: how often an open store looks for replies to its pool's callers (tick)
     POLL = 0.02
 
-    def __init__(self, path: str | Path, refuse_while: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path, refuse_while: str | Path | None = None,
+                 unopenable_while: str | Path | None = None) -> None:
         """``refuse_while``: while a file of that name exists, ``enqueue`` raises as a full disk
-        would (for the tests of a backend that refuses a job)."""
+        would; ``unopenable_while``: ``open`` does (for the tests of a backend that fails)."""
         self.path = str(path)
         self.refuse_while = None if refuse_while is None else str(refuse_while)
+        self.unopenable_while = None if unopenable_while is None else str(unopenable_while)
         self._db: sqlite3.Connection | None = None
         self.owner: Owner | None = None
         self.told_hold: list[int] = []   # every hold() the queue process sent (for tests)
@@ -70,7 +72,8 @@ class SharedStore(Queue):
         return f"SharedStore({self.path!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "refuse_while": self.refuse_while, "_db": None, "owner": None, "told_hold": []}
+        return {"path": self.path, "refuse_while": self.refuse_while, "unopenable_while": self.unopenable_while,
+                "_db": None, "owner": None, "told_hold": []}
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -78,6 +81,8 @@ class SharedStore(Queue):
         return self._db
 
     def open(self, owner: Owner) -> None:
+        if self.unopenable_while is not None and os.path.exists(self.unopenable_while):
+            raise OSError(13, "Permission denied", self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
