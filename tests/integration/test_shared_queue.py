@@ -12,30 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import durable_tasks as D
 from support import integration_helpers as H
 from support.shared_store import SharedStore
 
 import honeydew
 
 T = 30.0
-
-
-class ItsOwnError(Exception):
-    pass
-
-
-def _raise_its_own(message: str, *_state: object) -> None:
-    raise ItsOwnError(message)
-
-
-def _square(x: int) -> int:
-    return x * x
-
-
-def _square_unless_three(x: int) -> int:
-    if x == 3:
-        raise ItsOwnError("three")
-    return x * x
 
 
 @pytest.fixture
@@ -55,17 +38,17 @@ def test_an_enqueue_only_pool_gets_every_kind_of_outcome_from_the_pool_that_ran_
         assert sender.options(timeout=T).call(H.echo, "ran elsewhere") == "ran elsewhere"
         pid = sender.options(timeout=T).call(H.getpid)
         assert pid in H.worker_pids()                          # one of the runner's workers
-        fut = sender.submit(_square, 7)
+        fut = sender.submit(D.square, 7)
         assert fut.result(timeout=T) == 49
-        with pytest.raises(ItsOwnError, match="its own class"):
-            sender.options(timeout=T).call(_raise_its_own, "its own class")
+        with pytest.raises(D.ItsOwnError, match="its own class"):
+            sender.options(timeout=T).call(D.raise_its_own, "its own class")
         with pytest.raises(honeydew.WorkerCrashed):
             sender.options(timeout=T).call(H.crash_self)
-        assert list(sender.map(_square, range(10), timeout=T)) == [x * x for x in range(10)]
+        assert list(sender.map(D.square, range(10), timeout=T)) == [x * x for x in range(10)]
         # a chunk given up after some items raised: the items before it, then its own error
-        results = sender.map(_square_unless_three, range(6), chunksize=6, timeout=T)
+        results = sender.map(D.square_unless_three, range(6), chunksize=6, timeout=T)
         assert [next(results) for _ in range(3)] == [0, 1, 4]
-        with pytest.raises(ItsOwnError, match="three"):
+        with pytest.raises(D.ItsOwnError, match="three"):
             next(results)
     assert runner.options(timeout=T).call(H.echo, "still serving") == "still serving"
 
@@ -76,7 +59,7 @@ def test_leaving_with_on_an_enqueue_only_pool_waits_for_its_futures_not_its_cast
     marker = tmp_path / "cast-ran"
     with honeydew.Pool(num_workers=0, queue=store) as sender:
         sender.cast(H.touch, str(marker))
-        fut = sender.submit(_square, 5)
+        fut = sender.submit(D.square, 5)
         with honeydew.Pool(num_workers=1, queue=store):
             assert fut.result(timeout=T) == 25
             H.wait_until(marker.exists, T, what="the cast to run")
@@ -90,7 +73,8 @@ def test_a_cast_survives_its_sender_killed_right_after_it_returned(store, tmp_pa
     proc = H.run_script(tmp_path, f"""
         import os, signal, sys
         import honeydew
-        from support import integration_helpers as H
+        from support import durable_tasks as D
+from support import integration_helpers as H
         from support.shared_store import SharedStore
         pool = honeydew.Pool(num_workers=0, queue=SharedStore({str(store.path)!r}))
         pool.cast(H.touch, {str(marker)!r})
@@ -109,7 +93,7 @@ def test_killing_the_queue_process_of_a_durable_pool_loses_no_job(store, tmp_pat
         futs = [pool.submit(H.nap, 0.05) for _ in range(20)]
         queue_pid = pool.status()["queues"][0]["pid"]
         os.kill(queue_pid, signal.SIGKILL)
-        more = [pool.submit(_square, i) for i in range(20)]
+        more = [pool.submit(D.square, i) for i in range(20)]
         assert [f.result(timeout=T) for f in futs] == [0.05] * 20
         assert [f.result(timeout=T) for f in more] == [i * i for i in range(20)]
         H.wait_until(lambda: pool.status()["queues"][0]["pid"] != queue_pid, T, what="a new queue process")

@@ -23,24 +23,6 @@ from honeydew.queues import Owner, SQLite
 T = 30.0
 
 
-class ItsOwnError(Exception):
-    pass
-
-
-def _raise_its_own(message: str, *_state: object) -> None:
-    raise ItsOwnError(message)
-
-
-def _square(x: int) -> int:
-    return x * x
-
-
-def _square_unless_three(x: int) -> int:
-    if x == 3:
-        raise ItsOwnError("three")
-    return x * x
-
-
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "q.db"
@@ -50,13 +32,13 @@ def test_a_pool_on_sqlite_runs_call_submit_map_and_cast(path: Path, tmp_path: Pa
     marker = tmp_path / "cast-ran"
     with honeydew.Pool(num_workers=2, queue=SQLite(path)) as pool:
         assert pool.options(timeout=T).call(H.echo, "hello") == "hello"
-        futs = [pool.submit(_square, i) for i in range(50)]
+        futs = [pool.submit(D.square, i) for i in range(50)]
         assert [f.result(timeout=T) for f in futs] == [i * i for i in range(50)]
-        assert list(pool.map(_square, range(100), timeout=T)) == [i * i for i in range(100)]
+        assert list(pool.map(D.square, range(100), timeout=T)) == [i * i for i in range(100)]
         pool.cast(H.touch, str(marker))
         H.wait_until(marker.exists, T, what="the cast to run")
-        with pytest.raises(ItsOwnError, match="mine"):
-            pool.options(timeout=T).call(_raise_its_own, "mine")
+        with pytest.raises(D.ItsOwnError, match="mine"):
+            pool.options(timeout=T).call(D.raise_its_own, "mine")
         status = pool.status()["queues"][0]
         assert status["path"] == str(path) and status["pending"] == 0
     with _inspect(path) as q:
@@ -88,15 +70,15 @@ def test_an_enqueue_only_pool_gets_every_kind_of_outcome_from_the_pool_that_ran_
     with honeydew.Pool(num_workers=0, queue=SQLite(path)) as sender:
         assert sender.options(timeout=T).call(H.echo, "ran elsewhere") == "ran elsewhere"
         assert sender.options(timeout=T).call(H.getpid) in H.worker_pids()
-        assert sender.submit(_square, 7).result(timeout=T) == 49
-        with pytest.raises(ItsOwnError, match="its own class"):
-            sender.options(timeout=T).call(_raise_its_own, "its own class")
+        assert sender.submit(D.square, 7).result(timeout=T) == 49
+        with pytest.raises(D.ItsOwnError, match="its own class"):
+            sender.options(timeout=T).call(D.raise_its_own, "its own class")
         with pytest.raises(honeydew.WorkerCrashed):
             sender.options(timeout=T).call(H.crash_self)
-        assert list(sender.map(_square, range(10), timeout=T)) == [x * x for x in range(10)]
-        results = sender.map(_square_unless_three, range(6), chunksize=6, timeout=T)
+        assert list(sender.map(D.square, range(10), timeout=T)) == [x * x for x in range(10)]
+        results = sender.map(D.square_unless_three, range(6), chunksize=6, timeout=T)
         assert [next(results) for _ in range(3)] == [0, 1, 4]
-        with pytest.raises(ItsOwnError, match="three"):
+        with pytest.raises(D.ItsOwnError, match="three"):
             next(results)
     assert runner.options(timeout=T).call(H.echo, "still serving") == "still serving"
 
@@ -173,7 +155,7 @@ def test_killing_the_queue_process_loses_no_job(path: Path) -> None:
         futs = [pool.submit(H.nap, 0.05) for _ in range(20)]
         queue_pid = pool.status()["queues"][0]["pid"]
         os.kill(queue_pid, signal.SIGKILL)
-        more = [pool.submit(_square, i) for i in range(20)]
+        more = [pool.submit(D.square, i) for i in range(20)]
         assert [f.result(timeout=T) for f in futs] == [0.05] * 20
         assert [f.result(timeout=T) for f in more] == [i * i for i in range(20)]
         H.wait_until(lambda: pool.status()["queues"][0]["pid"] != queue_pid, T, what="a new queue process")

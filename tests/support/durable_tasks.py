@@ -39,3 +39,21 @@ def runs(directory: Path | str) -> list[Run]:
         job_id, deliveries, pid = p.name[len("run-"):].rsplit("-", 2)
         out.append(Run(job_id, int(deliveries), int(pid)))
     return sorted(out)
+
+
+class ItsOwnError(Exception):
+    """An exception class of the tests' own: it must come back to a caller in another pool as itself."""
+
+
+def raise_its_own(message: str, *_state: Any) -> None:
+    raise ItsOwnError(message)
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def square_unless_three(x: int) -> int:
+    if x == 3:
+        raise ItsOwnError("three")
+    return x * x
