@@ -73,8 +73,7 @@ def test_a_cast_survives_its_sender_killed_right_after_it_returned(store, tmp_pa
     proc = H.run_script(tmp_path, f"""
         import os, signal, sys
         import honeydew
-        from support import durable_tasks as D
-from support import integration_helpers as H
+        from support import integration_helpers as H
         from support.shared_store import SharedStore
         pool = honeydew.Pool(num_workers=0, queue=SharedStore({str(store.path)!r}))
         pool.cast(H.touch, {str(marker)!r})
