@@ -347,9 +347,18 @@ def wait_for_file(path: str, timeout: float, *_state: Any) -> int:
     return os.getpid()
 
 
+def write_atomically(path: str | Path, text: str) -> None:
+    """Make ``path`` with ``text`` in it, all at once: a test that waits for the file to exist
+    never reads it empty (``write_text`` creates it first, then writes)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # (a dot file: no test's glob matches it)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def announce_then_wait(flag: str, release: str, timeout: float, *_state: Any) -> int:
     """Create ``flag`` (I am running, with my pid in it), then wait for ``release``."""
-    Path(flag).write_text(str(os.getpid()))
+    write_atomically(flag, str(os.getpid()))
     return wait_for_file(release, timeout)
 
 

@@ -60,6 +60,7 @@ from support.common import (  # noqa: F401  (re-exported: tests use them as F.<n
     wait_gone,
     wait_until,
     worker_pids,
+    write_atomically,
     write_script,
     zombie_children,
 )
@@ -213,7 +214,7 @@ def die_in_reply_window(directory: str, where: str, *_state: Any) -> int:
 
         def hook(frame: Any, event: str, arg: Any) -> None:
             if event == edge and getattr(arg, "__name__", "") == "sendmsg":
-                Path(directory, f"killed-{job.id}").write_text(str(os.getpid()))
+                write_atomically(Path(directory, f"killed-{job.id}"), str(os.getpid()))
                 os.kill(os.getpid(), signal.SIGKILL)
 
         sys.setprofile(hook)
@@ -240,7 +241,7 @@ def die_midway_through_result(n: int, packets: int, call: str = "sendmsg", *_sta
 def announce_wait_record(directory: str, tag: str, *_state: Any) -> int:
     """Create ``<directory>/flag`` (with our pid), wait for ``<directory>/release``, then record a
     run tagged ``tag``: the record proves the job ran to its end."""
-    Path(directory, "flag").write_text(str(os.getpid()))
+    write_atomically(Path(directory, "flag"), str(os.getpid()))
     deadline = time.monotonic() + 120
     while not Path(directory, "release").exists():
         if time.monotonic() > deadline:
@@ -260,7 +261,7 @@ def announce_run_wait(directory: str, key: str, release: str, timeout: float, *_
     """Record the run, write our pid to ``<directory>/flag-<key>-<delivery>``, wait for ``release``."""
     record_run(directory)
     deliveries = honeydew.current_job().deliveries
-    Path(directory, f"flag-{key}-{deliveries}").write_text(str(os.getpid()))
+    write_atomically(Path(directory, f"flag-{key}-{deliveries}"), str(os.getpid()))
     deadline = time.monotonic() + timeout
     while not os.path.exists(release):
         if time.monotonic() > deadline:
@@ -321,7 +322,7 @@ def nap_forever(*_state: Any) -> None:
 def ignore_term_and_sleep(flag: str, seconds: float, *_state: Any) -> int:
     """Ignore SIGTERM for real (not the worker's deferral), announce, overrun any sane limit."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    Path(flag).write_text(str(os.getpid()))
+    write_atomically(Path(flag), str(os.getpid()))
     time.sleep(seconds)
     return os.getpid()
 

@@ -51,6 +51,7 @@ from support.common import (  # noqa: F401  (re-exported: tests use them as H.<n
     wait_gone,
     wait_until,
     worker_pids,
+    write_atomically,
     write_script,
     zombie_children,
 )
@@ -112,7 +113,7 @@ def crash_self(*_state: Any) -> None:
 
 
 def touch(path: str, *_state: Any) -> str:
-    Path(path).write_text(str(os.getpid()))
+    write_atomically(Path(path), str(os.getpid()))
     return path
 
 
