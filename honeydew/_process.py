@@ -237,6 +237,17 @@ def pidfd(pid: int) -> int | None:
         return None
 
 
+def pid_alive(pid: int) -> bool:
+    """Is there a process ``pid`` on this machine (ours to signal or not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def signal_pid(pid: int, sig: int) -> None:
     """Send ``sig`` to ``pid``; a process already gone is not an error."""
     try:

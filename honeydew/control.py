@@ -54,7 +54,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import AuthenticationError, Connection, answer_challenge, deliver_challenge
 from typing import Any
 
-from . import _threads
+from . import _process, _threads
 
 __all__ = ["ControlError", "OPS", "address", "ask", "control_dirs", "find_socket", "handle", "live_pids",
            "register", "registered", "shutdown", "unregister"]
@@ -130,16 +130,6 @@ def _pid_of(name: str) -> int | None:
     return int(stem) if stem.isdigit() else None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale(directory: str) -> None:
     """Remove the sockets and keys of processes that are gone (they died without cleaning up)."""
     try:
@@ -149,7 +139,7 @@ def _remove_stale(directory: str) -> None:
     me = os.getpid()
     for name in names:
         pid = _pid_of(name)
-        if pid is None or pid == me or _pid_alive(pid):
+        if pid is None or pid == me or _process.pid_alive(pid):
             continue
         try:
             os.unlink(os.path.join(directory, name))
@@ -179,7 +169,7 @@ def live_pids() -> list[int]:
             continue
         for name in names:
             pid = _pid_of(name)
-            if pid is not None and name.endswith(".sock") and _pid_alive(pid):
+            if pid is not None and name.endswith(".sock") and _process.pid_alive(pid):
                 found.add(pid)
     return sorted(found)
 
@@ -649,7 +639,7 @@ def ask(pid: int, request: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> 
     :class:`ControlError` saying why the process cannot be asked."""
     if pid <= 0:
         raise ControlError(f"{pid} is not a process id")
-    if not _pid_alive(pid):
+    if not _process.pid_alive(pid):
         raise ControlError(f"no process {pid}")
     found = find_socket(pid)
     if found is None:

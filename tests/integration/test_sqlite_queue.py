@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -317,22 +316,6 @@ def test_a_delay_survives_its_sender(path: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- paths that cannot work
 
 
-@contextlib.contextmanager
-def _small_disk(tmp_path: Path, size: str = "2m") -> Iterator[Path]:
-    """A tmpfs of ``size`` (root only: skipped elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    where = tmp_path / "mnt"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
 def _fill(directory: Path) -> Path:
     filler = directory / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
@@ -347,7 +330,7 @@ def _fill(directory: Path) -> Path:
 def test_a_full_disk_refuses_new_jobs_clearly_and_the_pool_goes_on(tmp_path: Path) -> None:
     """A job cast on a full disk raises, naming the file; a job running meanwhile finishes (its ack
     waits in the queue process until the disk has room); once there is room again, all goes on."""
-    with _small_disk(tmp_path) as d:
+    with H.small_tmpfs(tmp_path, "2m") as d:
         path = d / "q.db"
         release = tmp_path / "release"
         with honeydew.Pool(num_workers=1, queue=SQLite(path)) as pool:

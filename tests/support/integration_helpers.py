@@ -45,6 +45,7 @@ from support.common import (  # noqa: F401  (re-exported: tests use them as H.<n
     run_script,
     script_env,
     signal_pid,
+    small_tmpfs,
     start_script,
     start_watched,
     wait_for_file,

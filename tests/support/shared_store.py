@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from honeydew._process import pid_alive
 from honeydew.queues.base import FAILED_STORE, PRIORITIES, Job, Owner, Queue, Reply
 
 _SCHEMA = """
@@ -32,16 +33,6 @@ CREATE TABLE IF NOT EXISTS owners (pool TEXT NOT NULL, queue INTEGER NOT NULL, g
 """
 
 _COLUMNS = "id, payload, origin, timeout, deliveries, failures, bounces, 0, mode"  # (no priorities: 0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _earlier(row: tuple[Any, ...], owner: Owner) -> bool:
@@ -90,7 +81,7 @@ class SharedStore(Queue):
         with self._tx():
             self.db.execute("INSERT INTO owners VALUES (?, ?, ?, ?)", owner)
             dead = [row for row in self.db.execute("SELECT pool, queue, gen, pid FROM owners")
-                    if tuple(row) != tuple(owner) and (_earlier(row, owner) or not _alive(row[3]))]
+                    if tuple(row) != tuple(owner) and (_earlier(row, owner) or not pid_alive(row[3]))]
             for pool, queue, gen, pid in dead:
                 self.db.execute("UPDATE jobs SET pool = NULL, queue = NULL, gen = NULL, pid = NULL "
                                 "WHERE pool = ? AND queue = ? AND gen = ? AND pid = ?", (pool, queue, gen, pid))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.common import small_tmpfs
 
 from honeydew.errors import Failure, HoneydewError
 from honeydew.queues import Job, Owner, Reply, SQLite
@@ -147,22 +148,6 @@ def test_a_directory_path_is_refused(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def small_fs(tmp_path: Path, size: str = "512k") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted under ``tmp_path`` (root only; skips elsewhere)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system needs root")
-    where = tmp_path / "mnt"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True)
-
-
-@contextlib.contextmanager
 def read_only(directory: Path) -> Iterator[None]:
     """Make ``directory`` (and what is in it) read-only for this process: chmod, or for root a
     read-only remount of the tmpfs it is."""
@@ -187,7 +172,7 @@ def read_only(directory: Path) -> Iterator[None]:
 
 def _mountable_dir(tmp_path: Path) -> contextlib.AbstractContextManager[Path]:
     if os.geteuid() == 0:
-        return small_fs(tmp_path, "4m")
+        return small_tmpfs(tmp_path, "4m")
     d = tmp_path / "dir"
     d.mkdir()
     return contextlib.nullcontext(d)
@@ -214,7 +199,7 @@ def test_a_read_only_database_is_refused_and_a_store_raises(tmp_path: Path) -> N
 
 
 def test_a_full_disk_refuses_the_whole_batch_and_the_queue_goes_on(tmp_path: Path) -> None:
-    with small_fs(tmp_path, "1m") as d:
+    with small_tmpfs(tmp_path, "1m") as d:
         q = SQLite(d / "jobs.db")
         q.open(ME)
         try:
