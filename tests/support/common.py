@@ -130,9 +130,19 @@ def by_name(name: str, root: int | None = None) -> list[psutil.Process]:
 
 
 def one(name: str, root: int | None = None, timeout: float = 10.0) -> psutil.Process:
-    """The single live process called ``name`` (waits for it to exist)."""
-    found = wait_until(lambda: by_name(name, root), timeout, what=f"a process named {name}")
-    assert len(found) == 1, f"expected one {name}, found {[p.pid for p in found]}"
+    """The single live process called ``name`` (waits for it to exist).  A process forked a moment
+    ago keeps its parent's name until it names itself (a monitor's new worker is "hd-monitor-N"
+    for a few microseconds), so two of a name must stay two for ``timeout`` to fail."""
+    found: list[psutil.Process] = []
+
+    def single() -> bool:
+        found[:] = by_name(name, root)
+        return len(found) == 1
+
+    try:
+        wait_until(single, timeout, what=f"a single process named {name}")
+    except AssertionError:
+        raise AssertionError(f"expected one {name}, found {[p.pid for p in found]}") from None
     return found[0]
 
 
