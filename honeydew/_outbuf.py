@@ -61,6 +61,14 @@ class Writer:
             else:
                 self._arm()
 
+    def wake(self, q: int, wire: tuple[Any, ...]) -> None:
+        """Add a ``Wake`` (in wire form) for queue ``q`` unless one already waits to be written: it
+        goes as a job does (at once after a quiet spell, else with the next write, within
+        :data:`DELAY`), so that a busy caller wakes its queue process once per batch, not per job."""
+        buf = self.bufs[q]
+        if not buf or buf[-1] is not wire:
+            self.put_job(q, wire, 0)
+
     def send(self, q: int, msg: Any) -> None:
         """Write ``msg`` to queue ``q`` now, after every job put before it (one frame)."""
         self.send_wire(q, encode(msg))

@@ -63,10 +63,12 @@ from .protocol import (
     Shutdown,
     StatusRequest,
     Terminate,
+    Wake,
     WhereIs,
+    encode,
     enqueue_wire,
 )
-from .queues import FailedJob, Queue
+from .queues import FailedJob, Job, Queue
 from .tasks import WorkerSpec, make_spec
 
 log = logging.getLogger("honeydew.pool")
@@ -76,6 +78,7 @@ _TERMINATE_PACKET = b"".join(bytes(b) for b in pack([Terminate()])[0])
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 #: the longest a ``cast``/``submit`` waits for a durable backend to store its job, unless given a timeout
 STORE_WAIT = 60.0
+_WAKE = encode(Wake())
 _PENDING, _RUNNING, _FINISHED = _base.PENDING, _base.RUNNING, _base.FINISHED
 _CANCELLED, _CANCELLED_AND_NOTIFIED = _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED
 
@@ -304,6 +307,13 @@ class Pool(Executor):
         self._control = tree.control
         self._queues = tree.queues
         self._writer = Writer(self._queues, self._queue_locks)
+        #: a durable backend's writer in this process: a cast stores its job itself (group commit
+        #: across threads), then wakes a queue process; None: every job goes through a queue process
+        #: (and so do all of them under max_pending, whose count the queue processes keep)
+        self._producer = queue.producer() if self._durable and self.max_pending is None else None
+        self._woken = [0] * num_queues          # the producer's last write each queue was woken for
+        self._stores = threading.Condition()    # close() waits for the casts being stored
+        self._storing = 0
         self._replies = tree.replies
         self._inbox = Inbox(tree.control, tree.queues, tree.replies, tree.supervisor.pidfd, _Events(self),
                             self._writer.flush_all, self._future_condition)
@@ -570,6 +580,10 @@ class Pool(Executor):
         self._check_owner()
         if self._closed:
             return
+        with self._stores:  # a cast being stored goes before the Drain that follows (its Wake too)
+            self._closed = True
+            while self._storing:
+                self._stores.wait()
         for i, lock in enumerate(self._queue_locks):
             with lock:
                 self._closed = True
@@ -663,6 +677,8 @@ class Pool(Executor):
         self._lifeline = -1
         if self._spool is not None:
             _spool.remove(self._spool)
+        if self._producer is not None:
+            self._producer.close()
         self._inbox.close()
         self._supervisor.close()
         for ep in (self._control, *self._queues, *self._replies):
@@ -788,6 +804,8 @@ class Pool(Executor):
             q = 0
         else:
             q = next(self._rr) % self.num_queues
+        if self._producer is not None and not reply:
+            return self._store_cast(q, payload, job_timeout, ready_at, priority, mode)
         if self.max_pending is not None:
             self._reserve_room(q, block, timeout)
         job_id = f"{self._token}-{next(self._ids)}"
@@ -820,6 +838,36 @@ class Pool(Executor):
         if self._durable and confirm and (is_async or not reply):
             self._wait_stored(unstored, timeout)
         return fut if reply else job_id
+
+    def _store_cast(self, q: int, payload: bytes, job_timeout: float, ready_at: float, priority: int,
+                    mode: str) -> str:
+        """A cast on a backend with a producer: stored from here (with the casts of other threads
+        that arrive meanwhile: one commit), then queue ``q`` is woken to look for it, once per write."""
+        producer = self._producer
+        assert producer is not None
+        with self._stores:
+            if self._closed:
+                raise self._closed_error()
+            self._storing += 1
+        job_id = f"{self._token}-{next(self._ids)}"
+        try:
+            write = producer.store(Job(job_id, payload, "", job_timeout, priority=priority, mode=mode), ready_at)
+        except HoneydewError as e:
+            raise self._not_stored(job_id, str(e)) from None
+        finally:
+            with self._stores:
+                self._storing -= 1
+                if not self._storing:
+                    self._stores.notify_all()
+        if write > self._woken[q]:
+            with self._queue_locks[q]:
+                if write > self._woken[q]:
+                    self._woken[q] = write
+                    try:
+                        self._writer.wake(q, _WAKE)
+                    except OSError:
+                        pass  # the queue process is gone: the next one looks at the store when it starts
+        return job_id
 
     def _wait_stored(self, entry: Unstored, timeout: float | None) -> None:
         """A ``cast`` or ``submit`` to a durable backend returns once the backend holds the job.

@@ -16,6 +16,7 @@ Cancel                 caller              queue               caller<->queue ``
 WhereIs                caller              queue               caller<->queue ``i``
 JobState               queue               caller              caller<->queue ``i``
 Resync                 caller              queue               caller<->queue ``i``
+Wake                   caller              queue               caller<->queue ``i``
 JobFailed              queue               caller              caller<->queue ``i``
 Stored                 queue               caller              caller<->queue ``i``
 Settled                queue               caller              caller<->queue ``i``
@@ -109,6 +110,15 @@ class Resync(NamedTuple):
     TAG = 3
     gen: int
     awaiting: tuple[str, ...] = ()
+
+
+class Wake(NamedTuple):
+    """The caller stored jobs in the backend itself (a backend with a caller-side
+    :meth:`~honeydew.queues.base.Queue.producer`: the durable SQLite queue's casts): look for them
+    now rather than at the next poll.  Nothing is answered; a queue that has not had its
+    ``Resync`` yet ignores it (it looks at the store when it starts)."""
+
+    TAG = 9
 
 
 # --------------------------------------------------------------------------- queue -> caller

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import FailedJob, Job, Owner, Queue, Reply
+from .base import FailedJob, Job, Owner, Producer, Queue, Reply
 from .memory import Memory
 
 if TYPE_CHECKING:
     from .sqlite import SQLite
 
-__all__ = ["FailedJob", "Job", "Memory", "Owner", "Queue", "Reply", "SQLite"]
+__all__ = ["FailedJob", "Job", "Memory", "Owner", "Producer", "Queue", "Reply", "SQLite"]
 
 
 def __getattr__(name: str) -> Any:

@@ -108,6 +108,24 @@ FAILED_STORE = "failed store"  # give_up(keep=True) keeps the job; failed/retry_
 CAPABILITIES = frozenset({DELAYS, SHARED, RECOVERY, PRIORITIES, FAILED_STORE})
 
 
+class Producer(abc.ABC):
+    """A durable backend's writer in the caller's process (:meth:`Queue.producer`): a ``cast``
+    stores its job through it and returns once it is stored, with no round trip through the
+    queue process.  Thread-safe: the casts of concurrent threads are stored together (one
+    transaction, one fsync, for all of them)."""
+
+    @abc.abstractmethod
+    def store(self, job: Job, ready_at: float = 0.0) -> int:
+        """Store ``job`` (pending: ready now, or from ``ready_at``), waiting until it is stored or
+        raising a :class:`~honeydew.errors.HoneydewError` that says why it is not.  Returns the
+        number of the write that stored it (1, 2, ...), so that several threads whose jobs went
+        in one write wake the queue process once."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what it holds (a connection).  Idempotent."""
+
+
 class Queue(abc.ABC):
     """A store of jobs with reservations.  Every job is in exactly one state: pending (ready or
     delayed), reserved (charged to a worker of its owner, waiting for ``ack``/``nack``), or gone."""
@@ -228,6 +246,14 @@ class Queue(abc.ABC):
         """The queue's workers can take ``jobs`` jobs: their free credits plus the jobs they are
         running.  A broker counts unacknowledged messages against its prefetch, so its prefetch
         is this number (never 0, which a broker reads as "unlimited").  Called when it changes."""
+
+    def producer(self) -> Producer | None:
+        """A writer for the caller's process that stores a ``cast``'s job in the backend itself
+        (see :class:`Producer`), or ``None`` (the default): the caller sends every job to the
+        queue process, and a durable backend's queue process answers ``Stored``.  Called in the
+        caller's process, after the pool's processes started; the queue process then learns of
+        the new jobs from a ``Wake`` (and from its own polling of a shared store)."""
+        return None
 
     def take_replies(self) -> list[Reply]:
         """The outcomes of this pool's jobs that ran in another pool and have arrived since the

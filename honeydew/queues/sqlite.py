@@ -36,9 +36,9 @@ of any process (the commit is in the WAL, in the kernel's page cache), not again
 until the next ``FULL`` commit or checkpoint, whose fsync covers every earlier commit too.  The
 file is never corrupted either way.  (``synchronous="NORMAL"`` puts everything at ``NORMAL``.)
 
-* At ``synchronous``: ``enqueue`` (a whole frame of jobs from many casting threads: one group
-  commit; once it returns the jobs survive a power cut, which is what the caller's ``Stored``
-  promises), ``cancel``, ``take_pending``, the failed store's ``retry``/``purge``, the recovery of
+* At ``synchronous``: ``enqueue`` (a whole frame of jobs: one group commit; once it returns the
+  jobs survive a power cut, which is what the caller's ``Stored`` promises), the caller's casts
+  (below), ``cancel``, ``take_pending``, the failed store's ``retry``/``purge``, the recovery of
   dead owners, ``close``.
 * At ``NORMAL``, with no fsync of their own: reservations, the promotion of due delayed jobs,
   ``ack``, ``nack``, ``give_up`` (to the failed store in the same transaction), lease renewals,
@@ -51,9 +51,19 @@ file is never corrupted either way.  (``synchronous="NORMAL"`` puts everything a
   transaction (a reservation, a store, the next tick, within ``poll_secs``).  A queue process
   killed before then runs those jobs again.
 
+The caller's casts.  A ``cast`` does not go through the queue process: the caller's process
+stores it itself, through :meth:`SQLite.producer` (one connection of its own), and returns once it
+is on disk.  The casts of concurrent threads share a write: a thread that finds no write under way
+writes every cast waiting then (after up to :data:`_GATHER` seconds for as many as the last write
+carried); the commit is at ``NORMAL`` (the file's write lock is held for microseconds, not for an
+fsync, so the queue processes' reservations and acks are not starved) and the log is fsynced just
+after it, outside the lock, which makes the commit as durable as a ``FULL`` one.  The caller then
+wakes a queue process; every queue process also finds such jobs by itself (``data_version``).
+
 Reservations are claimed in batches: one transaction claims the jobs the workers have free
 credits for (:meth:`~SQLite.hold`), plus ``claim_ahead`` more, into the queue process's *hand*;
-``reserve`` hands them out one by one with no transaction.  A claimed job is reserved by this owner
+``reserve`` hands them out one by one with no transaction (while the workers take whole claims,
+each next claim is twice as big, up to :data:`_CLAIM_MAX`, until the next tick).  A claimed job is reserved by this owner
 in the file (its delivery counted; no other pool can take it) and still pending as far as this
 queue process's callers can tell (``len``, ``is_pending``, ``cancel``, ``status``); a new job of a
 higher priority or a nack puts the hand back first, and what the hand still holds at the next tick
@@ -111,6 +121,7 @@ import pickle
 import socket
 import sqlite3
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -119,7 +130,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..errors import Failure, HoneydewError, SerializationError, qualname
 from ..protocol import failure_record
-from .base import FailedJob, Job, Owner, Queue, Reply
+from .base import FailedJob, Job, Owner, Producer, Queue, Reply
 
 __all__ = ["SQLite", "StoreError"]
 
@@ -179,6 +190,8 @@ _TO_FAILED = ("INSERT OR REPLACE INTO failed (id, payload, origin, timeout, prio
 _PROMOTE_BATCH = 1000
 #: the most jobs one reservation transaction claims for the workers' free credits
 _CLAIM_MAX = 64
+#: the longest a caller's write of casts waits for the threads that cast with it last time
+_GATHER = 0.0003
 #: tombstones of closed pools are kept this long (a late reply to such a pool is dropped meanwhile)
 _GONE_KEEP = 86400.0
 
@@ -344,6 +357,7 @@ class SQLite(Queue):
         self._out: set[str] = set()          # handed out, not yet acked, nacked or given up
         self._held = 0                       # hold(): the jobs our workers can take, running ones included
         self._popped = False                 # a reservation was taken from the hand since the last tick
+        self._claim_more = self.claim_ahead  # claimed beyond the free credits (see _ahead)
         # what we know without asking, valid while no other connection has committed (data_version)
         self._count: int | None = None       # pending jobs in the file (the hand not included)
         self._count_dv = -1
@@ -711,6 +725,7 @@ class SQLite(Queue):
             elif self._acks:
                 self._tx(lambda db: None, "acking", durable=False)
             self._popped = False
+            self._claim_more = self.claim_ahead
             if mono >= self._next_lease:
                 self._next_lease = mono + self.lease_secs / 4
                 self._renew()
@@ -835,8 +850,12 @@ class SQLite(Queue):
         return self._held - len(self._out)
 
     def _ahead(self) -> int:
-        """Jobs to claim beyond the free credits: ``claim_ahead``, once ``hold`` said we have workers."""
-        return self.claim_ahead if self._held > 0 else 0
+        """Jobs to claim beyond the free credits, once ``hold`` said we have workers: ``claim_ahead``,
+        doubled (up to :data:`_CLAIM_MAX`) each time the workers took a whole claim before the next
+        tick and the line had that many, so a busy queue claims in bigger batches; back to
+        ``claim_ahead`` at every tick, so another pool's turn, or a new job of a higher priority,
+        waits behind one tick's worth of claims at most."""
+        return self._claim_more if self._held > 0 else 0
 
     def _claim(self, db: sqlite3.Connection, n: int) -> None:
         """Reserve the next ``n`` ready jobs for us, their delivery counted, into the hand (in a
@@ -899,6 +918,8 @@ class SQLite(Queue):
             self._claim(db, n)
 
         self._tx(body, "reserving a job", durable=False)
+        if len(self._hand) >= n and self._claim_more:
+            self._claim_more = min(self._claim_more * 2, _CLAIM_MAX)
         return bool(self._hand)
 
     def _promote(self, db: sqlite3.Connection, now: float) -> None:
@@ -1132,6 +1153,13 @@ class SQLite(Queue):
 
         return self._retry(read, "reading its status")
 
+    # ------------------------------------------------------------------ the caller's writer
+
+    def producer(self) -> _Producer:
+        """The caller's own writer: a ``cast`` commits its job to the file from the caller's
+        process (see :class:`_Producer`)."""
+        return _Producer(self)
+
     # ------------------------------------------------------------------ replies
 
     def take_replies(self) -> list[Reply]:
@@ -1150,3 +1178,166 @@ class SQLite(Queue):
         rows.sort()
         return [Reply(origin, job_id, bool(ok), value if ok else tuple(pickle.loads(value)), partial)
                 for _, origin, job_id, ok, value, partial in rows]
+
+
+class _Batch:
+    """The jobs of one write of a :class:`_Producer`, and the threads waiting for it."""
+
+    __slots__ = ("number", "rows", "cond", "full", "taken", "gathering", "synced", "error")
+
+    def __init__(self, number: int, lock: threading.Lock) -> None:
+        self.number = number
+        self.rows: list[tuple[Any, ...]] = []
+        self.cond = threading.Condition(lock)  # its threads wait here: to write it, or for it to be written
+        self.full = threading.Condition(lock)  # its writer waits here for company (see _Producer.store)
+        self.taken = False                     # a thread is writing it
+        self.gathering = False                 # its writer waits for company
+        self.synced = False                    # written and on disk, or refused (error)
+        self.error: BaseException | None = None
+
+    def outcome(self) -> int:
+        if self.error is not None:
+            raise self.error
+        return self.number
+
+
+class _Producer(Producer):
+    """Stores the casts of a caller's threads in the file, from the caller's process, with group
+    commit: a thread that finds no write under way writes every job waiting then (its own and
+    those that arrived meanwhile) in one transaction at ``synchronous``; the threads that arrive
+    while it writes wait, and the first of them writes their batch next.  One fsync stores as many
+    jobs as arrived during the previous one, so eight casting threads cost about one commit per
+    eight jobs, and a single thread's cast costs one commit and no round trip to the queue process.
+
+    Its connection is its own (opened on the first ``store``, in the caller's process); it writes
+    nothing but new jobs, so it never touches a reservation.  A refused write (full disk, locked
+    file) raises :class:`StoreError` in every thread whose job was in it: none of them is stored.
+    """
+
+    def __init__(self, queue: SQLite) -> None:
+        self._store = SQLite.__new__(SQLite)
+        self._store.__setstate__(queue.__getstate__())
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._next = _Batch(1, self._lock)         # the jobs waiting for the next write
+        self._busy = False                         # a thread is writing a batch (commit, then fsync)
+        self._expect = 1                           # jobs in the last write: how many the next one waits for
+        self._wal = -1                             # the write-ahead log, fsynced after each commit
+
+    def __repr__(self) -> str:
+        return f"<SQLite producer {self._store.path!r}>"
+
+    def _open(self) -> None:
+        store = self._store
+        store._db = store._connect()  # (at the light level: the fsync is ours, after the commit)
+        self._wal = -1
+        store._versions = _versions()
+        try:
+            store._env = store._retry(store._env_id, "registering this interpreter's versions")
+        except BaseException:
+            store._db.close()
+            store._db = None
+            raise
+
+    def store(self, job: Job, ready_at: float = 0.0) -> int:
+        ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
+        with self._lock:
+            batch = self._next
+            rows = batch.rows
+            rows.append((job.id, job.payload, job.origin, job.timeout, job.priority, job.mode, ready_at,
+                         job.deliveries, job.failures, job.bounces))
+            if batch.gathering and len(rows) >= self._expect:
+                batch.full.notify()
+            while not batch.synced:
+                if not self._busy and not batch.taken:
+                    break  # nobody is writing our batch: we do
+                batch.cond.wait()
+            else:
+                return batch.outcome()
+            self._busy = batch.taken = True
+            if len(rows) < self._expect:
+                # the last write carried more jobs: their threads are on their way back with the
+                # next ones; wait a moment for them, so that one fsync stores them all
+                batch.gathering = True
+                batch.full.wait(_GATHER)
+                batch.gathering = False
+            self._expect = len(rows)
+            self._next = _Batch(batch.number + 1, self._lock)
+        error: BaseException | None = None
+        try:
+            self._write(rows)
+            if self._store._toggle:
+                self._sync()
+        except BaseException as e:  # (whatever it is, the threads of this batch hear of it, none waits for ever)
+            error = e
+        with self._lock:
+            self._busy = False
+            batch.error = error
+            batch.synced = True
+            batch.cond.notify_all()
+            if self._next.rows:
+                self._next.cond.notify()  # one of its threads writes it
+            return batch.outcome()
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        store = self._store
+        if store._db is None or self._pid != os.getpid():
+            self._open()
+            self._pid = os.getpid()
+        env = store._env
+        db = store.db
+        if len(rows) == 1:  # one statement, its own transaction (the common case of a lone caller)
+            row = (*rows[0], env)
+            store._retry(lambda: db.execute(_INSERT, row), "storing a job")
+            return
+        rows = [(*row, env) for row in rows]
+
+        def run() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(_INSERT, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise
+
+        store._retry(run, f"storing {len(rows)} job(s)")
+
+    def _sync(self) -> None:
+        """Make the commit durable: fsync the write-ahead log, outside the write lock.
+
+        The commit was written at the light level (``NORMAL``: into the log, in the kernel's page
+        cache) so that it holds the file's write lock for microseconds rather than for an fsync,
+        and the queue processes' reservations and acks are not starved while the casts of many
+        threads commit back to back.  Once the log is fsynced the commit survives a power cut, as a
+        ``FULL`` commit would: a checkpoint that moved it into the database file meanwhile fsynced
+        that file first.  Our connection stays open, so the log file is never deleted under us."""
+        path = self._store.path + "-wal"
+        try:
+            if self._wal < 0 or os.fstat(self._wal).st_nlink == 0:
+                if self._wal >= 0:
+                    os.close(self._wal)
+                    self._wal = -1
+                self._wal = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            os.fdatasync(self._wal)
+        except OSError as e:
+            raise StoreError(f"the queue file {self._store.path!r}: its write-ahead log {path!r} could not be "
+                             f"synced to disk ({e}); the job may not survive a power cut: check the disk", path) from e
+
+    def close(self) -> None:
+        with self._lock:
+            db, self._store._db = self._store._db, None
+            wal, self._wal = self._wal, -1
+        if self._pid != os.getpid():
+            return  # (a forked copy: the parent's connection and descriptor are not ours)
+        if wal >= 0:
+            os.close(wal)
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:
+                pass

@@ -99,6 +99,80 @@ def test_a_cast_survives_its_sender_killed_right_after_it_returned(path: Path, t
         H.wait_until(marker.exists, T, what="the stored cast to run")
 
 
+def test_a_cast_to_an_idle_pool_runs_at_once_not_at_the_next_poll(path: Path, tmp_path: Path) -> None:
+    """A cast is stored by the caller itself, then wakes the queue process: with the file polled
+    only once a minute, the job still runs at once."""
+    marker = tmp_path / "ran"
+    with honeydew.Pool(num_workers=1, queue=SQLite(path, poll_secs=60.0)) as pool:
+        pool.options(timeout=T).call(H.echo, 1)  # (the worker is up and the queue idle)
+        pool.cast(H.touch, str(marker))
+        H.wait_until(marker.exists, T, what="the cast to run before the next poll, a minute away")
+
+
+def test_casts_from_threads_racing_close_are_stored_and_run(path: Path, tmp_path: Path) -> None:
+    """``close()`` waits for the casts being stored: every cast that returned runs in this pool,
+    every one that did not raised ``PoolClosed``."""
+    import threading
+    returned: list[str] = []
+    refused: list[BaseException] = []
+    pool = honeydew.Pool(num_workers=2, queue=SQLite(path))
+    def caster(k: int) -> None:
+        for i in range(100_000):
+            marker = str(tmp_path / f"{k}-{i}")
+            try:
+                pool.cast(H.touch, marker)
+            except honeydew.PoolClosed as e:
+                refused.append(e)
+                return
+            returned.append(marker)
+
+    threads = [threading.Thread(target=caster, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    H.wait_until(lambda: len(returned) >= 50, T, what="some casts to return")
+    pool.close()
+    pool.join(T)
+    for t in threads:
+        t.join(T)
+    assert len(refused) == 4  # (each thread's first cast after close())
+    missing = [m for m in returned if not os.path.exists(m)]
+    assert not missing, f"{len(missing)} cast(s) returned but did not run in the pool: {missing[:3]}"
+    q = SQLite(path)
+    q.open(Owner("inspector", 0, 0, os.getpid()))
+    try:
+        assert len(q) == 0
+    finally:
+        q.close()
+
+
+def test_close_waits_for_a_cast_being_stored(path: Path, tmp_path: Path) -> None:
+    """A cast whose commit is still under way when another thread calls ``close()`` is stored before
+    the pool's last word to its queue, so this pool runs it (the write is held until ``close()`` has
+    begun, then a moment longer)."""
+    import threading
+    marker = tmp_path / "ran"
+    pool = honeydew.Pool(num_workers=1, queue=SQLite(path))
+    producer = pool._producer
+    assert producer is not None
+    real_write = producer._write
+    closing = threading.Event()
+
+    def write(rows: list[tuple[object, ...]]) -> None:
+        H.wait_until(lambda: pool._closed, T, what="close() to begin")
+        closing.wait(0.3)
+        real_write(rows)
+
+    producer._write = write  # type: ignore[method-assign]
+    caster = threading.Thread(target=pool.cast, args=(H.touch, str(marker)))
+    caster.start()
+    H.wait_until(lambda: pool._storing == 1, T, what="the cast to be storing")
+    pool.close()
+    closing.set()
+    pool.join(T)
+    caster.join(T)
+    assert marker.exists()
+
+
 BURST = """
 import sys, threading
 import honeydew
@@ -341,6 +415,8 @@ def test_a_full_disk_refuses_new_jobs_clearly_and_the_pool_goes_on(tmp_path: Pat
             filler = _fill(d)
             with pytest.raises(honeydew.HoneydewError, match=r"was not stored.*full.*q\.db.*free some space"):
                 pool.options(timeout=T).call(H.echo, "x" * 50_000)
+            with pytest.raises(honeydew.HoneydewError, match=r"was not stored.*full.*q\.db.*free some space"):
+                pool.cast(H.echo, "x" * 50_000)  # (stored by the caller itself: the same error)
             release.touch()
             assert running.result(timeout=T) > 0
             filler.unlink()
