@@ -7,7 +7,7 @@
     honeydew failed list       --pid PID | --sqlite PATH   [--limit N]
     honeydew failed retry [ID...]  (no id: every kept job)
     honeydew failed purge [ID...]
-    honeydew suspend | resume  --pid PID
+    honeydew suspend | resume  --pid PID | --sqlite PATH
 
 A target is a running program (``--pid``: the pid of the program that holds the ``Pool``, reached
 through its control socket, :mod:`honeydew.control`) or a durable queue file (``--sqlite``: opened
@@ -257,8 +257,7 @@ def _sqlite_op(backend: Any, op: str, args: argparse.Namespace) -> Any:
         return [describe(job)._asdict() for job in backend.failed(args.limit)]
     if op in ("retry_failed", "purge_failed"):
         return getattr(backend, op)(list(dict.fromkeys(args.ids)) or None)
-    backend.set_suspended(op == "suspend")
-    return None
+    return backend.set_suspended(op == "suspend")  # (the queue processes that did not confirm in time)
 
 
 # --------------------------------------------------------------------------- output
@@ -344,9 +343,10 @@ def age(seconds: float) -> str:
 def _status_lines(entries: list[dict[str, Any]], sqlite: bool, op: str) -> list[str]:
     if sqlite:
         st = entries[0]["value"]
-        keys = [k for k in ("pending", "delayed", "reserved", "failed_store", "replies", "owners") if k in st]
-        return table(["QUEUE FILE", *(k.upper() for k in keys)], [[st.get("path", entries[0]["repr"]),
-                                                                   *(st[k] for k in keys)]])
+        keys = [k for k in ("pending", "delayed", "reserved", "failed_store", "replies", "owners", "file_suspended")
+                if k in st]
+        return table(["QUEUE FILE", *(("SUSPENDED" if k == "file_suspended" else k.upper()) for k in keys)],
+                     [[st.get("path", entries[0]["repr"]), *(_cell(st[k]) for k in keys)]])
     out: list[str] = []
     for e in entries:
         st = e["value"]
@@ -419,4 +419,8 @@ def _count_lines(entries: list[dict[str, Any]], sqlite: bool, op: str) -> list[s
 
 def _toggle_lines(entries: list[dict[str, Any]], sqlite: bool, op: str) -> list[str]:
     done = "suspended" if op == "suspend" else "resumed"
-    return [f"{done}: {e['repr']}" if sqlite else f"{done}: pool {e['pool']}  {e['repr']}" for e in entries]
+    if sqlite:
+        late = entries[0].get("value") or []
+        return [f"{done}: {entries[0]['repr']}: every pool on the file" + (
+            f" (not yet confirmed by {', '.join(late)}: it dispatches nothing once it sees the file)" if late else "")]
+    return [f"{done}: pool {e['pool']}  {e['repr']}" for e in entries]

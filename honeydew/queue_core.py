@@ -541,7 +541,7 @@ class QueueCore:
             return True
         if self.awaiting:
             return False  # (durable: a job of this pool's, stored, whose caller waits; another pool may run it)
-        if not self.has_workers or self.suspended:
+        if not self.has_workers or self.suspended or self.backend.paused():
             # (durable: what this pool sent is stored; other pools, or this one later, run it)
             return not any(self.reserved)
         return len(self.backend) == 0 and not any(self.reserved)

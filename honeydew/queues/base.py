@@ -188,6 +188,12 @@ class Queue(abc.ABC):
             raise NotImplementedError(f"{self!r} has no failed store")
         self.ack([job.id], [reply] if reply is not None else ())
 
+    def paused(self) -> bool:
+        """Is the store itself suspended (``honeydew suspend --sqlite PATH``: every pool on it)?
+        While it is, ``reserve`` gives nothing, and a pool that closes leaves its jobs in the store
+        rather than waiting for them (as a suspended durable pool does).  The default: never."""
+        return False
+
     # ------------------------------------------------------------ the failed store (Move)
 
     def failed(self, limit: int = 100) -> list[FailedJob]:

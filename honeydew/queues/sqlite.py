@@ -63,12 +63,14 @@ wakes a queue process; every queue process also finds such jobs by itself (``dat
 Reservations are claimed in batches: one transaction claims the jobs the workers have free
 credits for (:meth:`~SQLite.hold`), plus ``claim_ahead`` more, into the queue process's *hand*;
 ``reserve`` hands them out one by one with no transaction (while the workers take whole claims,
-each next claim is twice as big, up to :data:`_CLAIM_MAX`, until the next tick).  A claimed job is reserved by this owner
-in the file (its delivery counted; no other pool can take it) and still pending as far as this
-queue process's callers can tell (``len``, ``is_pending``, ``cancel``, ``status``); a new job of a
-higher priority or a nack puts the hand back first, and what the hand still holds at the next tick
-goes back to the line uncounted.  When the workers are idle, ``enqueue`` claims in its own
-transaction: a job cast to an idle pool costs one commit in all.  ``len()``, ``next_ready_in()``
+each next claim is twice as big, up to :data:`_CLAIM_MAX`, until the next tick).  A claimed job is
+reserved by this owner in the file (its delivery counted; no other pool can take it) and still
+pending as far as this queue process's callers can tell (``len``, ``is_pending``, ``cancel``,
+``status``); a new job of a higher priority sent through this queue process, or a nack, puts the
+hand back first, and what the hand still holds at the next tick goes back to the line uncounted
+(a cast of a higher priority stored by a caller waits behind one claim at most).  When the
+workers are idle, ``enqueue`` claims in its own transaction: a call to an idle pool costs one
+commit in all.  ``len()``, ``next_ready_in()``
 and an empty ``reserve`` ask the file only when another connection has written to it since
 (``PRAGMA data_version``): this process's own writes keep what it knows up to date.
 
@@ -358,6 +360,9 @@ class SQLite(Queue):
         self._held = 0                       # hold(): the jobs our workers can take, running ones included
         self._popped = False                 # a reservation was taken from the hand since the last tick
         self._claim_more = self.claim_ahead  # claimed beyond the free credits (see _ahead)
+        self._paused = False                 # the file is suspended (set_suspended): reserve nothing
+        self._paused_dv = -1                 # ... as read at this data_version
+        self._paused_seen = 0                # the last suspension we said we saw
         # what we know without asking, valid while no other connection has committed (data_version)
         self._count: int | None = None       # pending jobs in the file (the hand not included)
         self._count_dv = -1
@@ -475,7 +480,7 @@ class SQLite(Queue):
         """Run ``fn`` (one statement or one transaction, safe to run again), waiting out a database
         that another connection holds locked, up to ``busy_timeout``."""
         started = 0.0
-        pause = 0.0002
+        pause = 0.00005  # (a writer holds the lock for a commit: tens of microseconds, no fsync)
         while True:
             try:
                 return fn()
@@ -645,6 +650,7 @@ class SQLite(Queue):
         self._release(db)
         db.execute("UPDATE jobs SET owner = NULL WHERE owner = ?", (self._oid,))
         db.execute("DELETE FROM owners WHERE id = ?", (self._oid,))
+        db.execute("DELETE FROM meta WHERE key = ?", (f"seen:{self._oid}",))
         pool = self.owner.pool
         if final and db.execute("SELECT 1 FROM owners WHERE pool = ? LIMIT 1", (pool,)).fetchone() is None:
             db.execute("INSERT OR REPLACE INTO gone VALUES (?, ?)", (pool, time.time()))
@@ -726,6 +732,7 @@ class SQLite(Queue):
                 self._tx(lambda db: None, "acking", durable=False)
             self._popped = False
             self._claim_more = self.claim_ahead
+            self._check_paused()
             if mono >= self._next_lease:
                 self._next_lease = mono + self.lease_secs / 4
                 self._renew()
@@ -782,19 +789,19 @@ class SQLite(Queue):
         """The file's ``data_version``: it changes when another connection commits."""
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
-    def _delayed(self) -> float:
+    def _delayed(self, dv: int | None = None) -> float:
         """The earliest delayed job's ready time (inf: none), asked of the file only when another
-        connection has written since we last knew."""
-        dv = self._dv()
+        connection has written since we last knew (``dv``: the ``data_version`` just read, if any)."""
+        if dv is None:
+            dv = self._dv()
         if dv != self._due_dv:
             first = self.db.execute(_NEXT_DUE).fetchone()[0]
             self._due = float("inf") if first is None else float(first)
             self._due_dv = dv
         return self._due
 
-    def _any_ready(self) -> bool:
+    def _any_ready(self, dv: int) -> bool:
         """Is a job ready?  Asked of the file only when someone wrote to it since it said no."""
-        dv = self._dv()
         if dv == self._none_ready_dv:
             return False
         if self.db.execute(_ANY_READY).fetchone():
@@ -844,6 +851,104 @@ class SQLite(Queue):
 
     def hold(self, jobs: int) -> None:
         self._held = jobs
+
+    # ------------------------------------------------------------------ suspending the whole file
+
+    def set_suspended(self, suspended: bool, wait: float | None = None) -> list[str]:
+        """Suspend (or resume) every pool on the file: while suspended no queue process reserves
+        a job (running jobs finish; a pool that closes leaves its jobs in the file).  In force when
+        it returns: it waits (up to ``wait`` seconds; default ``max(2, 10 * poll_secs)``) until each
+        live queue process on the file has seen it and given its unstarted claims back, and
+        returns the owners that did not in time (``pool/queue`` names; a stopped process, say).
+        Resuming waits for nobody.  Usable on a backend that is not open (the command line)."""
+        db = self._db if self._db is not None else self._connect()
+        try:
+            def body(d: sqlite3.Connection) -> int:
+                if not suspended:
+                    d.execute("DELETE FROM meta WHERE key = 'suspended'")
+                    return 0
+                now = d.execute("SELECT value FROM meta WHERE key = 'suspended'").fetchone()
+                if now is not None:
+                    return int(now[0])  # (suspended already: wait for the same confirmations)
+                row = d.execute("SELECT value FROM meta WHERE key = 'suspend_seq'").fetchone()
+                seq = (int(row[0]) if row else 0) + 1
+                d.execute("INSERT OR REPLACE INTO meta VALUES ('suspend_seq', ?)", (str(seq),))
+                d.execute("INSERT OR REPLACE INTO meta VALUES ('suspended', ?)", (str(seq),))
+                return seq
+
+            seq = self._write_with(db, body, "suspending the file" if suspended else "resuming the file")
+            if self._db is not None:
+                self._check_paused()
+            if not suspended:
+                return []
+            deadline = time.monotonic() + (max(2.0, 10 * self.poll_secs) if wait is None else wait)
+            while True:
+                late = self._unseen(db, seq)
+                if not late or time.monotonic() >= deadline:
+                    return late
+                time.sleep(min(0.005, self.poll_secs))
+        finally:
+            if db is not self._db:
+                db.close()
+
+    def _write_with(self, db: sqlite3.Connection, body: Callable[[sqlite3.Connection], T], doing: str) -> T:
+        """``body`` in one write transaction at ``synchronous`` on ``db`` (maybe not our own)."""
+        def run() -> T:
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            finally:
+                db.execute(f"PRAGMA synchronous={self._light}")
+            return result
+
+        return self._retry(run, doing)
+
+    def _unseen(self, db: sqlite3.Connection, seq: int) -> list[str]:
+        """The live owners (but us) that have not seen suspension ``seq`` yet."""
+        now = time.time()
+        late = []
+        for oid, pool, queue, pid, started, machine, lease in db.execute(
+                "SELECT id, pool, queue, pid, pid_started, machine, lease_expires FROM owners WHERE id != ?",
+                (self._oid,)).fetchall():
+            if machine == _machine() and not _alive(pid, started) or machine != _machine() and lease < now:
+                continue  # (dead: it dispatches nothing)
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (f"seen:{oid}",)).fetchone()
+            if row is None or int(row[0]) < seq:
+                late.append(f"{pool}/{queue}")
+        return late
+
+    def _check_paused(self) -> bool:
+        """Read the file's suspension when someone wrote since; on a new one, give the claims back
+        and say we have seen it (``set_suspended`` waits for that)."""
+        dv = self._dv()
+        if dv == self._paused_dv:
+            return self._paused
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'suspended'").fetchone()
+        seq = int(row[0]) if row else 0
+        self._paused_dv = dv
+        was, self._paused = self._paused, bool(seq)
+        if self._paused and self._paused_seen != seq:
+            oid = self._oid
+
+            def body(db: sqlite3.Connection) -> None:
+                self._release(db)
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"seen:{oid}", str(seq)))
+
+            self._tx(body, "giving back its claims: the file is suspended", durable=False)
+            self._paused_seen = seq
+            self._paused_dv = self._dv()  # (our own write)
+        if was != self._paused:
+            log.info("%r: the file is %s", self, "suspended: no job is reserved" if self._paused else "resumed")
+        return self._paused
+
+    def paused(self) -> bool:
+        return self._paused
 
     def _free(self) -> int:
         """Our workers' free credits (:meth:`hold` counts the running jobs too)."""
@@ -907,8 +1012,16 @@ class SQLite(Queue):
 
     def _fill(self, now: float) -> bool:
         """Claim jobs into the hand; False if none is ready."""
-        promote = self._retry(self._delayed, "looking for delayed jobs") <= now
-        if not promote and not self._retry(self._any_ready, "looking for jobs"):
+        if self._retry(self._check_paused, "reading whether the file is suspended"):
+            return False
+
+        def ready() -> tuple[bool, bool]:
+            dv = self._dv()
+            promote = self._delayed(dv) <= now
+            return promote, promote or self._any_ready(dv)
+
+        promote, any_ready = self._retry(ready, "looking for jobs")
+        if not any_ready:
             return False
         n = max(1, self._free()) + self._ahead()
 
@@ -1145,10 +1258,12 @@ class SQLite(Queue):
                 failed = db.execute("SELECT COUNT(*) FROM failed").fetchone()[0]
                 replies = db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
                 owners = db.execute("SELECT COUNT(*) FROM owners").fetchone()[0]
+                paused = db.execute("SELECT 1 FROM meta WHERE key = 'suspended'").fetchone() is not None
             finally:
                 db.execute("COMMIT")
             return {"pending": pending + hand, "delayed": delayed, "reserved": reserved - hand,
                     "reserved_here": here - hand, "failed_store": failed, "replies": replies, "owners": owners,
+                    "file_suspended": paused,
                     "path": self.path}
 
         return self._retry(read, "reading its status")
@@ -1183,15 +1298,14 @@ class SQLite(Queue):
 class _Batch:
     """The jobs of one write of a :class:`_Producer`, and the threads waiting for it."""
 
-    __slots__ = ("number", "rows", "cond", "full", "taken", "gathering", "synced", "error")
+    __slots__ = ("number", "rows", "cond", "full", "taken", "synced", "error")
 
     def __init__(self, number: int, lock: threading.Lock) -> None:
         self.number = number
         self.rows: list[tuple[Any, ...]] = []
         self.cond = threading.Condition(lock)  # its threads wait here: to write it, or for it to be written
-        self.full = threading.Condition(lock)  # its writer waits here for company (see _Producer.store)
+        self.full: threading.Condition | None = None  # its writer waits here for company (_Producer.store)
         self.taken = False                     # a thread is writing it
-        self.gathering = False                 # its writer waits for company
         self.synced = False                    # written and on disk, or refused (error)
         self.error: BaseException | None = None
 
@@ -1246,7 +1360,7 @@ class _Producer(Producer):
             rows = batch.rows
             rows.append((job.id, job.payload, job.origin, job.timeout, job.priority, job.mode, ready_at,
                          job.deliveries, job.failures, job.bounces))
-            if batch.gathering and len(rows) >= self._expect:
+            if batch.full is not None and len(rows) >= self._expect:
                 batch.full.notify()
             while not batch.synced:
                 if not self._busy and not batch.taken:
@@ -1258,9 +1372,9 @@ class _Producer(Producer):
             if len(rows) < self._expect:
                 # the last write carried more jobs: their threads are on their way back with the
                 # next ones; wait a moment for them, so that one fsync stores them all
-                batch.gathering = True
+                batch.full = threading.Condition(self._lock)
                 batch.full.wait(_GATHER)
-                batch.gathering = False
+                batch.full = None
             self._expect = len(rows)
             self._next = _Batch(batch.number + 1, self._lock)
         error: BaseException | None = None

@@ -382,5 +382,37 @@ def test_a_sqlite_queue_file_shows_its_counts_and_failed_jobs(tmp_path: Path) ->
     assert (proc.returncode, proc.stdout.strip()) == (0, "retried 1 failed job(s)"), proc.stderr
     st = hd_json("status", "--sqlite", path)["results"][0]["value"]
     assert (st["pending"], st["failed_store"]) == (1, 0)  # waiting for a pool on the file
-    err = short_error(hd("suspend", "--sqlite", path))
-    assert "suspend is per pool" in err and "honeydew suspend --pid" in err
+    proc = hd("suspend", "--sqlite", path)
+    assert proc.returncode == 0 and proc.stdout.startswith("suspended: SQLite(") and "every pool" in proc.stdout, \
+        proc.stdout + proc.stderr
+    assert hd_json("status", "--sqlite", path)["results"][0]["value"]["file_suspended"] is True
+    assert hd("resume", "--sqlite", path).returncode == 0
+    assert hd_json("status", "--sqlite", path)["results"][0]["value"]["file_suspended"] is False
+
+
+@pytest.mark.timeout(90)
+def test_suspending_a_queue_file_stops_every_pool_on_it_until_resume(tmp_path: Path) -> None:
+    """``honeydew suspend --sqlite`` is in force when it returns: no pool on the file starts a job
+    (a running one finishes); a pool that closes meanwhile leaves its jobs in the file; ``resume``
+    lets them run."""
+    sqlite = pytest.importorskip("honeydew.queues.sqlite")
+    path = tmp_path / "jobs.db"
+    release, before, after = tmp_path / "release", tmp_path / "before", tmp_path / "after"
+    with honeydew.Pool(num_workers=1, queue=sqlite.SQLite(path)) as a, \
+            honeydew.Pool(num_workers=1, queue=sqlite.SQLite(path)) as b:
+        assert a.options(timeout=T).call(H.echo, 1) == 1 and b.options(timeout=T).call(H.echo, 2) == 2
+        running = a.submit(H.wait_for_file, str(release), 60)
+        H.wait_until(lambda: a.status()["queues"][0]["running"], T, what="the job to start")
+        proc = hd("suspend", "--sqlite", path)
+        assert proc.returncode == 0 and "not yet confirmed" not in proc.stdout, proc.stdout + proc.stderr
+        for pool, marker in ((a, before), (b, after)):
+            pool.cast(H.touch, str(marker))
+        release.touch()
+        assert running.result(timeout=T) > 0  # (the running job finished)
+        time.sleep(1.0)  # (fifty polls of the file: nothing may start)
+        assert not before.exists() and not after.exists()
+        assert a.status()["queues"][0]["file_suspended"] is True
+        b.close()
+        b.join(T)  # (closing while the file is suspended leaves the jobs there: no hang)
+        assert hd("resume", "--sqlite", path).returncode == 0
+        H.wait_until(lambda: before.exists() and after.exists(), T, what="both jobs to run after resume")

@@ -582,3 +582,26 @@ def test_a_sigkilled_owners_reservation_comes_back_counted(path: Path, opened: l
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+# --------------------------------------------------------------------------- suspending the file
+
+
+def test_a_suspended_file_reserves_nothing_and_claims_go_back(path: Path, opened: list[SQLite]) -> None:
+    q = open_q(opened, path)
+    q.hold(2)
+    put(q, "a", "b", "c")
+    assert q.reserve(T0).id == "a"  # type: ignore[union-attr]  (b and c claimed into the hand)
+    other = SQLite(path)
+    assert other.set_suspended(True, wait=0.2) == ["pool-a/0"]  # (q has not looked at the file yet)
+    q.tick(T0)  # it sees the suspension: gives its claims back and says so
+    assert other.set_suspended(True, wait=5.0) == []
+    assert q.paused() and q.reserve(T0) is None
+    assert q.status()["file_suspended"] is True and q.status()["reserved"] == 1  # (a runs on)
+    fresh = open_q(opened, path, Owner("pool-b", 0, 0, os.getpid()))
+    fresh.hold(2)
+    assert fresh.reserve(T0) is None  # a pool that opens the file later sees it too
+    other.set_suspended(False)
+    q.tick(T0)
+    assert not q.paused() and q.reserve(T0).id == "b"  # type: ignore[union-attr]
+    assert q.status()["file_suspended"] is False
