@@ -117,11 +117,14 @@ is dropped, and nothing waits for ever on the file.
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import logging
 import os
 import pickle
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -288,11 +291,52 @@ def _blob(value: Any) -> bytes:
     return value if isinstance(value, bytes) else pickle.dumps(tuple(value), protocol=pickle.HIGHEST_PROTOCOL)
 
 
+#: a signed blob: this prefix (a pickle never starts with a zero byte), its HMAC-SHA256, the blob
+_SIGNED = b"\x00hd-sig1"
+_MAC = 32
+#: the environment variable that gives a signing key when none is passed (shared by every store)
+KEY_ENV = "HONEYDEW_SIGNING_KEY"
+
+
+def _key(key: bytes | str | None) -> bytes | None:
+    if key is None:
+        key = os.environ.get(KEY_ENV) or None
+    if key is None:
+        return None
+    if isinstance(key, str):
+        key = key.encode()
+    if not isinstance(key, (bytes, bytearray)) or not key:
+        raise ValueError(f"signing_key must be non-empty bytes or str, got {type(key).__name__}; e.g. "
+                         f"SQLite('jobs.db', signing_key=os.environ['MY_SECRET'])")
+    return bytes(key)
+
+
+def _seal(key: bytes | None, blob: bytes) -> bytes:
+    """``blob`` as stored: signed with ``key`` (as is without one)."""
+    if key is None:
+        return blob
+    return _SIGNED + hmac.new(key, blob, hashlib.sha256).digest() + blob
+
+
+def _unseal(key: bytes | None, stored: bytes) -> bytes | None:
+    """The blob ``stored`` carries, or ``None`` when a key is set and its signature is missing or
+    wrong (it must not be unpickled).  Without a key a signed blob is taken as it is."""
+    stored = bytes(stored)
+    signed = stored.startswith(_SIGNED)
+    blob = stored[len(_SIGNED) + _MAC:] if signed else stored
+    if key is None:
+        return blob
+    if not signed or not hmac.compare_digest(stored[len(_SIGNED):len(_SIGNED) + _MAC],
+                                              hmac.new(key, blob, hashlib.sha256).digest()):
+        return None
+    return blob
+
+
 class SQLite(Queue):
     """The durable queue on one SQLite file (WAL), shared by every pool that opens it.
 
     ``SQLite(path, *, synchronous="FULL", lease_secs=10.0, busy_timeout=10.0, poll_secs=0.02,
-    recovery_cap=5, reply_grace=60.0)``
+    recovery_cap=5, reply_grace=60.0, claim_ahead=8, signing_key=None)``
 
     * ``synchronous``: the SQLite level of the transactions that store or end a job (``FULL``:
       a stored job survives a power cut; ``NORMAL``: it survives any process's death, and the
@@ -307,6 +351,11 @@ class SQLite(Queue):
     * ``recovery_cap``: a job whose owner died while holding it this many times goes to the failed
       store (``JobLost``) instead of pending again (the pool may set it from its failure mode).
     * ``reply_grace``: seconds a reply waits for a pool that has no live queue process.
+    * ``signing_key`` (default ``$HONEYDEW_SIGNING_KEY``): sign every payload, reply and failure
+      record written to the file (HMAC-SHA256) and check each before it is unpickled; one that is
+      not signed with the key is never read (a job goes to the failed store, a reply is dropped).
+      Without a key the file is trusted as the user's own: a file or directory any user may write
+      is refused (whoever writes a job makes the workers run it).
 
     The object pickles by value (its path and options): the connection is made by :meth:`open` in
     the queue process.  :meth:`check` is for the caller, at ``Pool(...)`` time: it fails fast, with
@@ -321,7 +370,8 @@ class SQLite(Queue):
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", lease_secs: float = 10.0,
                  busy_timeout: float = 10.0, poll_secs: float = 0.02, recovery_cap: int = 5,
-                 reply_grace: float = 60.0, claim_ahead: int = 8) -> None:
+                 reply_grace: float = 60.0, claim_ahead: int = 8,
+                 signing_key: bytes | str | None = None) -> None:
         level = str(synchronous).upper()
         if level not in _SYNC_LEVELS:
             raise ValueError(f"synchronous must be one of {', '.join(_SYNC_LEVELS)}, got {synchronous!r}; "
@@ -342,6 +392,7 @@ class SQLite(Queue):
         self.recovery_cap = recovery_cap
         self.reply_grace = float(reply_grace)
         self.claim_ahead = claim_ahead
+        self._key = _key(signing_key)
         self._reset()
 
     def _reset(self) -> None:
@@ -381,10 +432,25 @@ class SQLite(Queue):
     def __repr__(self) -> str:
         return f"SQLite({self.path!r})"
 
+    def _sealed(self, value: Any) -> bytes:
+        """A reply's value or a failure record as stored (signed when there is a key)."""
+        return _seal(self._key, _blob(value))
+
+    def _record(self, stored: bytes, what: str) -> tuple[Any, ...]:
+        """A stored failure record, read back; one that is not signed as it must be is replaced by
+        a record saying so (it is never unpickled)."""
+        blob = _unseal(self._key, stored)
+        if blob is None:
+            log.warning("%r: %s is not signed with this pool's signing key: not read", self, what)
+            return tuple(Failure(kind=Failure.SERIALIZATION, type_name=qualname(SerializationError),
+                                 message=f"{what} is not signed with this pool's signing key (not read)",
+                                 traceback="", mro=_SERIALIZATION_MRO))
+        return tuple(pickle.loads(blob))
+
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "synchronous": self.synchronous, "lease_secs": self.lease_secs,
                 "busy_timeout": self.busy_timeout, "poll_secs": self.poll_secs, "recovery_cap": self.recovery_cap,
-                "reply_grace": self.reply_grace, "claim_ahead": self.claim_ahead}
+                "reply_grace": self.reply_grace, "claim_ahead": self.claim_ahead, "_key": self._key}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -423,6 +489,26 @@ class SQLite(Queue):
             raise self._read_only(f"its directory {str(directory)!r} is not writable by this user")
         db = self._connect()
         db.close()
+        self._check_permissions()
+
+    def _check_permissions(self) -> None:
+        """Whoever can write the file can make the workers run code of theirs (a job is a pickle).
+        Without a signing key, a file or directory that anyone may write is refused, and one its
+        group may write is logged; with a key, a job not signed with it is never unpickled."""
+        if self._key is not None:
+            return
+        for what in (self.path, os.path.dirname(self.path)):
+            try:
+                mode = os.stat(what).st_mode
+            except OSError:
+                continue
+            if mode & stat.S_IWOTH and not (os.path.isdir(what) and mode & stat.S_ISVTX):
+                raise StoreError(f"{what!r} may be written by any user, and whoever writes the queue file can run "
+                                 f"code in its workers: chmod o-w {what!r}, or sign the jobs: SQLite({self.path!r}, "
+                                 f"signing_key=...) (or ${KEY_ENV}) in every program that uses the file", self.path)
+            if mode & stat.S_IWGRP and not os.path.isdir(what):
+                log.warning("%r: %s may be written by its group, whose members can then run code in the workers: "
+                            "chmod g-w it, or give SQLite(signing_key=...)", self, what)
 
     def _connect(self) -> sqlite3.Connection:
         """Connect, switch to WAL, make or check the schema; the connection at the light level."""
@@ -583,6 +669,12 @@ class SQLite(Queue):
         if self._db is not None:
             raise StoreError(f"{self!r} is already open (as {self.owner})", self.path)
         self._db = self._connect()
+        try:
+            self._check_permissions()
+        except StoreError:
+            self._db.close()
+            self._db = None
+            raise
         self.owner = owner
         self._machine = _machine()
         self._pid_started = _process_started(owner.pid)
@@ -706,7 +798,7 @@ class SQLite(Queue):
     def _to_failed(self, db: sqlite3.Connection, seq: int, job_id: str, origin: str, record: tuple[Any, ...],
                    deliveries: int, now: float) -> None:
         """Move job ``seq`` to the failed store and tell its caller, if one waits (in a transaction)."""
-        blob = _blob(record)
+        blob = self._sealed(record)
         db.execute(_TO_FAILED, (blob, deliveries, now, seq))
         db.execute("DELETE FROM jobs WHERE seq = ?", (seq,))
         if origin:
@@ -826,8 +918,9 @@ class SQLite(Queue):
             return
         env = self._env
         ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
-        rows = [(j.id, j.payload, j.origin, j.timeout, j.priority, j.mode, ready_at, j.deliveries, j.failures,
-                 j.bounces, env) for j in jobs]
+        key = self._key
+        rows = [(j.id, _seal(key, j.payload), j.origin, j.timeout, j.priority, j.mode, ready_at, j.deliveries,
+                 j.failures, j.bounces, env) for j in jobs]
         top = max(j.priority for j in jobs)
         inserted = [0]
 
@@ -1007,8 +1100,17 @@ class SQLite(Queue):
                     self._refused(e, "moving a job of other versions to the failed store")
                     return None
                 continue
+            payload = _unseal(self._key, row[1])
+            if payload is None:
+                try:
+                    self._unsigned(row)
+                except StoreError as e:
+                    self._hand.appendleft(row)
+                    self._refused(e, "moving an unsigned job to the failed store")
+                    return None
+                continue
             self._out.add(row[0])
-            return Job(*row[:_ENV])
+            return Job(row[0], payload, *row[2:_ENV])
 
     def _fill(self, now: float) -> bool:
         """Claim jobs into the hand; False if none is ready."""
@@ -1068,6 +1170,24 @@ class SQLite(Queue):
 
         self._tx(body, f"moving job {job_id} of other versions to the failed store")
 
+    def _unsigned(self, row: tuple[Any, ...]) -> None:
+        """A job whose signature is missing or wrong (written by someone without the signing key):
+        to the failed store, never unpickled, never run."""
+        job_id, origin, deliveries, seq = row[0], row[2], row[4], row[_SEQ]
+        failure = Failure(kind=Failure.SERIALIZATION, type_name=qualname(SerializationError),
+                          message=f"job {job_id} was not run: its payload is not signed with this pool's signing key "
+                                  f"(it was written to {self.path} by a program without the key, or altered); it "
+                                  f"is kept, unread, in the failed store: purge it (honeydew failed purge --sqlite)",
+                          traceback="", mro=_SERIALIZATION_MRO)
+        log.warning("%r: %s", self, failure.message)
+        oid = self._oid
+
+        def body(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM jobs WHERE seq = ? AND owner = ?", (seq, oid)).fetchone():
+                self._to_failed(db, seq, job_id, origin, failure_record(failure), deliveries - 1, time.time())
+
+        self._tx(body, f"moving unsigned job {job_id} to the failed store")
+
     def ack(self, job_ids: Sequence[str], replies: Sequence[Reply] = ()) -> None:
         """The acks ride with the next transaction (a reservation, a store, the next tick: within
         ``poll_secs``); with replies, they are written now, with them, in one transaction at
@@ -1080,7 +1200,9 @@ class SQLite(Queue):
         if not replies:
             return
         now = time.time()
-        answers = [(r.origin, r.job_id, int(bool(r.ok)), _blob(r.value), r.partial or b"", now) for r in replies]
+        key = self._key
+        answers = [(r.origin, r.job_id, int(bool(r.ok)), self._sealed(r.value),
+                    _seal(key, r.partial) if r.partial else b"", now) for r in replies]
         self._write_later(f"storing {len(answers)} repl(ies)", lambda db: db.executemany(_REPLY, answers))
 
     def nack(self, job: Job, ready_at: float = 0.0, *, front: bool = False) -> bool:
@@ -1109,9 +1231,9 @@ class SQLite(Queue):
         """One transaction at ``NORMAL``: the job goes (to the failed store with ``keep``), its reply is stored."""
         self._out.discard(job.id)
         oid = self._oid
-        blob = _blob(failure)
-        answer = None if reply is None else (reply.origin, reply.job_id, int(bool(reply.ok)), _blob(reply.value),
-                                             reply.partial or b"", time.time())
+        blob = self._sealed(failure)
+        answer = None if reply is None else (reply.origin, reply.job_id, int(bool(reply.ok)), self._sealed(reply.value),
+                                             _seal(self._key, reply.partial) if reply.partial else b"", time.time())
 
         def body(db: sqlite3.Connection) -> None:
             row = db.execute("SELECT seq FROM jobs WHERE id = ? AND owner = ?", (job.id, oid)).fetchone()
@@ -1156,7 +1278,8 @@ class SQLite(Queue):
     def failed(self, limit: int = 100) -> list[FailedJob]:
         rows = self._one("SELECT id, payload, origin, timeout, failure, deliveries, failed_at, priority, mode "
                          "FROM failed ORDER BY seq DESC LIMIT ?", (int(limit),), "listing failed jobs")
-        return [FailedJob(i, p, o, t, tuple(pickle.loads(f)), d, at, pr, m) for i, p, o, t, f, d, at, pr, m in rows]
+        return [FailedJob(i, _unseal(self._key, p) or b"", o, t, self._record(f, f"the failure record of job {i}"),
+                          d, at, pr, m) for i, p, o, t, f, d, at, pr, m in rows]
 
     def retry_failed(self, ids: Sequence[str] | None = None) -> int:
         chosen = None if ids is None else [(i,) for i in dict.fromkeys(ids)]
@@ -1203,7 +1326,8 @@ class SQLite(Queue):
             gone = (claimed[_SEQ], self._oid)
             self._tx(lambda db: db.execute("DELETE FROM jobs WHERE seq = ? AND owner = ?", gone),
                      f"cancelling job {job_id}")
-            return Job(*claimed[:4], claimed[4] - 1, *claimed[5:_ENV])
+            return Job(claimed[0], _unseal(self._key, claimed[1]) or b"", *claimed[2:4], claimed[4] - 1,
+                       *claimed[5:_ENV])
 
         def body(db: sqlite3.Connection) -> list[Any]:
             rows = db.execute(f"DELETE FROM jobs WHERE id = ? AND owner IS NULL RETURNING {_JOB}",
@@ -1213,7 +1337,7 @@ class SQLite(Queue):
 
         rows = self._tx(body, f"cancelling job {job_id}")
         self._due_dv = -1  # (it may have been the earliest delayed job)
-        return Job(*rows[0]) if rows else None
+        return Job(rows[0][0], _unseal(self._key, rows[0][1]) or b"", *rows[0][2:]) if rows else None
 
     def is_pending(self, job_id: str) -> bool:
         if self._hand and any(row[0] == job_id for row in self._hand):
@@ -1232,7 +1356,7 @@ class SQLite(Queue):
         rows = self._tx(body, "taking the pending jobs")
         self._forget()
         rows.sort(key=lambda r: r[_ENV])
-        return [Job(*row[:_ENV]) for row in rows]
+        return [Job(row[0], _unseal(self._key, row[1]) or b"", *row[2:_ENV]) for row in rows]
 
     def __len__(self) -> int:
         return self._retry(self._pending, "counting jobs") + len(self._hand)
@@ -1291,8 +1415,17 @@ class SQLite(Queue):
             self._refused(e, "taking replies")
             return []
         rows.sort()
-        return [Reply(origin, job_id, bool(ok), value if ok else tuple(pickle.loads(value)), partial)
-                for _, origin, job_id, ok, value, partial in rows]
+        replies = []
+        for _, origin, job_id, ok, value, partial in rows:
+            result = _unseal(self._key, value)
+            items = _unseal(self._key, partial) if partial else b""
+            if result is None or items is None:
+                # (written by someone without the key: never unpickled; the caller's timeout applies)
+                log.warning("%r: dropped a reply for job %s that is not signed with this pool's signing key",
+                            self, job_id)
+                continue
+            replies.append(Reply(origin, job_id, bool(ok), result if ok else tuple(pickle.loads(result)), items))
+        return replies
 
 
 class _Batch:
@@ -1355,10 +1488,11 @@ class _Producer(Producer):
 
     def store(self, job: Job, ready_at: float = 0.0) -> int:
         ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
+        payload = _seal(self._store._key, job.payload)
         with self._lock:
             batch = self._next
             rows = batch.rows
-            rows.append((job.id, job.payload, job.origin, job.timeout, job.priority, job.mode, ready_at,
+            rows.append((job.id, payload, job.origin, job.timeout, job.priority, job.mode, ready_at,
                          job.deliveries, job.failures, job.bounces))
             if batch.full is not None and len(rows) >= self._expect:
                 batch.full.notify()

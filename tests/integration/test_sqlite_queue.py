@@ -173,6 +173,32 @@ def test_close_waits_for_a_cast_being_stored(path: Path, tmp_path: Path) -> None
     assert marker.exists()
 
 
+def test_signed_jobs_run_and_a_job_written_without_the_key_never_does(path: Path, tmp_path: Path) -> None:
+    """With a signing key every pool on the file signs what it writes; a job another program wrote
+    into the file without the key (a pickle that would touch a file) is never unpickled: it goes to
+    the failed store, and the pool goes on."""
+    import pickle
+    import sqlite3
+
+    from honeydew.protocol import call_payload
+    key = "a secret shared by the programs of this file"
+    forged, good = tmp_path / "forged-ran", tmp_path / "good-ran"
+    with honeydew.Pool(num_workers=1, queue=SQLite(path, signing_key=key)) as pool:
+        assert pool.options(timeout=T).call(H.echo, 7) == 7
+        db = sqlite3.connect(path, isolation_level=None)
+        env = db.execute("SELECT id FROM envs LIMIT 1").fetchone()[0]
+        db.execute("INSERT INTO jobs (id, payload, origin, timeout, priority, mode, ready_at, deliveries, failures, "
+                   "bounces, env) VALUES ('forged', ?, '', 0, 0, '', 0, 0, 0, 0, ?)",
+                   (pickle.dumps(call_payload(H.touch, (str(forged),), {})), env))
+        db.close()
+        pool.cast(H.touch, str(good))
+        H.wait_until(good.exists, T, what="the signed cast to run")
+        H.wait_until(lambda: pool.failed(), T, what="the forged job to reach the failed store")
+        (record,) = pool.failed()
+        assert record.id == "forged" and "not signed" in record.error
+    assert not forged.exists()
+
+
 BURST = """
 import sys, threading
 import honeydew
