@@ -104,6 +104,8 @@ def _parser() -> _Parser:
         p = commands.add_parser(name, help=what)
         p.example = f"honeydew {name} --pid 12345"
         target(p)
+    from . import worker_node
+    worker_node.add_parser(commands)
     return top
 
 
@@ -113,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        from .worker_node import run
+        return run(args)
     if args.command is None:
         parser.error("give a command: status, pools, failed list|retry|purge, suspend or resume")
     command = args.action if args.command == "failed" else args.command
