@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .systems import FLOOR, HONEYDEW, HUEY, MP, PPE, SERIAL, SYSTEMS, WORKERS
+from .systems import DRAMATIQ, FLOOR, HONEYDEW, HUEY, MP, PIKA, PPE, SERIAL, SYSTEMS, WORKERS
 
 MiB = 1024 * 1024
 
@@ -58,6 +58,27 @@ HD = (HONEYDEW,)
 FIRE = (HONEYDEW, MP)
 SCRIPT = (HONEYDEW, MP, PPE)   # the fresh-interpreter script trials
 DURABLE = (HONEYDEW, HUEY)     # durable queues on SQLite (huey when installed)
+BROKER = (HONEYDEW, DRAMATIQ)  # job queues on RabbitMQ (Dramatiq's figures: publisher confirms on unless said)
+QUEUE_TYPES = ("quorum", "classic")
+
+
+def _broker_floor() -> tuple[Metric, ...]:
+    """Bare pika on each queue type: the floor of the RabbitMQ targets."""
+    out = []
+    for t in QUEUE_TYPES:
+        out += [
+            Metric(f"rmq_pika_publish_per_s_{t}", f"bare pika: confirmed, mandatory, persistent publishes to a durable "
+                   f"{t} queue, 1 thread", "msgs/s", "higher", "rabbitmq", (PIKA,), _field(f"publish_per_s_{t}")),
+            Metric(f"rmq_pika_round_trip_p50_us_{t}", f"bare pika round trip on a {t} queue: confirmed publish, "
+                   f"echo consumer replies by correlation id, p50", "µs", "lower", "rabbitmq", (PIKA,),
+                   _field(f"rt_p50_us_{t}")),
+            Metric(f"rmq_pika_round_trip_p99_us_{t}", f"bare pika round trip on a {t} queue, p99", "µs", "lower",
+                   "rabbitmq", (PIKA,), _field(f"rt_p99_us_{t}")),
+            Metric(f"rmq_pika_round_trip_noconfirm_p50_us_{t}", f"bare pika round trip on a {t} queue without "
+                   f"publisher confirms, p50", "µs", "lower", "rabbitmq", (PIKA,), _field(f"rt_noconfirm_p50_us_{t}")),
+        ]
+    return tuple(out)
+
 
 METRICS: tuple[Metric, ...] = (
     Metric("call_p50_us", "call latency p50 (no-op round trip)", "µs", "lower", "latency", ALL, _field("p50_us")),
@@ -119,6 +140,23 @@ METRICS: tuple[Metric, ...] = (
            "jobs/s", "higher", "durable", DURABLE, _field("jobs_per_s_8t")),
     Metric("durable_cast_p50_us", "durable cast, 1 thread: p50 of the time to stored", "µs", "lower", "durable",
            DURABLE, _field("cast_p50_us")),
+    Metric("rmq_jobs_per_s_1t", "RabbitMQ: cast no-ops until drained, 1 casting thread (Dramatiq: confirms on)",
+           "jobs/s", "higher", "rabbitmq", BROKER, _field("jobs_per_s_1t")),
+    Metric("rmq_jobs_per_s_8t", "RabbitMQ: cast no-ops until drained, 8 casting threads (Dramatiq: confirms on)",
+           "jobs/s", "higher", "rabbitmq", BROKER, _field("jobs_per_s_8t")),
+    Metric("rmq_jobs_per_s_1t_noconfirm", "RabbitMQ: Dramatiq without publisher confirms, 1 casting thread",
+           "jobs/s", "higher", "rabbitmq", (DRAMATIQ,), _field("jobs_per_s_1t_noconfirm")),
+    Metric("rmq_jobs_per_s_8t_noconfirm", "RabbitMQ: Dramatiq without publisher confirms, 8 casting threads",
+           "jobs/s", "higher", "rabbitmq", (DRAMATIQ,), _field("jobs_per_s_8t_noconfirm")),
+    Metric("rmq_cast_p50_us", "RabbitMQ: one thread's cast, p50 (Dramatiq: confirms on)", "µs", "lower", "rabbitmq",
+           BROKER, _field("cast_p50_us")),
+    Metric("rmq_call_p50_us", "RabbitMQ: call round trip p50 (Dramatiq: send + get_result through Redis, confirms on)",
+           "µs", "lower", "rabbitmq", BROKER, _field("call_p50_us")),
+    Metric("rmq_call_p99_us", "RabbitMQ: call round trip p99", "µs", "lower", "rabbitmq", BROKER,
+           _field("call_p99_us")),
+    Metric("rmq_call_p50_us_noconfirm", "RabbitMQ: Dramatiq send + get_result without publisher confirms, p50", "µs",
+           "lower", "rabbitmq", (DRAMATIQ,), _field("call_p50_us_noconfirm")),
+    *_broker_floor(),
 )
 
 
@@ -186,7 +224,16 @@ TARGETS = (
     Target("big_payload", "50 MB argument + result round trip <= 1.0 x ProcessPoolExecutor's", "<=", 1.0),
     Target("durable_8t", "durable cast+run+ack (SQLite, fsync) from 8 threads >= 10,000 jobs/s", ">=", 10_000.0),
     Target("durable_1t", "durable cast+run+ack (SQLite, fsync) from 1 thread >= 3,000 jobs/s", ">=", 3_000.0),
+    Target("rmq_8t_vs_dramatiq", "RabbitMQ cast until drained, 8 threads >= 1.5 x Dramatiq's with publisher confirms",
+           ">=", 1.5),
+    Target("rmq_8t_vs_dramatiq_noconfirm", "RabbitMQ cast until drained, 8 threads >= 1.0 x Dramatiq's without "
+           "publisher confirms", ">=", 1.0),
+    Target("rmq_1t_vs_pika", "RabbitMQ cast until drained, 1 thread >= 0.8 x a bare pika loop of confirmed publishes "
+           "(same queue type)", ">=", 0.8),
+    Target("rmq_call_p50", "RabbitMQ call p50 <= 1.25 x a bare pika round trip (same queue type)", "<=", 1.25),
 )
+#: the targets measured on the RabbitMQ broker: SKIP (not FAIL) when honeydew's side did not run
+BROKER_TARGETS = ("rmq_8t_vs_dramatiq", "rmq_8t_vs_dramatiq_noconfirm", "rmq_1t_vs_pika", "rmq_call_p50")
 
 
 #: the trial kinds each target needs (a target whose kinds were not run is SKIP, not FAIL)
@@ -195,7 +242,7 @@ _INPUTS = {"call_p50": ("latency",), "call_p99": ("latency",), "submit_vs_mp": (
            "first_result": ("start_stop",), "recovery": ("recovery",), "scale": ("scale",), "worker_uss": ("memory",),
            "main_globals": ("main_globals",), "queue_uss_flat": ("main_globals",),
            "first_result_numpy": ("numpy_first",), "big_payload": ("big_payload",), "durable_8t": ("durable",),
-           "durable_1t": ("durable",)}
+           "durable_1t": ("durable",), **dict.fromkeys(BROKER_TARGETS, ("rabbitmq",))}
 
 
 def _med(ms: dict[str, Any], metric: str, system: str) -> float | None:
@@ -233,8 +280,50 @@ def _paired(a: list[float], b: list[float], f: Callable[[float, float], float]) 
     return [f(x, y) for x, y in zip(a, b, strict=False) if y]
 
 
-def targets(ms: dict[str, Any], raw: Raw) -> list[dict[str, Any]]:
-    """Each target as a ratio of medians from this run, with the per-repeat paired ratios."""
+def _honeydew_queue_type(raw: Raw) -> tuple[str, str]:
+    """(the queue type honeydew's RabbitMQ queue declared in this run, how it is known)."""
+    seen = [v for v in _raw_values(raw, "rabbitmq", HONEYDEW, "queue_type") if v in QUEUE_TYPES]
+    if len(seen) == 1:
+        return seen[0], ""
+    return "quorum", " (honeydew's queue type unknown: quorum assumed)"
+
+
+def _broker_target(t: Target, ms: dict[str, Any], raw: Raw) -> tuple[float | None, list[float], str]:
+    """(measured, paired ratios, detail) of a RabbitMQ target."""
+    def ratio(a_key: str, a_sys: str, b_key: str, b_sys: str) -> tuple[float | None, list[float]]:
+        value = _ratio(_med(ms, a_key, a_sys), _med(ms, b_key, b_sys))
+        return value, _paired(_samples(ms, a_key, a_sys), _samples(ms, b_key, b_sys), lambda x, y: x / y)
+
+    qt, assumed = _honeydew_queue_type(raw)
+    if t.id in ("rmq_8t_vs_dramatiq", "rmq_8t_vs_dramatiq_noconfirm"):
+        other = "rmq_jobs_per_s_8t" + ("_noconfirm" if t.id.endswith("noconfirm") else "")
+        value, paired = ratio("rmq_jobs_per_s_8t", HONEYDEW, other, DRAMATIQ)
+        detail = (f"honeydew {_fmt(_med(ms, 'rmq_jobs_per_s_8t', HONEYDEW))} jobs/s vs Dramatiq "
+                  f"{_fmt(_med(ms, 'rmq_jobs_per_s_8t', DRAMATIQ))} with confirms, "
+                  f"{_fmt(_med(ms, 'rmq_jobs_per_s_8t_noconfirm', DRAMATIQ))} without (2 worker processes each)")
+    elif t.id == "rmq_1t_vs_pika":
+        value, paired = ratio("rmq_jobs_per_s_1t", HONEYDEW, f"rmq_pika_publish_per_s_{qt}", PIKA)
+        detail = (f"honeydew {_fmt(_med(ms, 'rmq_jobs_per_s_1t', HONEYDEW))} jobs/s (cast p50 "
+                  f"{_fmt(_med(ms, 'rmq_cast_p50_us', HONEYDEW))} µs) on a {qt} queue{assumed}; bare pika "
+                  + ", ".join(f"{_fmt(_med(ms, f'rmq_pika_publish_per_s_{q}', PIKA))}/s on {q}" for q in QUEUE_TYPES)
+                  + f"; Dramatiq {_fmt(_med(ms, 'rmq_jobs_per_s_1t', DRAMATIQ))} jobs/s with confirms, "
+                  f"{_fmt(_med(ms, 'rmq_jobs_per_s_1t_noconfirm', DRAMATIQ))} without")
+    else:
+        value, paired = ratio("rmq_call_p50_us", HONEYDEW, f"rmq_pika_round_trip_p50_us_{qt}", PIKA)
+        detail = (f"honeydew {_fmt(_med(ms, 'rmq_call_p50_us', HONEYDEW))} µs (p99 "
+                  f"{_fmt(_med(ms, 'rmq_call_p99_us', HONEYDEW))}) on a {qt} queue{assumed}; bare pika round trip "
+                  + ", ".join(f"{_fmt(_med(ms, f'rmq_pika_round_trip_p50_us_{q}', PIKA))} µs on {q}"
+                              for q in QUEUE_TYPES)
+                  + f"; Dramatiq send + get_result {_fmt(_med(ms, 'rmq_call_p50_us', DRAMATIQ))} µs (p99 "
+                  f"{_fmt(_med(ms, 'rmq_call_p99_us', DRAMATIQ))}) with confirms")
+    return value, paired, detail
+
+
+def targets(ms: dict[str, Any], raw: Raw, notes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each target as a ratio of medians from this run, with the per-repeat paired ratios.
+    ``notes``: what the run said about a trial kind (why it was skipped, or run without honeydew),
+    added to the detail of the targets that depend on it."""
+    notes = notes or {}
     out = []
     for t in TARGETS:
         detail = ""
@@ -345,12 +434,21 @@ def targets(ms: dict[str, Any], raw: Raw) -> list[dict[str, Any]]:
                       f"{_fmt(_med(ms, 'durable_cast_p50_us', HONEYDEW))} µs)"
                       + (f"; huey SqliteHuey {_fmt(huey)} jobs/s (cast p50 "
                          f"{_fmt(_med(ms, 'durable_cast_p50_us', HUEY))} µs)" if huey is not None else ""))
+        elif t.id in BROKER_TARGETS:
+            value, paired, detail = _broker_target(t, ms, raw)
         else:  # pragma: no cover
             raise KeyError(t.id)
         ok = value is not None and (value <= t.threshold if t.op == "<=" else value >= t.threshold)
         inputs = _INPUTS[t.id]
         ran = all(any(e.get("ok") is not None for es in raw.get(kind, {}).values() for e in es) for kind in inputs)
+        if t.id in BROKER_TARGETS:  # the peers may have run alone
+            ran = ran and any(e.get("ok") is not None for kind in inputs for e in raw.get(kind, {}).get(HONEYDEW, []))
+        said = "; ".join(notes[kind] for kind in inputs if kind in notes)
         status = "PASS" if ok else "FAIL" if ran else "SKIP"
+        if status == "SKIP":  # nothing measured: only why, if the run said
+            detail = said
+        elif said:
+            detail = f"{detail} ({said})"
         out.append({"id": t.id, "target": t.text, "op": t.op, "threshold": t.threshold,
                     "measured": None if value is None or math.isinf(value) else value,
                     "pass": bool(ok), "status": status, "paired_ratios": paired, "detail": detail})
@@ -408,7 +506,8 @@ def text_targets(ts: list[dict[str, Any]]) -> str:
     for t in ts:
         verdict = t["status"]
         if verdict == "SKIP":
-            lines.append(f"SKIP  {t['target']}: not measured in this run")
+            why = f" - {t['detail']}" if t["detail"] else ""
+            lines.append(f"SKIP  {t['target']}: not measured in this run{why}")
             continue
         lines.append(f"{verdict}  {t['target']}: measured {_fmt(t['measured'])} (need {t['op']} {t['threshold']:g})"
                      f" - {t['detail']}")

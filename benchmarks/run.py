@@ -8,7 +8,9 @@ in its own long-lived host process (:mod:`benchmarks.host`); the runner drives t
 the repeats are interleaved (A B C ... A B C ..., the order rotated by one each repeat).  What
 depends on a fresh interpreter's ``__main__`` or imports (``main_globals``, ``numpy_first``,
 ``big_payload``) is measured by a script of ``benchmarks/scripts/`` that the host runs as a new
-process per trial.  It prints a table of medians with their spread, every target with PASS/FAIL
+process per trial.  On RabbitMQ (``rabbitmq``: :mod:`benchmarks.broker_trials`) honeydew is measured
+beside Dramatiq and bare pika; with no broker answering, that measurement is skipped and the run
+says why.  It prints a table of medians with their spread, every target with PASS/FAIL
 and its measured ratio, and writes ``results.json``, ``results.png`` and ``results.md`` into the
 output directory (``benchmarks/results/`` for a full run, ``benchmarks/results/local/`` otherwise).
 
@@ -35,7 +37,21 @@ from pathlib import Path
 from typing import Any
 
 from . import report, tasks
-from .systems import FLOOR, HAVE_HUEY, HONEYDEW, HUEY, MP, PPE, SERIAL, SYSTEMS, WORKERS
+from .systems import (
+    DRAMATIQ,
+    FLOOR,
+    HAVE_DRAMATIQ,
+    HAVE_HUEY,
+    HAVE_PIKA,
+    HONEYDEW,
+    HUEY,
+    MP,
+    PIKA,
+    PPE,
+    SERIAL,
+    SYSTEMS,
+    WORKERS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,6 +69,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "numpy_first": ("numpy_first",),
     "big_payload": ("big_payload",),
     "durable": ("durable",),
+    "rabbitmq": ("rabbitmq",),
 }
 
 KIND_SYSTEMS: dict[str, tuple[str, ...]] = {
@@ -60,7 +77,11 @@ KIND_SYSTEMS: dict[str, tuple[str, ...]] = {
     "map_cpu": (SERIAL, FLOOR, *SYSTEMS), "start_stop": SYSTEMS, "recovery": (HONEYDEW,), "memory": SYSTEMS,
     "scale": (HONEYDEW,), "main_globals": (HONEYDEW, MP, PPE), "numpy_first": (HONEYDEW, MP, PPE),
     "big_payload": (HONEYDEW, MP, PPE), "durable": (HONEYDEW, HUEY) if HAVE_HUEY else (HONEYDEW,),
+    # honeydew's side needs honeydew.queues.RabbitMQ (main() leaves it out, and says so, when it is missing)
+    "rabbitmq": (HONEYDEW, *((DRAMATIQ,) if HAVE_DRAMATIQ else ()), *((PIKA,) if HAVE_PIKA else ())),
 }
+#: the trial kinds that need the RabbitMQ broker (skipped, with the reason, when none answers)
+BROKER_KINDS = ("rabbitmq",)
 
 FULL: dict[str, dict[str, Any]] = {
     "latency": {"calls": 5000},
@@ -77,6 +98,7 @@ FULL: dict[str, dict[str, Any]] = {
     "numpy_first": {},
     "big_payload": {"bytes": 50_000_000, "round_trips": 5},
     "durable": {"jobs_1": 3000, "jobs_8": 16_000},
+    "rabbitmq": {"publishes": 3000, "round_trips": 2000, "jobs_1": 3000, "jobs_8": 8000, "calls": 2000},
 }
 SMOKE: dict[str, dict[str, Any]] = {
     "latency": {"calls": 100},
@@ -93,15 +115,16 @@ SMOKE: dict[str, dict[str, Any]] = {
     "numpy_first": {},
     "big_payload": {"bytes": 1_000_000, "round_trips": 5},
     "durable": {"jobs_1": 50, "jobs_8": 200},
+    "rabbitmq": {"publishes": 50, "round_trips": 30, "jobs_1": 50, "jobs_8": 80, "calls": 30},
 }
 #: default repeats per trial kind (full run); --repeats overrides them all
 REPEATS = {"latency": 5, "floor": 3, "throughput": 5, "cast": 3, "map_tiny": 3, "map_cpu": 5, "start_stop": 5,
            "recovery": 5, "memory": 3, "scale": 2, "main_globals": 5, "numpy_first": 5, "big_payload": 5,
-           "durable": 3}
+           "durable": 3, "rabbitmq": 3}
 #: a system whose trials of one kind time out this many times has its remaining repeats skipped
 MAX_TIMEOUTS = 2
 SMOKE_REPEATS = 2
-TIMEOUT = {"scale": 300.0}
+TIMEOUT = {"scale": 300.0, "rabbitmq": 300.0}
 DEFAULT_TIMEOUT = 150.0
 SMOKE_TIMEOUT = 60.0
 
@@ -332,7 +355,8 @@ def _timed_trial(host: Host, kind: str, params: dict[str, Any], timeout: float,
     entry = host.run(kind, params, timeout)
     wall = time.monotonic() - t0
     busy, _ = _cpu_busy()
-    own = sum(os.times()[:2]) - me0 + entry.get("cpu_s", 0.0)
+    # the broker's CPU (RabbitMQ, Redis) is the broker trials' own work, not another program's
+    own = sum(os.times()[:2]) - me0 + entry.get("cpu_s", 0.0) + (entry.get("result") or {}).get("broker_cpu_s", 0.0)
     others = max(0.0, (busy - before[0]) / ticks - own)
     entry["trial_wall_s"] = wall
     entry["quiet_wait_s"] = waited
@@ -352,6 +376,10 @@ def _cpu_busy(before: tuple[float, float] | None = None) -> Any:
     return (busy - before[0]) / max(1e-9, total - before[1])
 
 
+#: what --systems may name (the baselines serial, raw-pipes and pika always run with their measurements)
+SELECTABLE = (*SYSTEMS, HUEY, DRAMATIQ)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and 2 repeats: checks the harness (< 30 s)")
@@ -360,7 +388,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          f"(kinds: {', '.join(KIND_SYSTEMS)})")
     ap.add_argument("--repeats", type=int, default=None, help="repeats of every measurement (default: per family)")
     ap.add_argument("--systems", nargs="+", metavar="S", default=None,
-                    help=f"only these systems (default all): {', '.join(SYSTEMS)}, {HUEY}")
+                    help=f"only these systems (default all): {', '.join(SELECTABLE)}")
     ap.add_argument("--out", type=Path, default=None, help="output directory")
     ap.add_argument("--quiet-wait", type=float, default=None, metavar="S",
                     help="before each trial wait for the machine to be quiet, at most S seconds in all "
@@ -374,8 +402,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if name not in FAMILIES and name not in kinds:
             ap.error(f"unknown measurement {name!r}; choose from {', '.join([*FAMILIES, *kinds])}")
     for s in args.systems or ():
-        if s not in (*SYSTEMS, HUEY):
-            ap.error(f"unknown system {s!r}; choose from {', '.join((*SYSTEMS, HUEY))}")
+        if s not in SELECTABLE:
+            ap.error(f"unknown system {s!r}; choose from {', '.join(SELECTABLE)}")
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.smoke else 120.0
     if args.retry_noisy is None:
@@ -397,6 +425,62 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     return out
 
 
+def broker_check(steps: list[tuple[str, str, int]]) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    """Before any host starts, for the measurements on the RabbitMQ broker: (the kinds skipped, with
+    why; what the results must say about the ones that run; the systems left out of a kind).  No
+    broker answering skips them; without ``honeydew.queues.RabbitMQ`` the peers run alone.  Sets
+    ``$HONEYDEW_BENCH_RUN`` (inherited by the hosts): the prefix of every queue this run declares."""
+    skipped: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    absent: dict[str, set[str]] = {}
+    kinds = [kind for _, kind, _ in steps if kind in BROKER_KINDS]
+    if not kinds:
+        return skipped, notes, absent
+    from . import broker_trials
+    os.environ["HONEYDEW_BENCH_RUN"] = os.urandom(4).hex()
+    why = broker_trials.broker_missing()
+    for kind in kinds:
+        if why:
+            skipped[kind] = why
+            continue
+        said = []
+        missing = broker_trials.honeydew_missing()
+        if missing:
+            absent.setdefault(kind, set()).add(HONEYDEW)
+            said.append(f"{missing}: the peers ran alone (its targets are not measured)")
+        if not HAVE_DRAMATIQ:
+            said.append("Dramatiq is not installed (the bench extra has it): bare pika only")
+        elif broker_trials.redis_missing():
+            said.append(broker_trials.redis_missing())
+        if said:
+            notes[kind] = "; ".join(said)
+    return skipped, notes, absent
+
+
+def broker_sweep() -> None:
+    """Delete every queue of this run still on the broker (a trial deletes its own; a host killed
+    in the middle of one cannot)."""
+    from . import broker_trials
+    try:
+        found, errors = broker_trials.sweep(broker_trials.run_prefix())
+    except Exception as e:  # the broker went away: nothing more to do here than say so
+        print(f"WARNING: could not look for this run's queues on the broker: {type(e).__name__}: {e}", flush=True)
+        return
+    if found:
+        print(f"WARNING: {len(found)} queue(s) of this run were left on the broker (a trial failed to delete "
+              f"them) and are now deleted: {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}", flush=True)
+    for e in errors:
+        print(f"WARNING: {e}", flush=True)
+
+
+def broker_prefix(steps: list[tuple[str, str, int]]) -> str | None:
+    """The prefix of every queue this run declared on the broker (None: it used none)."""
+    if not any(kind in BROKER_KINDS for _, kind, _ in steps):
+        return None
+    from . import broker_trials
+    return broker_trials.run_prefix()
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -412,11 +496,17 @@ def main(argv: list[str] | None = None) -> int:
     out_dir: Path = args.out or (RESULTS / "local" if partial else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     logdir = Path(tempfile.mkdtemp(prefix="honeydew-bench-logs-"))
-    wanted = set(args.systems or (*SYSTEMS, HUEY)) | {SERIAL, FLOOR}
+    wanted = set(args.systems or SELECTABLE) | {SERIAL, FLOOR, PIKA}
     steps = plan(args)
+    skipped, notes, absent = broker_check(steps)
+    steps = [step for step in steps if step[1] not in skipped]
 
     print(f"honeydew benchmarks: {'SMOKE ' if args.smoke else ''}{WORKERS} workers per system, "
           f"{os.cpu_count()} CPUs, Python {platform.python_version()}; host logs in {logdir}", flush=True)
+    for kind, why in skipped.items():
+        print(f"  {kind}: skipped: {why}", flush=True)
+    for kind, why in notes.items():
+        print(f"  {kind}: {why}", flush=True)
     iters = None
     if any(kind == "map_cpu" for _, kind, _ in steps):
         iters = tasks.calibrate_busy(0.020)
@@ -425,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     hosts: dict[str, Host] = {}
     for _, kind, _ in steps:  # start every host at once: their start-up is outside every timing
         for s in KIND_SYSTEMS[kind]:
-            if s in wanted and s not in hosts:
+            if s in wanted and s not in hosts and s not in absent.get(kind, ()):
                 hosts[s] = Host(s, logdir)
                 hosts[s].launch()
     for h in hosts.values():
@@ -436,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     raw: report.Raw = {}
     try:
         for fam, kind, reps in steps:
-            systems = [s for s in KIND_SYSTEMS[kind] if s in wanted]
+            systems = [s for s in KIND_SYSTEMS[kind] if s in wanted and s not in absent.get(kind, ())]
             params = dict(sizes[kind])
             if kind == "map_cpu":
                 params["iters"] = iters
@@ -476,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for h in hosts.values():
             h.close()
+        if any(kind in BROKER_KINDS for _, kind, _ in steps):
+            broker_sweep()
 
     cpu_during = _cpu_busy(cpu_before)
     noisy = sorted({f"{k}/{s}" for k, per in raw.items() for s, es in per.items() for e in es
@@ -483,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     interference = [e["interference"] for per in raw.values() for es in per.values() for e in es
                     if "interference" in e]
     ms = report.metrics(raw)
-    ts = report.targets(ms, raw)
+    ts = report.targets(ms, raw, {**notes, **skipped})
     elapsed = time.monotonic() - started
     mach = machine()
     vers = versions()
@@ -504,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
         "quiet_wait_s": gate.waited,
         "interference_median": statistics.median(interference) if interference else None,
         "interference_max": max(interference) if interference else None, "noisy_trials": noisy,
+        "skipped": skipped, "notes": notes,
+        "broker_queue_prefix": broker_prefix(steps),
     }
     doc = {"meta": meta, "targets": ts, "metrics": ms, "raw": raw}
     tmp = out_dir / "results.json.tmp"
@@ -512,7 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     head = (f"Measured {now:%Y-%m-%d %H:%M} UTC on {mach['nproc']} CPUs ({mach['cpu']}), Python {mach['python']}, "
             f"Linux {mach['kernel']}; honeydew {vers.get('git_commit') or vers.get('honeydew')}; "
             f"{WORKERS} workers each; `{meta['command']}`; {elapsed / 60:.1f} min; median interference from other "
-            f"processes {meta['interference_median'] or 0:.1%}.\n\n")
+            f"processes {meta['interference_median'] or 0:.1%}.\n\n"
+            + "".join(f"**{kind}:** skipped: {why}\n\n" for kind, why in skipped.items())
+            + "".join(f"**{kind}:** {why}\n\n" for kind, why in notes.items()))
     (out_dir / "results.md").write_text(head + report.markdown(ms, ts))
     title = (f"honeydew vs peers, {WORKERS} workers - {mach['nproc']} CPUs, Python {mach['python']}, "
              f"{now:%Y-%m-%d}{' (smoke)' if args.smoke else ''}")

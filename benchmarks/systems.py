@@ -8,7 +8,9 @@ Each adapter imports its library lazily, so a system's benchmark host loads only
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +33,29 @@ PEERS = SYSTEMS[1:]
 #: ``SqliteHuey`` and its consumer, when huey is installed (the bench extra has it).
 HUEY = "huey"
 HAVE_HUEY = importlib.util.find_spec("huey") is not None
+
+#: The ``rabbitmq`` measurement (benchmarks/broker_trials.py): Dramatiq on the same RabbitMQ broker as
+#: honeydew's RabbitMQ queue, and bare pika (the floor: a loop of confirmed publishes, a round trip
+#: through an echo consumer).  Neither holds a pool in its host: each trial starts its own workers.
+DRAMATIQ = "dramatiq"
+PIKA = "pika"
+HAVE_PIKA = importlib.util.find_spec("pika") is not None
+HAVE_DRAMATIQ = HAVE_PIKA and importlib.util.find_spec("dramatiq") is not None
+#: the brokers of that measurement (the environment variables override them; their passwords are
+#: never printed: :func:`shown`)
+AMQP_URL = os.environ.get("HONEYDEW_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+REDIS_URL = os.environ.get("HONEYDEW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def shown(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and results)."""
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class System:
@@ -180,8 +205,36 @@ class Mpire(System):
         return pool.map(fn, items)
 
 
+class _BrokerClient(System):
+    """A system measured only by the ``rabbitmq`` trials, which start its worker processes
+    themselves.  Its host holds no pool: ``open`` imports the client library (so the host pays for
+    that at start, outside every timing) and ``call`` runs the function in the host."""
+
+    library = ""
+
+    def open(self) -> Any:
+        return importlib.import_module(self.library)
+
+    def call(self, pool: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    def exit(self, pool: Any) -> None:
+        return None
+
+
+class Dramatiq(_BrokerClient):
+    name = DRAMATIQ
+    library = "dramatiq.brokers.rabbitmq"
+
+
+class Pika(_BrokerClient):
+    name = PIKA
+    library = "pika"
+
+
 ADAPTERS: dict[str, type[System]] = {
     HONEYDEW: Honeydew, MP: MpPool, PPE: ProcessPoolExecutor, LOKY: Loky, PEBBLE: Pebble, MPIRE: Mpire,
+    DRAMATIQ: Dramatiq, PIKA: Pika,
 }
 
 

@@ -824,10 +824,20 @@ def _durable_huey(path: str, threads: int, n: int) -> tuple[float, list[float]]:
     return (n // threads) * threads / (t1 - t0), latencies
 
 
+# --------------------------------------------------------------------------- 10. RabbitMQ
+
+def rabbitmq(name: str, p: dict[str, Any]) -> dict[str, Any]:
+    """honeydew's RabbitMQ queue beside Dramatiq and bare pika on the same broker
+    (``benchmarks/broker_trials.py``, imported only by the hosts that run it)."""
+    from . import broker_trials
+    return broker_trials.rabbitmq(name, p)
+
+
 TRIALS = {
     "latency": latency, "floor": floor, "throughput": throughput, "cast": cast, "map_tiny": map_tiny,
     "map_cpu": map_cpu, "start_stop": start_stop, "memory": memory, "recovery": recovery, "scale": scale,
     "main_globals": main_globals, "numpy_first": numpy_first, "big_payload": big_payload, "durable": durable,
+    "rabbitmq": rabbitmq,
 }
 
 
