@@ -140,6 +140,8 @@ METRICS: tuple[Metric, ...] = (
            "jobs/s", "higher", "durable", DURABLE, _field("jobs_per_s_8t")),
     Metric("durable_cast_p50_us", "durable cast, 1 thread: p50 of the time to stored", "µs", "lower", "durable",
            DURABLE, _field("cast_p50_us")),
+    Metric("durable_disk_commits_per_s", "this disk, same trial: single-row SQLite commits/s (WAL, synchronous=FULL)",
+           "commits/s", "higher", "durable", DURABLE, _field("disk_commits_per_s")),
     Metric("rmq_jobs_per_s_1t", "RabbitMQ: cast no-ops until drained, 1 casting thread (Dramatiq: confirms on)",
            "jobs/s", "higher", "rabbitmq", BROKER, _field("jobs_per_s_1t")),
     Metric("rmq_jobs_per_s_8t", "RabbitMQ: cast no-ops until drained, 8 casting threads (Dramatiq: confirms on)",
@@ -430,10 +432,14 @@ def targets(ms: dict[str, Any], raw: Raw, notes: dict[str, str] | None = None) -
             value = _med(ms, key, HONEYDEW)
             paired = _samples(ms, key, HONEYDEW)
             huey = _med(ms, key, HUEY)
+            disk = _med(ms, "durable_disk_commits_per_s", HONEYDEW)
             detail = (f"honeydew {_fmt(value)} jobs/s (single-thread cast p50 "
                       f"{_fmt(_med(ms, 'durable_cast_p50_us', HONEYDEW))} µs)"
                       + (f"; huey SqliteHuey {_fmt(huey)} jobs/s (cast p50 "
-                         f"{_fmt(_med(ms, 'durable_cast_p50_us', HUEY))} µs)" if huey is not None else ""))
+                         f"{_fmt(_med(ms, 'durable_cast_p50_us', HUEY))} µs)" if huey is not None else "")
+                      + (f"; this disk: {_fmt(disk)} single-row FULL commits/s in the same trials (the target was "
+                         f"set where it gave about 6,800: {_fmt(value / disk)} jobs per commit-time, the target "
+                         f"{_fmt((10_000 if t.id == 'durable_8t' else 3_000) / 6_800)})" if disk else ""))
         elif t.id in BROKER_TARGETS:
             value, paired, detail = _broker_target(t, ms, raw)
         else:  # pragma: no cover

@@ -725,8 +725,30 @@ def durable(name: str, p: dict[str, Any]) -> dict[str, Any]:
             latencies.sort()
             out["cast_p50_us"] = percentile(latencies, 50) * 1e6
             out["cast_p99_us"] = percentile(latencies, 99) * 1e6
-    out.update(jobs_1=p["jobs_1"], jobs_8=p["jobs_8"])
+    out.update(jobs_1=p["jobs_1"], jobs_8=p["jobs_8"], disk_commits_per_s=_disk_commits_per_s())
     return out
+
+
+def _disk_commits_per_s(n: int = 300) -> float:
+    """This disk, now: single-row commits/s of a bare SQLite file (WAL, ``synchronous=FULL``), the
+    floor every durable queue here stands on (its speed varies with the host, run to run)."""
+    import sqlite3
+
+    with tempfile.TemporaryDirectory(prefix="honeydew-bench-disk-") as tmp:
+        db = sqlite3.connect(os.path.join(tmp, "disk.db"), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
+            row = (b"x" * 200,)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO t (payload) VALUES (?)", row)
+                db.execute("COMMIT")
+            return n / (time.perf_counter() - t0)
+        finally:
+            db.close()
 
 
 def _cast_from(threads: int, n: int, fire: Any, fn: Any) -> list[float]:
