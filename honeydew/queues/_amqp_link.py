@@ -73,6 +73,7 @@ class Link:
     _broken: str
     _redeclare: bool
     _live: dict[str, int]
+    _retiring: set[str]
     _inbox: collections.deque[tuple[Any, ...]]
     _replies_in: collections.deque[tuple[Any, ...]]
     _reply_tags: list[int]
@@ -126,6 +127,7 @@ class Link:
             self._seq = 0
             self._confirms.clear()
             self._live.clear()
+            self._retiring.clear()
             self._blocked = False
             self._broken = ""
             self._sock_fd = conn._impl._transport._sock.fileno()
@@ -219,6 +221,7 @@ class Link:
         self._replies_in.clear()
         self._reply_tags.clear()
         self._live.clear()
+        self._retiring.clear()
         for seq, state in self._confirms.items():
             if not state:
                 self._confirms[seq] = "lost"
@@ -313,6 +316,7 @@ class Link:
             self._redeclare = True
         elif tag in self._live:
             self._live.pop(tag)
+            self._retiring.discard(tag)
             self._complain("cancelled", f"{self!r}: the broker cancelled a consumer of queue {self.name!r} (deleted "
                                         f"or moved?); declaring it again", logging.WARNING)
             self._count_at = -1.0

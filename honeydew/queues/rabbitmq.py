@@ -24,7 +24,11 @@ heartbeats flowing every ``poll_secs`` while workers (other processes) run jobs 
 Demand.  The pool's consumer prefetch equals the workers' credits, running jobs included
 (:meth:`~RabbitMQ.hold`): RabbitMQ does not change the prefetch of a running consumer, so the pool
 keeps one consumer per credit, each with a prefetch of 1, and adds or cancels consumers as the
-number changes (a cancelled consumer's unacknowledged job still counts until it is acked).
+number changes (a cancelled consumer's unacknowledged job still counts until it is acked).  A
+consumer is cancelled only while it holds a job: the broker may be handing a job to a free consumer
+when the cancel comes, and it then takes that job back counting a delivery that never ran.  A free
+consumer no longer wanted is retired instead (reused first if demand rises again) and cancelled
+once it receives a job, which waits here, unstarted and uncounted, for the next worker.
 
 Counts.  A job's deliveries are the ones carried in its signed meta (``d``: set when honeydew
 itself republishes it) plus the broker's ``x-delivery-count`` (every earlier delivery of this copy
@@ -204,6 +208,7 @@ class RabbitMQ(Link, FailedStore, Queue):
         # consuming
         self._held = 0                            # hold(): the jobs our workers can take
         self._live: dict[str, int] = {}           # live consumer tag -> its unacked messages
+        self._retiring: set[str] = set()          # live consumers not wanted: cancelled once they hold a job
         self._inbox: collections.deque[tuple[Any, ...]] = collections.deque()   # raw job deliveries
         self._replies_in: collections.deque[tuple[Any, ...]] = collections.deque()
         self._reply_tags: list[int] = []          # replies taken, acked at the next call
@@ -315,6 +320,8 @@ class RabbitMQ(Link, FailedStore, Queue):
             self._expect = max(0, self._expect - 1)
             if consumer in self._live:
                 self._live[consumer] += 1
+                if consumer in self._retiring:  # (not wanted any more: now that it holds a job, it can go)
+                    self._cancel_consumer(consumer)
             meta, why = env.open_envelope(self._key, props.headers, body, env.JOB, self.name)
             if meta is None:
                 log.warning("%r: message %r (%d bytes) on queue %r has %s: moved unopened to %r", self,
@@ -570,21 +577,29 @@ class RabbitMQ(Link, FailedStore, Queue):
             except (BrokerError, *_ERRORS) as e:
                 self._lost(e, "declaring the queues again")
                 return
+        impl = self._ch
         held = self._held
         unacked = len(self._inbox) + len(self._hand)
         unacked += sum(1 + len(m.dups) for m in self._out.values() if m.epoch == self._epoch)
-        live = self._live
-        impl = self._ch
+        live, retiring = self._live, self._retiring
         try:
-            while live:
-                free = [t for t, n in live.items() if n == 0]
-                if len(live) > held or unacked + len(free) > held:
-                    tag = free[0] if free else next(iter(live))
-                    live.pop(tag)
-                    self._cancel_consumer(tag)
+            while True:
+                active = [t for t in live if t not in retiring]
+                free = [t for t in active if live[t] == 0]
+                if free and unacked + len(free) > held:
+                    # (a free consumer is never cancelled: the broker may be handing it a job right then,
+                    # and it would take that job back counting a delivery that never ran; it is retired,
+                    # and cancelled once it holds a job, see _take_in)
+                    retiring.add(free[0])
+                elif len(active) > held:
+                    self._cancel_consumer(next(t for t in active if live[t] > 0))
+                else:
+                    break
+            while len(live) - len(retiring) < held and unacked + sum(
+                    1 for t, n in live.items() if n == 0 and t not in retiring) < held:
+                if retiring:  # (wanted again: it may even be about to receive a job)
+                    retiring.pop()
                     continue
-                break
-            while len(live) < held and unacked + sum(1 for n in live.values() if n == 0) < held:
                 tag = impl.basic_consume(self.name, self._on_job, auto_ack=False)
                 live[tag] = 0
         except _ERRORS as e:
@@ -593,11 +608,14 @@ class RabbitMQ(Link, FailedStore, Queue):
     def _cancel_consumers(self) -> None:
         for tag in list(self._live):
             self._cancel_consumer(tag)
-        self._live.clear()
 
     def _cancel_consumer(self, tag: str) -> None:
-        """Stop consumer ``tag``.  The jobs the broker sent it before it took the cancel still come to
-        us (pika would reject them, which the broker counts as a failed delivery of each)."""
+        """Stop consumer ``tag`` (forgotten here at once).  The jobs the broker sent it before it took
+        the cancel still come to us (pika would reject them, which the broker counts as a failed
+        delivery of each).  Only a consumer that holds its job is cancelled while the pool runs: the
+        broker takes back, counted, a job it was handing to a free consumer when the cancel came."""
+        self._live.pop(tag, None)
+        self._retiring.discard(tag)
         ch = self._ch
         ch.basic_cancel(tag, callback=lambda _frame: None)
         ch._cancelled.discard(tag)  # (it stays in pika's consumers until the broker's CancelOk)
@@ -715,7 +733,8 @@ class RabbitMQ(Link, FailedStore, Queue):
             except _ERRORS as e:
                 self._lost(e, "counting the failed jobs")
         delayed = self._delayed_count()
+        consumers = len(self._live) - len(self._retiring)
         return {"pending": self._ready_count() + len(self._hand) + delayed, "delayed": delayed,
-                "reserved": len(self._out), "prefetched": len(self._hand), "consumers": len(self._live),
+                "reserved": len(self._out), "prefetched": len(self._hand), "consumers": consumers,
                 "failed_store": failed, "connected": self._conn is not None, "reconnects": self._reconnects,
                 "queue": self.name, "broker": env.redact(self.url)}

@@ -21,6 +21,7 @@ from support import integration_helpers as H
 from support import rabbit as R
 
 import honeydew
+from honeydew.queues import Job, Owner
 
 T = 30.0
 
@@ -182,6 +183,38 @@ def test_a_poison_job_under_requeue_runs_three_times_then_fails(name: str, tmp_p
             pool.options(timeout=T).call(R.poison, str(out))
         assert pool.options(timeout=T).call(R.echo, "still serving") == "still serving"
     assert len(R.runs(out)) == 3
+
+
+def test_demand_dropping_never_cancels_a_free_consumer(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the workers' demand drops (a worker died, a pool shrinks), a consumer holding no job is
+    not cancelled: the broker may be handing it a job at that moment, and would take that job back
+    counting a delivery that never ran.  It is retired instead, and cancelled once it holds a job,
+    which is then handed out as its first delivery."""
+    q = R.queue(name)
+    cancels: list[int] = []  # the jobs each cancelled consumer held when it was cancelled
+    real_cancel = q._cancel_consumer
+    monkeypatch.setattr(q, "_cancel_consumer", lambda tag: (cancels.append(q._live.get(tag, -1)), real_cancel(tag)))
+    q.open(Owner("inspector", 0, 0, os.getpid()))
+    try:
+        q.hold(1)
+        assert q.status()["consumers"] == 1
+        q.hold(0)  # (the worker died: its consumer has no job)
+        assert cancels == [] and q.status()["consumers"] == 0
+        payload = pickle.dumps(("task", "support.rabbit.echo", ("x",), {}))
+        q.enqueue([Job("retired-1", payload)])
+        job = H.wait_until(lambda: q.reserve(time.time()), T, what="the job the retired consumer took")
+        assert job.id == "retired-1" and job.deliveries == 1
+        assert cancels == [1]  # (cancelled while it held the job: nothing in flight to take back)
+        q.ack([job.id])
+        q.hold(1)
+        job2_id = "retired-2"
+        q.enqueue([Job(job2_id, payload)])
+        job = H.wait_until(lambda: q.reserve(time.time()), T, what="a job for the new consumer")
+        assert job.id == job2_id and job.deliveries == 1
+        q.ack([job.id])
+    finally:
+        q.close()
+    assert R.ready_count(name) == 0
 
 
 def test_a_job_that_kills_its_whole_node_is_capped_and_moved(name: str, tmp_path: Path) -> None:
