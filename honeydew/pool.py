@@ -244,7 +244,9 @@ class Pool(Executor):
         if unknown:
             raise unknown_options(unknown)
         # (a WorkerSpec already made: honeydew.ProcessPoolExecutor's, from its initializer)
-        self._spec: WorkerSpec = worker if isinstance(worker, WorkerSpec) else make_spec(worker, args)
+        # (an enqueue-only pool runs no init: it takes the worker for its task names alone)
+        self._spec: WorkerSpec = worker if isinstance(worker, WorkerSpec) else make_spec(
+            worker, args, runs_init=num_workers != 0)
         self._config = config = PoolConfig.from_options(
             num_workers=num_workers, init_retry_secs=init_retry_secs, init_retry_max_secs=init_retry_max_secs,
             queue=queue, dispatcher=dispatcher, failure_mode=failure_mode, num_queues=num_queues,

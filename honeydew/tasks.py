@@ -248,8 +248,10 @@ def task_options(fn: Any) -> TaskOptions | None:
     return options if isinstance(options, TaskOptions) else None
 
 
-def make_spec(worker: Any, args: Any) -> WorkerSpec:
-    """Validate the user's worker and init arguments; raise ``TypeError`` showing a correct call."""
+def make_spec(worker: Any, args: Any, runs_init: bool = True) -> WorkerSpec:
+    """Validate the user's worker and init arguments; raise ``TypeError`` showing a correct call.
+    Without ``runs_init`` (an enqueue-only pool, which takes the worker for its task names) the
+    arguments are not checked against ``init``: a producer need not know a worker node's."""
     example = "honeydew.Pool(riak_worker, ['127.0.0.1', 8087], num_workers=5)"
     if args is None:
         args = ()
@@ -267,7 +269,8 @@ def make_spec(worker: Any, args: Any) -> WorkerSpec:
         # a subclass may override a task without repeating the decorator: run the override
         tasks = {name: getattr(worker, name) for name in names}
         try:
-            inspect.signature(worker).bind(*args)
+            if runs_init:
+                inspect.signature(worker).bind(*args)
         except TypeError as e:
             raise TypeError(f"{worker.__qualname__}(*args) does not take the arguments {args!r}: {e}; "
                             f"e.g. {example}") from None
@@ -280,11 +283,11 @@ def make_spec(worker: Any, args: Any) -> WorkerSpec:
         if init is not None and not callable(init):
             raise TypeError(f"{worker!r}.init must be a function: def init(*args) -> state; e.g. {example}")
         tasks = _marked(ns)
-        if init is None and args:
+        if init is None and args and runs_init:
             raise TypeError(f"init arguments {args!r} were given but {getattr(worker, '__name__', worker)!r} "
                             f"defines no init(*args); define one, or pass no arguments: "
                             f"honeydew.Pool({getattr(worker, '__name__', 'worker')}, num_workers=5)")
-        if init is not None:
+        if init is not None and runs_init:
             try:
                 inspect.signature(init).bind(*args)
             except TypeError as e:

@@ -199,6 +199,16 @@ def test_signed_jobs_run_and_a_job_written_without_the_key_never_does(path: Path
     assert not forged.exists()
 
 
+def test_an_enqueue_only_pool_needs_no_init_arguments(path: Path) -> None:
+    """A producer takes the worker for its task names: it runs no init, so it is not asked for the
+    arguments the worker pools give it."""
+    with honeydew.Pool(D.Store, ["db.internal", 8087], num_workers=1, queue=SQLite(path)), \
+            honeydew.Pool(D.Store, num_workers=0, queue=SQLite(path)) as producer:
+        assert producer.options(timeout=T).call("where_am_i", "job") == "job@db.internal:8087"
+    with pytest.raises(TypeError, match="does not take the arguments"):
+        honeydew.Pool(D.Store, num_workers=1, queue=SQLite(path))  # (a pool that runs init still checks)
+
+
 BURST = """
 import sys, threading
 import honeydew

@@ -57,3 +57,15 @@ def square_unless_three(x: int) -> int:
     if x == 3:
         raise ItsOwnError("three")
     return x * x
+
+
+class Store:
+    """A worker class whose state needs arguments (a host and a port, say): an enqueue-only pool
+    names its tasks without knowing them."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.where = f"{host}:{port}"
+
+    @honeydew.task
+    def where_am_i(self, tag: str) -> str:
+        return f"{tag}@{self.where}"
