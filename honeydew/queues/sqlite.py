@@ -298,6 +298,12 @@ _MAC = 32
 KEY_ENV = "HONEYDEW_SIGNING_KEY"
 
 
+def _unreadable(message: str) -> Failure:
+    """The failure of a job (or record) that must not be unpickled here."""
+    return Failure(kind=Failure.SERIALIZATION, type_name=qualname(SerializationError), message=message,
+                   traceback="", mro=_SERIALIZATION_MRO)
+
+
 def _key(key: bytes | str | None) -> bytes | None:
     if key is None:
         key = os.environ.get(KEY_ENV) or None
@@ -442,9 +448,7 @@ class SQLite(Queue):
         blob = _unseal(self._key, stored)
         if blob is None:
             log.warning("%r: %s is not signed with this pool's signing key: not read", self, what)
-            return tuple(Failure(kind=Failure.SERIALIZATION, type_name=qualname(SerializationError),
-                                 message=f"{what} is not signed with this pool's signing key (not read)",
-                                 traceback="", mro=_SERIALIZATION_MRO))
+            return tuple(_unreadable(f"{what} is not signed with this pool's signing key (not read)"))
         return tuple(pickle.loads(blob))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1149,44 +1153,40 @@ class SQLite(Queue):
 
     def _foreign(self, row: tuple[Any, ...]) -> None:
         """A job pickled by another Python or cloudpickle version: to the failed store, not run."""
-        job_id, origin, deliveries, env, seq = row[0], row[2], row[4], row[_ENV], row[_SEQ]
+        job_id, env = row[0], row[_ENV]
         found = self._one("SELECT python, cloudpickle FROM envs WHERE id = ?", (env,), "reading versions")
         python, cp = found[0] if found else ("?", "?")
         mine = self._versions
         differs = [f"Python {python} (this pool runs {mine[0]})" if python != mine[0] else "",
                    f"cloudpickle {cp} (this pool has {mine[1]})" if cp != mine[1] else ""]
-        failure = Failure(kind=Failure.SERIALIZATION, type_name=qualname(SerializationError),
-                          message=f"job {job_id} was not run: it was stored with "
-                                  f"{' and '.join(d for d in differs if d) or 'other versions'}, and its payload "
-                                  f"may not unpickle here; it is kept in the failed store of {self.path}: retry it "
-                                  f"(pool.retry_failed) from a pool of the versions that stored it",
-                          traceback="", mro=_SERIALIZATION_MRO)
-        log.warning("%r: %s", self, failure.message)
-        oid = self._oid
-
-        def body(db: sqlite3.Connection) -> None:
-            if db.execute("SELECT 1 FROM jobs WHERE seq = ? AND owner = ?", (seq, oid)).fetchone():
-                self._to_failed(db, seq, job_id, origin, failure_record(failure), deliveries - 1, time.time())
-
-        self._tx(body, f"moving job {job_id} of other versions to the failed store")
+        self._set_aside(row, f"job {job_id} was not run: it was stored with "
+                             f"{' and '.join(d for d in differs if d) or 'other versions'}, and its payload may not "
+                             f"unpickle here; it is kept in the failed store of {self.path}: retry it "
+                             f"(pool.retry_failed) from a pool of the versions that stored it",
+                        f"moving job {job_id} of other versions to the failed store")
 
     def _unsigned(self, row: tuple[Any, ...]) -> None:
         """A job whose signature is missing or wrong (written by someone without the signing key):
         to the failed store, never unpickled, never run."""
+        job_id = row[0]
+        self._set_aside(row, f"job {job_id} was not run: its payload is not signed with this pool's signing key (it "
+                             f"was written to {self.path} by a program without the key, or altered); it is kept, "
+                             f"unread, in the failed store: purge it (honeydew failed purge --sqlite)",
+                        f"moving unsigned job {job_id} to the failed store")
+
+    def _set_aside(self, row: tuple[Any, ...], why: str, doing: str) -> None:
+        """A claimed job that must not run here goes to the failed store, unread, with a
+        ``SerializationError`` saying ``why`` (its caller, if one waits, is told)."""
         job_id, origin, deliveries, seq = row[0], row[2], row[4], row[_SEQ]
-        failure = Failure(kind=Failure.SERIALIZATION, type_name=qualname(SerializationError),
-                          message=f"job {job_id} was not run: its payload is not signed with this pool's signing key "
-                                  f"(it was written to {self.path} by a program without the key, or altered); it "
-                                  f"is kept, unread, in the failed store: purge it (honeydew failed purge --sqlite)",
-                          traceback="", mro=_SERIALIZATION_MRO)
-        log.warning("%r: %s", self, failure.message)
+        failure = _unreadable(why)
+        log.warning("%r: %s", self, why)
         oid = self._oid
 
         def body(db: sqlite3.Connection) -> None:
             if db.execute("SELECT 1 FROM jobs WHERE seq = ? AND owner = ?", (seq, oid)).fetchone():
                 self._to_failed(db, seq, job_id, origin, failure_record(failure), deliveries - 1, time.time())
 
-        self._tx(body, f"moving unsigned job {job_id} to the failed store")
+        self._tx(body, doing)
 
     def ack(self, job_ids: Sequence[str], replies: Sequence[Reply] = ()) -> None:
         """The acks ride with the next transaction (a reservation, a store, the next tick: within
