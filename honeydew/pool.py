@@ -582,7 +582,7 @@ class Pool(Executor):
         self._check_owner()
         if self._closed:
             return
-        with self._stores:  # a cast being stored goes before the Drain that follows (its Wake too)
+        with self._stores:  # a cast being stored is committed before the Drain, which finds it in the store
             self._closed = True
             while self._storing:
                 self._stores.wait()
