@@ -286,6 +286,23 @@ def _busy(e: BaseException) -> bool:
     return isinstance(e, sqlite3.OperationalError) and _code(e) in (_BUSY, _LOCKED)
 
 
+def _transaction(db: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """``work()`` in one write transaction on ``db`` (``BEGIN IMMEDIATE`` ... ``COMMIT``), rolled
+    back if it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        raise
+    return result
+
+
 def _blob(value: Any) -> bytes:
     """A reply's value as stored: the pickled result as is, a failure record pickled."""
     return value if isinstance(value, bytes) else pickle.dumps(tuple(value), protocol=pickle.HIGHEST_PROTOCOL)
@@ -540,19 +557,16 @@ class SQLite(Queue):
         if tables and "meta" not in tables:
             raise self._not_a_database(f"it is an SQLite database of something else (tables {sorted(tables)[:5]})")
         if "jobs" not in tables or "gone" not in tables:
-            self._sync(db, True)
-            try:
-                db.execute("BEGIN IMMEDIATE")
+            def create() -> None:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (repr(time.time()),))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+
+            self._sync(db, True)
+            try:
+                _transaction(db, create)
             finally:
                 self._sync(db, False)
         row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -592,27 +606,22 @@ class SQLite(Queue):
         acks = self._acks
         hand = list(self._hand)
 
+        def work() -> T:
+            if acks:
+                db.executemany(_ACK, acks)
+            return body(db)
+
         def run() -> T:
             self._delta = 0
-            db.execute("BEGIN IMMEDIATE")
             try:
-                if acks:
-                    db.executemany(_ACK, acks)
-                result = body(db)
-                db.execute("COMMIT")
+                return _transaction(db, work)
             except BaseException:
-                if db.in_transaction:
-                    try:
-                        db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
                 # what the body did in memory goes with the transaction: the hand as it was, and
                 # what it learnt of the delayed jobs is asked again
                 self._hand.clear()
                 self._hand.extend(hand)
                 self._due_dv = -1
                 raise
-            return result
 
         if durable and self._toggle:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -992,17 +1001,10 @@ class SQLite(Queue):
         """``body`` in one write transaction at ``synchronous`` on ``db`` (maybe not our own)."""
         def run() -> T:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.execute("BEGIN IMMEDIATE")
             try:
-                result = body(db)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+                return _transaction(db, lambda: body(db))
             finally:
                 db.execute(f"PRAGMA synchronous={self._light}")
-            return result
 
         return self._retry(run, doing)
 
@@ -1539,21 +1541,7 @@ class _Producer(Producer):
             store._retry(lambda: db.execute(_INSERT, row), "storing a job")
             return
         rows = [(*row, env) for row in rows]
-
-        def run() -> None:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(_INSERT, rows)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    try:
-                        db.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                raise
-
-        store._retry(run, f"storing {len(rows)} job(s)")
+        store._retry(lambda: _transaction(db, lambda: db.executemany(_INSERT, rows)), f"storing {len(rows)} job(s)")
 
     def _sync(self) -> None:
         """Make the commit durable: fsync the write-ahead log, outside the write lock.
