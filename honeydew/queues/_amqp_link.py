@@ -98,11 +98,11 @@ class Link:
             params.blocked_connection_timeout = self.confirm_timeout
         return params
 
-    def _connect(self) -> None:
-        """Connect, declare the topology, open both channels; raise BrokerError if it cannot."""
+    def _open_connection(self) -> Any:
+        """A new connection to the broker, or a BrokerError saying why there is none (no password in it)."""
         where = env.redact(self.url)
         try:
-            conn = pika.BlockingConnection(self._params())
+            return pika.BlockingConnection(self._params())
         except pika.exceptions.ProbableAuthenticationError:
             raise BrokerError(f"the broker at {where} refused the user name or password in the queue's URL "
                               f"(queue {self.name!r}): check them") from None
@@ -112,6 +112,10 @@ class Link:
         except _ERRORS as e:
             raise BrokerError(f"cannot connect to the broker at {where} for queue {self.name!r}: "
                               f"{type(e).__name__}: {e}; is RabbitMQ running there?") from None
+
+    def _connect(self) -> None:
+        """Connect, declare the topology, open both channels; raise BrokerError if it cannot."""
+        conn = self._open_connection()
         try:
             pub = conn.channel()
             self._declare(pub)
@@ -140,7 +144,8 @@ class Link:
             # the consuming channel is pika's asynchronous one: its deliveries come straight to our callbacks
             ch = conn._impl.channel(on_open_callback=ready.append)
             if not self._pump(lambda: len(ready) >= 2, self.confirm_timeout):
-                raise BrokerError(f"the broker at {where} did not open the channels of queue {self.name!r} in time")
+                raise BrokerError(f"the broker at {env.redact(self.url)} did not open the channels of queue "
+                                  f"{self.name!r} in time")
             ch._set_cookie(_NotBlocking())  # (BlockingConnection.close() asks each channel's wrapper; this has none)
             ch.add_on_close_callback(self._on_channel_closed)
             ch.add_on_cancel_callback(self._on_cancelled)
@@ -189,14 +194,7 @@ class Link:
     def check(self) -> None:
         """In the caller, at ``Pool(...)``: connect, declare the queues, disconnect; a
         :class:`BrokerError` says what is wrong (unreachable, credentials, a conflicting queue)."""
-        try:
-            conn = pika.BlockingConnection(self._params())
-        except pika.exceptions.ProbableAuthenticationError:
-            raise BrokerError(f"the broker at {env.redact(self.url)} refused the user name or password in the "
-                              f"queue's URL (queue {self.name!r}): check them") from None
-        except _ERRORS as e:
-            raise BrokerError(f"cannot connect to the broker at {env.redact(self.url)} for queue {self.name!r}: "
-                              f"{type(e).__name__}: {e}; is RabbitMQ running there?") from None
+        conn = self._open_connection()
         try:
             self._declare(conn.channel())
         finally:
