@@ -45,7 +45,7 @@ from typing import IO, Any
 import psutil
 
 from .systems import AMQP_URL, DRAMATIQ, HONEYDEW, PIKA, REDIS_URL, WORKERS, shown
-from .trials import percentile, single_threaded
+from .trials import percentile, procs_cpu, single_threaded
 
 ROOT = Path(__file__).resolve().parent.parent
 #: every queue of this measurement starts with it (then the run's token: :func:`run_prefix`)
@@ -242,14 +242,7 @@ class BrokerCpu:
         self.start = self._now()
 
     def _now(self) -> float:
-        total = 0.0
-        for p in self.procs:
-            try:
-                c = p.cpu_times()
-                total += c.user + c.system
-            except psutil.Error:
-                pass
-        return total
+        return procs_cpu(self.procs)
 
     def used(self) -> float:
         return self._now() - self.start

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +71,22 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def tree_cpu(pids: dict[int, psutil.Process]) -> float:
-    """CPU seconds used so far by this host and the given live processes (user + system)."""
-    t = os.times()
-    total = t[0] + t[1]
-    for p in pids.values():
+def procs_cpu(procs: Iterable[psutil.Process]) -> float:
+    """CPU seconds used so far by the given processes (user + system; those gone count nothing)."""
+    total = 0.0
+    for p in procs:
         try:
             c = p.cpu_times()
             total += c.user + c.system
         except psutil.Error:
             pass
     return total
+
+
+def tree_cpu(pids: dict[int, psutil.Process]) -> float:
+    """CPU seconds used so far by this host and the given live processes (user + system)."""
+    t = os.times()
+    return t[0] + t[1] + procs_cpu(pids.values())
 
 
 def _warm(system: System, pool: Any) -> None:
