@@ -58,9 +58,10 @@ def queue_counts(queues: list[Endpoint], timeout: float) -> tuple[int, int] | No
 
 
 def stop_collected(owner: int, name: str, supervisor: Any, queues: list[Endpoint], writer: Any,
-                   spool: str | None, wake: Any) -> None:
+                   spool: str | None, wake: Any, durable: str = "") -> None:
     """The ``weakref.finalize`` callback of a pool collected without being joined.  ``wake`` is the
-    event its result thread sleeps on: set, so that the thread sees the pool is gone and ends."""
+    event its result thread sleeps on: set, so that the thread sees the pool is gone and ends.
+    ``durable`` names the pool's durable queue, which keeps its jobs ('' for one that does not)."""
     writer.stop()   # (its timer thread ends too)
     wake.set()
     if os.getpid() != owner or supervisor.exitcode is not None:
@@ -80,6 +81,10 @@ def stop_collected(owner: int, name: str, supervisor: Any, queues: list[Endpoint
     if counts is None:
         log.warning("honeydew: %s was garbage-collected without being joined: stopped; the jobs it still held "
                     "were dropped (how many is unknown: a queue did not answer)", name)
+    elif durable and counts[0] + counts[1]:
+        log.warning("honeydew: %s was garbage-collected without being joined: stopped; %d running job(s) stopped "
+                    "and %d queued left in %s, where they run when a pool serves it again; leave its `with` "
+                    "block, or close() and join() it, to run them now", name, counts[1], counts[0], durable)
     elif counts[0] + counts[1] + unsent:
         log.warning("honeydew: %s was garbage-collected without being joined: stopped; %d job(s) dropped "
                     "(%d running, %d queued, casts included); leave its `with` block, or close() and join() it, "

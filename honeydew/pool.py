@@ -327,7 +327,8 @@ class Pool(Executor):
         # collected without being joined: stop the tree and say what was dropped (_leftovers)
         self._finalizer = weakref.finalize(
             self, _leftovers.stop_collected, self._owner, f"<honeydew.Pool {self._spec.name} workers={num_workers}>",
-            self._supervisor, self._queues, self._writer, self._spool, self._jobs.submits_open)
+            self._supervisor, self._queues, self._writer, self._spool, self._jobs.submits_open,
+            repr(queue) if self._durable else "")
         self._finalizer.atexit = False  # at interpreter exit, _terminate_leftovers does it
         _live_pools.add(self)
         _SigtermHandler.install()
@@ -899,6 +900,10 @@ class Pool(Executor):
             return f"{waiting} job(s) with a waiting caller dropped (and an unknown number of casts)" if waiting else ""
         if not queued + running:
             return ""
+        if self._durable:  # (nothing stored is dropped: the jobs stay in the durable queue)
+            return (f"{running} running job(s) stopped and {queued} queued left in {self._config.queue!r}, where "
+                    f"they run when a pool serves it again (the stopped ones counted as delivered); {waiting} "
+                    f"waiting caller(s) get PoolClosed")
         return (f"{queued + running} job(s) dropped ({running} running, {queued} queued, casts included); "
                 f"{waiting} waiting caller(s) get PoolClosed")
 

@@ -209,6 +209,30 @@ def test_an_enqueue_only_pool_needs_no_init_arguments(path: Path) -> None:
         honeydew.Pool(D.Store, num_workers=1, queue=SQLite(path))  # (a pool that runs init still checks)
 
 
+def test_terminate_says_the_jobs_stay_in_the_file_and_they_do(path: Path, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """``terminate()`` on a durable queue drops nothing: it says the jobs are left in the file, and
+    the next pool on the file runs them."""
+    release = tmp_path / "release"
+    pool = honeydew.Pool(num_workers=1, queue=SQLite(path))
+    pool.cast(H.wait_for_file, str(release), 60)
+    H.wait_until(lambda: pool.status()["queues"][0]["running"], T, what="the job to start")
+    pool.cast(H.echo, "queued")
+    with caplog.at_level("WARNING", logger="honeydew.pool"):
+        pool.terminate()
+    assert "1 running job(s) stopped and 1 queued left in SQLite(" in caplog.text, caplog.text
+    assert "dropped" not in caplog.text
+    release.touch()
+    with honeydew.Pool(num_workers=1, queue=SQLite(path)):
+        pass  # (leaving waits for both jobs)
+    q = SQLite(path)
+    q.open(Owner("inspector", 0, 0, os.getpid()))
+    try:
+        assert len(q) == 0 and q.status()["reserved"] == 0
+    finally:
+        q.close()
+
+
 BURST = """
 import sys, threading
 import honeydew
