@@ -301,7 +301,9 @@ def test_two_worker_pools_on_one_file_run_every_job_once(path: Path, tmp_path: P
     runs.mkdir()
     with honeydew.Pool(num_workers=2, queue=SQLite(path)) as a, honeydew.Pool(num_workers=2, queue=SQLite(path)) as b:
         assert a.options(timeout=T).call(H.echo, 1) == 1 and b.options(timeout=T).call(H.echo, 2) == 2
-        workers = H.worker_pids()  # (both pools')
+        # (both pools' four workers, each past the moment it still carries its monitor's name)
+        H.wait_until(lambda: len(H.worker_pids()) == 4, T, what="the four workers")
+        workers = H.worker_pids()
         with honeydew.Pool(num_workers=0, queue=SQLite(path)) as sender:
             futs = [sender.submit(H.record_run, str(runs)) for _ in range(400)]
             pids = [f.result(timeout=T) for f in futs]
