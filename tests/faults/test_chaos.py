@@ -193,14 +193,17 @@ class ChaosPool(RuleBasedStateMachine):
         the queue holds the news of the death ahead of anything this test sends next, so a later
         job is never charged to the dead worker.  (A killed queue needs no such fence: jobs sent
         before the caller heard of its restart are reported lost, naming the killed queue.)"""
+        # Every process of the slot and every init attempt so far, taken BEFORE the targets: a
+        # worker may die by itself (a crash job) and be replaced between two snapshots, and a
+        # replacement seen here but not killed would never be followed by another init.
+        seen: set[int] = set()
+        if slot is not None:
+            seen = F.init_pids(self.flag_dir, slot) | {p.pid for n in (f"hd-worker-{slot}", f"hd-monitor-{slot}")
+                                                        for p in F.by_name(n)}
         targets = F.by_name(name)
         if not targets:
             event(f"kill {name.rsplit('-', 1)[0]}: none alive")
             return False
-        seen: set[int] = set()
-        if slot is not None:  # every process of the slot now, and every init attempt so far
-            seen = F.init_pids(self.flag_dir, slot) | {p.pid for n in (f"hd-worker-{slot}", f"hd-monitor-{slot}")
-                                                        for p in F.by_name(n)}
         its_workers = {p.pid for p in F.by_name(f"hd-worker-{slot}")} if name.startswith("hd-monitor") else set()
         self.kills += 1
         self.step += 1
@@ -215,9 +218,15 @@ class ChaosPool(RuleBasedStateMachine):
         F.wait_until(lambda: all(_dead(pid) for pid in doomed), WAIT, what=f"{name} dead")
         if slot is not None:
             # (a worker killed just after its fork may log its init after `seen` was taken)
-            killed = {p.pid for p in targets}
-            F.wait_until(lambda: F.init_pids(self.flag_dir, slot) - seen - killed, WAIT,
-                         what=f"a replacement worker in slot {slot}")
+            killed = {p.pid for p in targets} | its_workers
+            try:
+                F.wait_until(lambda: F.init_pids(self.flag_dir, slot) - seen - killed, WAIT,
+                             what=f"a replacement worker in slot {slot}")
+            except AssertionError as e:
+                now = {p.pid: F.process_name(p) for p in F.pool_processes()}
+                raise AssertionError(f"{e}; init attempts of the slot {sorted(F.init_pids(self.flag_dir, slot))}, "
+                                     f"seen before the kill {sorted(seen)}, killed {sorted(killed)}, "
+                                     f"pool processes now {now}") from None
         return True
 
     @rule(slot=st.integers(0, NUM_WORKERS - 1))

@@ -75,7 +75,7 @@ def finish(pool: honeydew.Pool, timeout: float = 20.0) -> None:
 
 # --- pool processes and other descendants ---------------------------------------------------------
 
-def _name(p: psutil.Process) -> str:
+def process_name(p: psutil.Process) -> str:
     try:
         return p.name()
     except psutil.Error:
@@ -121,12 +121,12 @@ def pool_processes(root: int | None = None) -> list[psutil.Process]:
         kids = psutil.Process(root).children(recursive=True)
     except psutil.Error:
         return []
-    return [p for p in kids if _name(p).startswith(POOL_PREFIXES) and _alive(p)]
+    return [p for p in kids if process_name(p).startswith(POOL_PREFIXES) and _alive(p)]
 
 
 def by_name(name: str, root: int | None = None) -> list[psutil.Process]:
     """Live pool processes below ``root`` whose name is exactly ``name``."""
-    return [p for p in pool_processes(root) if _name(p) == name]
+    return [p for p in pool_processes(root) if process_name(p) == name]
 
 
 def one(name: str, root: int | None = None, timeout: float = 10.0) -> psutil.Process:
@@ -147,12 +147,12 @@ def one(name: str, root: int | None = None, timeout: float = 10.0) -> psutil.Pro
 
 
 def names(root: int | None = None) -> list[str]:
-    return sorted(_name(p) for p in pool_processes(root))
+    return sorted(process_name(p) for p in pool_processes(root))
 
 
 def worker_pids(root: int | None = None) -> set[int]:
     """Pids of the live ``hd-worker-*`` processes below ``root``."""
-    return {p.pid for p in pool_processes(root) if _name(p).startswith("hd-worker-")}
+    return {p.pid for p in pool_processes(root) if process_name(p).startswith("hd-worker-")}
 
 
 def wait_gone(pids: Iterable[int], timeout: float = 2.0) -> list[int]:

@@ -48,6 +48,7 @@ from support.common import (  # noqa: F401  (re-exported: tests use them as F.<n
     names,
     one,
     pool_processes,
+    process_name,
     read_line_with,
     reaped,
     record_run,
