@@ -316,18 +316,30 @@ def _reset_in_child() -> None:
 
 
 def _before_fork() -> None:
+    global _fork_held
     server = _server
     if server is not None and server.thread is not threading.current_thread() and _owner == os.getpid():
         _fork.held = _busy.acquire(timeout=FORK_WAIT)
+        _fork_held = True
 
 
 def _after_fork_in_parent() -> None:
-    if getattr(_fork, "held", False):
+    if _fork_held and getattr(_fork, "held", False):
         _fork.held = False
         _busy.release()
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_reset_in_child)
+def _after_fork_in_child() -> None:
+    """Forget the parent's registry and server, unless there is nothing to forget: a process whose
+    registry is empty and unlocked (a pool's own processes, after the supervisor's reset) forks
+    its children without running more Python here, so a forked worker writes fewer of the pages it
+    shares with its monitor.  Its stale ``_owner`` is put right by :func:`_check_pid` on first use."""
+    if _server is not None or _pools or _dead or _lock.locked() or _busy.locked():
+        _reset_in_child()
+
+
+_fork_held = False   # some fork ever held _busy (then the after-fork handlers look at _fork)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 def shutdown() -> None:
