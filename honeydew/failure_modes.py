@@ -8,19 +8,26 @@ delay; the delay is a timestamp in the queue, it never blocks a worker).  The se
 of decisions is open: a decision is anything with an ``apply`` (:class:`Decision`).  A failure
 mode that raises, or answers with something that is not a ``Decision``, fails the job with
 ``FailureModeError``; the queue goes on.
+
+A job may carry a failure mode of its own (``pool.options(failure_mode=...)``): it travels with the
+job as a string (:func:`own_mode_key`), even through a durable backend to another pool, and the
+queue process reads it back (:func:`read_own_mode`) only when the job fails.
 """
 
 from __future__ import annotations
 
 import abc
+import base64
+import binascii
 import math
 import numbers
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import Failure, qualname
-from .queues.base import Job, Queue
+from .queues.base import OWN_MODE, Job, Queue
 
 #: The longest redelivery delay honoured (a year); longer ones, even infinite, are cut to it.
 MAX_DELAY = 365 * 86400.0
@@ -209,3 +216,33 @@ class Retry(FailureMode):
     def __repr__(self) -> str:
         names = ", ".join(c.__name__ for c in self.on)
         return f"Retry(times={self.times}, backoff={self.backoff!r}, on=({names},), then={self.then!r})"
+
+
+def own_mode_key(mode: FailureMode) -> str:
+    """A job's own failure mode as its ``mode`` key: :data:`~honeydew.queues.base.OWN_MODE` and the
+    mode pickled (cloudpickle: a ``backoff`` lambda, or a class defined in the script, travels by
+    value), in base64.  ``TypeError`` if it cannot be pickled."""
+    import cloudpickle  # (here: only a job with a failure mode of its own needs it)
+
+    try:
+        blob = cloudpickle.dumps(mode, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        raise TypeError(f"the job's failure_mode {mode!r} cannot be pickled ({type(e).__name__}: {e}); it travels "
+                        f"with the job to the queue process: give it picklable attributes, e.g. "
+                        f"pool.options(failure_mode=honeydew.Retry(times=3, backoff=1.0)).submit(task, ...)") from None
+    return OWN_MODE + base64.b64encode(blob).decode("ascii")
+
+
+def read_own_mode(key: str) -> FailureMode:
+    """The failure mode a key of :func:`own_mode_key` carries.  Raises (``ValueError`` for a key
+    that is not one, whatever unpickling raises, ``TypeError`` for something not a failure mode)."""
+    if not key.startswith(OWN_MODE):
+        raise ValueError(f"{key[:40]!r} is not a job's own failure mode")
+    try:
+        blob = base64.b64decode(key[len(OWN_MODE):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("its job's own failure mode is not valid base64") from None
+    mode = pickle.loads(blob)
+    if not isinstance(mode, FailureMode):
+        raise TypeError(f"its job's own failure mode unpickled as {type(mode).__name__}, not a honeydew.FailureMode")
+    return mode

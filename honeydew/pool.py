@@ -54,7 +54,7 @@ from .errors import (
     to_exception,
 )
 from .failed import FailedRecord, describe
-from .failure_modes import MAX_DELAY, FailureMode, Requeue
+from .failure_modes import MAX_DELAY, FailureMode, Requeue, own_mode_key
 from .protocol import (
     Cancel,
     Control,
@@ -196,27 +196,29 @@ class Options:
     ``pool.options(timeout=5).call("get", "bucket", "key")``."""
 
     def __init__(self, pool: Pool, timeout: float | None, job_timeout: float | None, block: bool,
-                 delay: float = 0.0, priority: int | None = None) -> None:
+                 delay: float = 0.0, priority: int | None = None, mode: str = "") -> None:
         self._pool = pool
         self._timeout = timeout
         self._job_timeout = None if job_timeout is None else float(job_timeout)  # None: the task's, or the pool's
         self._block = block
         self._delay = delay
         self._priority = priority
+        self._mode = mode  # the job's own failure mode, as its key (own_mode_key); '': the task's, or the pool's
 
     def _ready_at(self) -> float:
         return time.time() + self._delay if self._delay else 0.0
 
     def call(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return self._pool._call(fn, args, kwargs, self._timeout, self._job_timeout, self._ready_at(), self._priority)
+        return self._pool._call(fn, args, kwargs, self._timeout, self._job_timeout, self._ready_at(), self._priority,
+                                self._mode)
 
     def cast(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
         return self._pool._cast(fn, args, kwargs, self._block, self._timeout, self._job_timeout, self._ready_at(),
-                                self._priority)
+                                self._priority, self._mode)
 
     def submit(self, fn: str | Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         return self._pool._submit(fn, args, kwargs, self._block, self._timeout, self._job_timeout, self._ready_at(),
-                                  self._priority)
+                                  self._priority, self._mode)
 
 
 class Pool(Executor):
@@ -369,7 +371,8 @@ class Pool(Executor):
         return await asyncio.wrap_future(await self.asubmit(fn, *args, **kwargs))
 
     def options(self, *, timeout: float | None = None, job_timeout: float | None = None,
-                block: bool = True, delay: float = 0.0, priority: int | None = None) -> Options:
+                block: bool = True, delay: float = 0.0, priority: int | None = None,
+                failure_mode: FailureMode | None = None) -> Options:
         """Per-job options that can never collide with a task's keyword arguments:
         ``pool.options(timeout=5, job_timeout=60).call("get", "bucket", "key")``.
 
@@ -381,8 +384,20 @@ class Pool(Executor):
         * ``delay``: the job runs no earlier than this many seconds from now; it holds no worker
           while it waits (wall-clock: on a durable queue a delay survives a restart).
         * ``priority``: an int; higher runs first (default 0), equal priorities in the order sent.
+        * ``failure_mode``: what happens to this job when it fails (it raises, its worker dies, it
+          times out): ``pool.options(failure_mode=honeydew.Retry(times=3)).submit(task, ...)``.
+          It must pickle (``TypeError`` here otherwise): it travels with the job, through a
+          durable queue too, and is unpickled by the queue process that sees the job fail (with
+          cloudpickle's reach: a ``backoff`` lambda, a ``FailureMode`` subclass of the script).
+          It is pickled here, once per ``options()`` (keep the ``Options`` to send many jobs).
+          Should it not unpickle there (a class that process cannot import), the pool's failure
+          mode handles the job instead and the queue process logs an error naming the job and
+          why.  A job whose whole pool (or queue process) dies while running it is counted
+          against the durable backend's ``recovery_cap`` (which a pool-level ``Requeue`` sets),
+          not against this mode's.
 
-        ``job_timeout`` and ``priority`` override what ``@honeydew.task(...)`` gave the task."""
+        ``job_timeout``, ``failure_mode`` and ``priority`` override what ``@honeydew.task(...)``
+        gave the task, which overrides the pool's."""
         check_secs("timeout", timeout, allow_none=True)
         check_secs("job_timeout", job_timeout, allow_none=True, positive=True)
         check_secs("delay", delay, allow_none=False)
@@ -390,7 +405,14 @@ class Pool(Executor):
         if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
             raise TypeError(f"priority must be an int (higher runs first), got {priority!r}; "
                             f"e.g. pool.options(priority=10).cast(task, ...)")
-        return Options(self, timeout, job_timeout, bool(block), float(delay), priority)
+        mode = ""
+        if failure_mode is not None:
+            if not isinstance(failure_mode, FailureMode):
+                what = "the class" if isinstance(failure_mode, type) else repr(failure_mode)
+                raise TypeError(f"failure_mode must be a honeydew.FailureMode instance, got {what}; "
+                                f"e.g. pool.options(failure_mode=honeydew.Retry(times=3)).submit(task, ...)")
+            mode = own_mode_key(failure_mode)
+        return Options(self, timeout, job_timeout, bool(block), float(delay), priority, mode)
 
     def map(self, fn: str | Callable[..., Any], *iterables: Iterable[Any], chunksize: int | None = None,
             timeout: float | None = None, progress: bool = False) -> Iterator[Any]:
@@ -747,13 +769,14 @@ class Pool(Executor):
             self._spec.check_args(ref, args, kwargs)
         return self._encoder.payload(ref, args, kwargs)
 
-    def _task_defaults(self, fn: Any, job_timeout: float | None, priority: int | None) -> tuple[float, int, str]:
-        """A job's time limit, priority and failure-mode key: the job's own (given: not None), else
-        its task's (``@honeydew.task(...)``), else the pool's.  The key is the task's name when the
-        task has a failure mode of its own ('' otherwise: the pool's)."""
+    def _task_defaults(self, fn: Any, job_timeout: float | None, priority: int | None,
+                       mode: str = "") -> tuple[float, int, str]:
+        """A job's time limit, priority and failure-mode key: the job's own (given: not None, or for
+        ``mode`` not ''), else its task's (``@honeydew.task(...)``), else the pool's.  The key is the
+        job's own failure mode (``own_mode_key``), else the task's name when the task has a failure
+        mode of its own, else '' (the pool's)."""
         if not self._spec.options:
-            return (self._job_timeout if job_timeout is None else job_timeout), priority or 0, ""
-        mode = ""
+            return (self._job_timeout if job_timeout is None else job_timeout), priority or 0, mode
         name = fn if isinstance(fn, str) else self._spec.resolve(fn)
         options = self._spec.options.get(name) if isinstance(name, str) else None
         if options is not None:
@@ -761,22 +784,22 @@ class Pool(Executor):
                 job_timeout = options.job_timeout
             if priority is None:
                 priority = options.priority
-            if options.failure_mode is not None:
+            if not mode and options.failure_mode is not None:
                 mode = name  # type: ignore[assignment]
         return (self._job_timeout if job_timeout is None else job_timeout), priority or 0, mode
 
     def _cast(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
               timeout: float | None, job_timeout: float | None, ready_at: float = 0.0,
-              priority: int | None = None) -> str:
+              priority: int | None = None, mode: str = "") -> str:
         payload = self._payload(fn, args, kwargs)
-        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority)
+        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority, mode)
         return self._enqueue(payload, False, block, timeout, job_timeout,  # type: ignore[no-any-return]
                              ready_at=ready_at, priority=priority, mode=mode)
 
     def _call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None,
-              job_timeout: float | None, ready_at: float = 0.0, priority: int | None = None) -> Any:
+              job_timeout: float | None, ready_at: float = 0.0, priority: int | None = None, mode: str = "") -> Any:
         payload = self._payload(fn, args, kwargs)
-        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority)
+        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority, mode)
         slot = self._enqueue(payload, True, True, timeout, job_timeout, is_async=False,
                              ready_at=ready_at, priority=priority, mode=mode)
         if not slot._done:
@@ -787,9 +810,9 @@ class Pool(Executor):
 
     def _submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], block: bool,
                 timeout: float | None, job_timeout: float | None, ready_at: float = 0.0,
-                priority: int | None = None) -> JobFuture:
+                priority: int | None = None, mode: str = "") -> JobFuture:
         payload = self._payload(fn, args, kwargs)
-        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority)
+        job_timeout, priority, mode = self._task_defaults(fn, job_timeout, priority, mode)
         return self._enqueue(payload, True, block, timeout,  # type: ignore[no-any-return]
                              job_timeout, ready_at=ready_at, priority=priority, mode=mode)
 

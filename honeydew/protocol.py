@@ -69,8 +69,9 @@ class Enqueue(NamedTuple):
     ``origin`` is the token of the pool whose caller waits for the outcome ('' for a cast).
     ``timeout`` is the job's run-time limit in seconds (0: none), enforced by the monitor.
     ``ready_at`` is when it may run (a ``time.time()`` stamp; 0: now), ``priority`` its priority
-    (higher first), ``mode`` the name of its task when that task has a failure mode of its own
-    (``@honeydew.task(failure_mode=...)``; '' for the pool's)."""
+    (higher first), ``mode`` its failure mode: its own (``pool.options(failure_mode=...)``:
+    ``OWN_MODE`` and the pickle, see ``honeydew.failure_modes.own_mode_key``), else the name of its
+    task when that task has one of its own (``@honeydew.task(failure_mode=...)``), else '' (the pool's)."""
 
     TAG = 1
     job_id: str

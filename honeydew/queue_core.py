@@ -16,7 +16,10 @@ the right job.
 Failures: a job that failed (``Failed``, or its worker died holding it) goes to the failure mode,
 whose :class:`~honeydew.failure_modes.Decision` is applied; the decision calls back
 :meth:`QueueCore.redeliver` or :meth:`QueueCore.give_up`.  A failure mode that raises, or answers
-with something that is not a decision, fails the job with ``FailureModeError``.
+with something that is not a decision, fails the job with ``FailureModeError``.  The failure mode
+is the job's own (``pool.options(failure_mode=...)``, unpickled from its ``mode`` key when it
+fails, and kept for the next failures), else its task's (``@honeydew.task(failure_mode=...)``),
+else the pool's; a job's own that will not unpickle here gets the pool's, and an error is logged.
 
 A generation number tells incarnations apart: a restarted queue process (``gen`` > 0) ignores the
 caller until the caller says ``Resync(gen)`` (it has dealt with whatever it sent before), and
@@ -37,10 +40,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import _spool
+from . import _process, _spool
 from .dispatchers import Dispatcher
 from .errors import NO_WORKER_MRO, Failure
-from .failure_modes import Decision, FailureMode
+from .failure_modes import Decision, FailureMode, read_own_mode
 from .protocol import (
     Answer,
     Cancel,
@@ -73,7 +76,7 @@ from .protocol import (
     failure_record,
     read_failure,
 )
-from .queues.base import FAILED_STORE, Job, Queue, Reply
+from .queues.base import FAILED_STORE, OWN_MODE, Job, Queue, Reply
 
 _MARK = _spool.MARK
 
@@ -84,6 +87,10 @@ INIT_FAILURES_TO_GIVE_UP = 3
 #: A job handed back unstarted this many times (its workers died before starting it) counts as
 #: delivered from then on, so even a payload that kills workers while being received is bounded.
 MAX_BOUNCES = 3
+
+#: How many jobs' own failure modes (``pool.options(failure_mode=...)``) a queue keeps unpickled,
+#: by key; past it the table starts again (a storm of failures unpickles each key once).
+OWN_MODES_KEPT = 256
 
 
 class Sink(Protocol):
@@ -108,6 +115,8 @@ class QueueCore:
         self.dispatcher = dispatcher
         self.failure_mode = failure_mode
         self.task_modes = task_modes or {}     # the failure modes tasks have of their own, by task name
+        #: jobs' own failure modes, unpickled, by key; or why the key would not unpickle here
+        self.own_modes: dict[str, FailureMode | str] = {}
         self.caller, self.workers, self.monitors = caller, workers, monitors
         self.count_settled = count_settled
         self.has_workers = has_workers
@@ -447,7 +456,13 @@ class QueueCore:
             self.counts["crashed"] += 1
         elif failure.kind == Failure.TIMEOUT:
             self.counts["timed_out"] += 1
-        mode = self.task_modes.get(job.mode, self.failure_mode) if job.mode else self.failure_mode
+        key = job.mode
+        if not key:
+            mode = self.failure_mode
+        elif key.startswith(OWN_MODE):
+            mode = self._own_mode(job)
+        else:
+            mode = self.task_modes.get(key, self.failure_mode)
         try:
             decision = mode.decide(failure, job.deliveries, job.failures)
         except Exception as e:
@@ -469,6 +484,31 @@ class QueueCore:
                 self.give_up(job, Failure.of_failure_mode(job.id, failure, mode, e))
         finally:
             self._failure = None
+
+    def _own_mode(self, job: Job) -> FailureMode:
+        """The failure mode ``job`` carries (``pool.options(failure_mode=...)``), unpickled once per
+        key.  One that will not unpickle here (its class cannot be imported in this process, say)
+        leaves the job to the pool's failure mode, which handles it like any other, with an error
+        logged naming the job and why: the job is neither lost nor left to loop."""
+        key = job.mode
+        found = self.own_modes.get(key)
+        if found is None:
+            if len(self.own_modes) >= OWN_MODES_KEPT:
+                self.own_modes.clear()
+            _process.decoding = f"queue process {self.index} decoded the failure mode of job {job.id}"
+            try:
+                found = read_own_mode(key)
+            except Exception as e:
+                found = f"{type(e).__name__}: {e}"
+            finally:
+                _process.decoding = ""
+            self.own_modes[key] = found
+        if isinstance(found, str):
+            self.log.error("job %s failed and its own failure mode (pool.options(failure_mode=...)) could not be "
+                           "read in this queue process (%s): the pool's failure mode %r handles it instead",
+                           job.id, found, self.failure_mode)
+            return self.failure_mode
+        return found
 
     # the DecisionContext a decision is applied with (failure_modes.DecisionContext)
 

@@ -97,7 +97,8 @@ class WorkerSpec:
         self.hooks = hooks or {}
         #: registered tasks with options of their own: name -> TaskOptions (empty: the fast path)
         self.options = {name: o for name, fn in tasks.items() if (o := task_options(fn)) is not None}
-        #: the failure modes tasks have of their own, by task name (the queue process's table)
+        #: the failure modes tasks have of their own, by task name (the queue process's table; a
+        #: job's own, ``pool.options(failure_mode=...)``, travels with the job instead)
         self.failure_modes = {name: o.failure_mode for name, o in self.options.items() if o.failure_mode is not None}
         self.before_job = self.hooks.get("before_job")
         self.after_job = self.hooks.get("after_job")

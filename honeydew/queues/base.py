@@ -37,6 +37,13 @@ import abc
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
+#: A job's ``mode`` that starts with this carries the job's own failure mode
+#: (``pool.options(failure_mode=...)``): the rest is its pickle in base64
+#: (:func:`honeydew.failure_modes.own_mode_key`).  No task name can start with it (a task's name is
+#: a Python identifier).  A backend stores and returns ``mode`` as it is; one that signs what it
+#: stores signs this too, as it signs a payload (the queue process unpickles it when the job fails).
+OWN_MODE = "!fm:"
+
 
 class Job:
     """One job as the queue sees it: an id, an opaque payload and its delivery bookkeeping."""
@@ -53,7 +60,8 @@ class Job:
         self.failures = failures      # times a Retry sent it back
         self.bounces = bounces        # times handed back unstarted because its worker died idle
         self.priority = priority      # higher is reserved first; equal priorities stay FIFO
-        self.mode = mode              # its task's name if that task has its own failure mode ('' otherwise)
+        self.mode = mode              # its failure mode: its own (OWN_MODE...), else its task's name if that
+        #                               task has one of its own, else '' (the pool's)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} deliveries={self.deliveries} failures={self.failures}>"

@@ -116,6 +116,8 @@ is dropped, and nothing waits for ever on the file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import errno
 import hashlib
 import hmac
@@ -135,7 +137,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..errors import Failure, HoneydewError, SerializationError, qualname
 from ..protocol import failure_record
-from .base import FailedJob, Job, Owner, Producer, Queue, Reply
+from .base import OWN_MODE, FailedJob, Job, Owner, Producer, Queue, Reply
 
 __all__ = ["SQLite", "StoreError"]
 
@@ -355,6 +357,29 @@ def _unseal(key: bytes | None, stored: bytes) -> bytes | None:
     return blob
 
 
+def _seal_mode(key: bytes | None, mode: str) -> str:
+    """A job's ``mode`` as stored: a failure mode of the job's own (a pickle, which the queue
+    process unpickles when the job fails) signed with ``key``, as a payload is; anything else
+    (a task's name, '') as it is."""
+    if key is None or not mode.startswith(OWN_MODE):
+        return mode
+    try:
+        blob = base64.b64decode(mode[len(OWN_MODE):], validate=True)
+    except (binascii.Error, ValueError):
+        return mode  # (not one: stored unsigned, so never read back)
+    return OWN_MODE + base64.b64encode(_seal(key, blob)).decode("ascii")
+
+
+def _unseal_mode(key: bytes | None, stored: str) -> str | None:
+    """The job's own failure mode that ``stored`` (see :func:`_seal_mode`) carries, as its key;
+    ``None`` when a key is set and its signature is missing or wrong (it must not be unpickled)."""
+    try:
+        blob = _unseal(key, base64.b64decode(stored[len(OWN_MODE):], validate=True))
+    except (binascii.Error, ValueError):
+        return None if key is not None else stored  # (without a key: the queue process says it is unreadable)
+    return None if blob is None else OWN_MODE + base64.b64encode(blob).decode("ascii")
+
+
 class SQLite(Queue):
     """The durable queue on one SQLite file (WAL), shared by every pool that opens it.
 
@@ -375,8 +400,9 @@ class SQLite(Queue):
       store (``JobLost``) instead of pending again (the pool may set it from its failure mode).
     * ``reply_grace``: seconds a reply waits for a pool that has no live queue process.
     * ``signing_key`` (default ``$HONEYDEW_SIGNING_KEY``): sign every payload, reply and failure
-      record written to the file (HMAC-SHA256) and check each before it is unpickled; one that is
-      not signed with the key is never read (a job goes to the failed store, a reply is dropped).
+      record written to the file, and a job's own failure mode (HMAC-SHA256), and check each
+      before it is unpickled; one that is not signed with the key is never read (a job goes to the
+      failed store, a reply is dropped, a job's own failure mode gives way to the pool's).
       Without a key the file is trusted as the user's own: a file or directory any user may write
       is refused (whoever writes a job makes the workers run it).
 
@@ -932,7 +958,8 @@ class SQLite(Queue):
         env = self._env
         ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
         key = self._key
-        rows = [(j.id, _seal(key, j.payload), j.origin, j.timeout, j.priority, j.mode, ready_at, j.deliveries,
+        rows = [(j.id, _seal(key, j.payload), j.origin, j.timeout, j.priority,
+                 _seal_mode(key, j.mode) if key is not None and j.mode else j.mode, ready_at, j.deliveries,
                  j.failures, j.bounces, env) for j in jobs]
         top = max(j.priority for j in jobs)
         inserted = [0]
@@ -1116,7 +1143,22 @@ class SQLite(Queue):
                     return None
                 continue
             self._out.add(row[0])
-            return Job(row[0], payload, *row[2:_ENV])
+            job = Job(row[0], payload, *row[2:_ENV])
+            if job.mode and job.mode.startswith(OWN_MODE):
+                self._open_mode(job)
+            return job
+
+    def _open_mode(self, job: Job) -> None:
+        """The reserved ``job`` carries a failure mode of its own: its signature is checked (and
+        taken off).  One not signed with the key is never unpickled: the pool's failure mode
+        handles the job if it fails, and the error says why."""
+        mode = _unseal_mode(self._key, job.mode)
+        if mode is None:
+            log.error("%r: job %s carries a failure mode of its own (pool.options(failure_mode=...)) that is not "
+                      "signed with this pool's signing key (it was stored by a program without the key, or altered): "
+                      "it is not read; the pool's failure mode applies to the job", self, job.id)
+            mode = ""
+        job.mode = mode
 
     def _fill(self, now: float) -> bool:
         """Claim jobs into the hand; False if none is ready."""
@@ -1490,11 +1532,13 @@ class _Producer(Producer):
 
     def store(self, job: Job, ready_at: float = 0.0) -> int:
         ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
-        payload = _seal(self._store._key, job.payload)
+        key = self._store._key
+        payload = _seal(key, job.payload)
+        mode = _seal_mode(key, job.mode) if key is not None and job.mode else job.mode
         with self._lock:
             batch = self._next
             rows = batch.rows
-            rows.append((job.id, payload, job.origin, job.timeout, job.priority, job.mode, ready_at,
+            rows.append((job.id, payload, job.origin, job.timeout, job.priority, mode, ready_at,
                          job.deliveries, job.failures, job.bounces))
             if batch.full is not None and len(rows) >= self._expect:
                 batch.full.notify()

@@ -249,3 +249,78 @@ def test_abandon_runs_a_failing_map_chunk_once(tmp_path):
         assert isinstance(err, ValueError)
         assert out == [0, 10, 20, 30]
     assert H.item_runs(tmp_path, 4) == 1
+
+
+# --- a job's own failure mode: pool.options(failure_mode=...) ------------------------------------
+
+def test_a_jobs_own_retry_overrides_the_pools_abandon(tmp_path):
+    own, plain, call, cast = (tmp_path / name for name in ("own", "plain", "call", "cast"))
+    for d in (own, plain, call, cast):
+        d.mkdir()
+    with _pool(honeydew.Abandon()) as pool:
+        fut = pool.options(failure_mode=honeydew.Retry(times=2, backoff=0.01)).submit(H.fail_counted, str(own),
+                                                                                       ValueError)
+        with pytest.raises(ValueError, match="run 3"):
+            fut.result(timeout=30)
+        assert H.count_runs(own) == 3
+        with pytest.raises(ValueError):  # the next job without one gets the pool's Abandon
+            pool.options(timeout=30).call(H.fail_counted, str(plain), ValueError)
+        assert H.count_runs(plain) == 1
+        # cast and call carry it too
+        opts = pool.options(failure_mode=honeydew.Retry(times=3, backoff=0.01), timeout=30)
+        assert opts.call(H.fail_until, str(call), 3) == 3
+        opts.cast(H.fail_until, str(cast), 2)
+        H.wait_until(lambda: H.count_runs(cast) == 2, 30, what="the cast's retry")
+
+
+def test_a_jobs_own_abandon_overrides_the_pools_retry(tmp_path):
+    with _pool(honeydew.Retry(times=3, backoff=0.01)) as pool:
+        with pytest.raises(ValueError):
+            pool.options(timeout=30, failure_mode=honeydew.Abandon()).call(H.fail_counted, str(tmp_path), ValueError)
+        assert H.count_runs(tmp_path) == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_jobs_own_failure_mode_handles_its_crashes_and_time_outs(tmp_path):
+    with _pool(honeydew.Abandon()) as pool:
+        deliveries, _pid = pool.options(timeout=30, failure_mode=honeydew.Requeue(max_deliveries=3)).call(
+            H.crash_until, str(tmp_path), 3)
+        assert deliveries == 3 and H.count_runs(tmp_path) == 3
+        with pytest.raises(honeydew.JobTimeout):
+            pool.options(timeout=30, job_timeout=0.3,
+                         failure_mode=honeydew.Retry(times=1, backoff=0.01, on=honeydew.JobTimeout)).call(H.nap, 30)
+        assert pool.status()["timed_out"] == 2  # run, timed out, retried once, timed out again
+        assert pool.call(H.echo, "still serving") == "still serving"
+
+
+def test_a_jobs_own_move_keeps_it_in_the_failed_store(tmp_path):
+    with _pool(honeydew.Abandon()) as pool:
+        with pytest.raises(ValueError):
+            pool.options(timeout=30, failure_mode=honeydew.Move()).call(H.fail_counted, str(tmp_path), ValueError)
+        [kept] = pool.failed()
+        assert "ValueError" in kept.error and kept.deliveries == 1
+        assert pool.retry_failed() == 1
+        H.wait_until(lambda: H.count_runs(tmp_path) == 2 and pool.failed(), 30, what="the retried job to fail again")
+
+
+@pytest.mark.parametrize("bad, error, says", [
+    ("retry", TypeError, "must be a honeydew.FailureMode instance"),
+    (honeydew.Retry, TypeError, "got the class"),
+    (lambda: None, TypeError, "must be a honeydew.FailureMode instance"),
+])
+def test_a_bad_failure_mode_of_a_job_is_refused_and_the_pool_goes_on(bad, error, says):
+    with _pool(honeydew.Abandon()) as pool:
+        with pytest.raises(error, match=rf"{says}.*e\.g\. pool\.options\(failure_mode=honeydew\.Retry"):
+            pool.options(failure_mode=bad)
+        assert pool.call(H.echo, 1) == 1
+
+
+def test_an_unpicklable_failure_mode_of_a_job_is_refused_and_the_pool_goes_on(tmp_path):
+    import threading
+
+    mode = honeydew.Retry(times=1)
+    mode.guard = threading.Lock()  # (a user's subclass holding a lock, say)
+    with _pool(honeydew.Abandon()) as pool:
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pool.options(failure_mode=mode).submit(H.echo, 1)
+        assert pool.call(H.echo, 1) == 1

@@ -276,6 +276,21 @@ def test_a_tasks_own_options_apply_and_a_jobs_override_them(tmp_path):
             pool.options(timeout=T).call("fails_once", str(tmp_path / "once"))
 
 
+def test_a_jobs_own_failure_mode_overrides_its_tasks_and_the_pools(tmp_path):
+    """Job's own > task's > pool's: ``flaky``'s own Retry(2) would run it again; the job's Abandon
+    gives it up at once.  ``fails_once`` has none: the job's Retry beats the pool's Abandon."""
+    from support import task_options as TO
+
+    with honeydew.Pool(TO, num_workers=1, failure_mode=honeydew.Abandon()) as pool:
+        with pytest.raises(ValueError, match="run 1 fails"):
+            pool.options(timeout=T, failure_mode=honeydew.Abandon()).call("flaky", str(tmp_path / "flaky"))
+        assert (tmp_path / "flaky").read_text() == "1"
+        assert pool.options(timeout=T).call("flaky", str(tmp_path / "flaky-task")) == 2  # (the task's own still)
+        retry = pool.options(timeout=T, failure_mode=honeydew.Retry(times=1, backoff=0))
+        assert retry.call("fails_once", str(tmp_path / "once")) == 2
+        assert retry.submit(TO.fails_once, str(tmp_path / "by-function")).result(timeout=T) == 2
+
+
 @pytest.mark.parametrize("bad, error", [
     ({"job_timeout": 0}, ValueError), ({"failure_mode": honeydew.Retry}, TypeError),
     ({"priority": "high"}, TypeError), ({"failure_mode": "retry"}, TypeError),

@@ -260,6 +260,24 @@ def test_retry_waits_on_the_broker_and_move_keeps_the_job(name: str, tmp_path: P
         assert pool.failed() == []
 
 
+def test_a_jobs_own_failure_mode_travels_to_the_node_that_runs_it(name: str, tmp_path: Path) -> None:
+    """A producer's job with a Retry of its own (in its signed meta) is retried by a worker node in
+    another process whose failure mode is Abandon; a job without one is given up at once."""
+    own, plain = tmp_path / "own", tmp_path / "plain"
+    node = start_node(tmp_path, name, "a", failure_mode="honeydew.Abandon()")
+    try:
+        with honeydew.Pool(R, num_workers=0, queue=R.queue(name)) as producer:
+            retry = producer.options(timeout=T, failure_mode=honeydew.Retry(times=2, backoff=0.05))
+            with pytest.raises(R.TaskError, match="r failed"):
+                retry.call(R.record_and_fail, str(own), "r")
+            assert R.runs(own) == ["r", "r", "r"]
+            with pytest.raises(R.TaskError):
+                producer.options(timeout=T).call(R.record_and_fail, str(plain), "p")
+            assert R.runs(plain) == ["p"]
+    finally:
+        stop_node(node)
+
+
 class _Bomb:
     """Unpickling this creates the file ``path``: proof that a message was opened."""
 

@@ -199,6 +199,28 @@ def test_signed_jobs_run_and_a_job_written_without_the_key_never_does(path: Path
     assert not forged.exists()
 
 
+def test_a_jobs_own_failure_mode_goes_through_the_file_to_the_pool_that_runs_it(path: Path, tmp_path: Path) -> None:
+    """A pool with no workers sends jobs with a Retry of their own (a call through its queue
+    process, a cast stored by the caller itself); the pool that runs them, whose failure mode is
+    Abandon, retries them as they say.  Signed, as everything in a file with a key."""
+    key = "a secret shared by the programs of this file"
+    called, cast, plain = (tmp_path / name for name in ("called", "cast", "plain"))
+    for d in (called, cast, plain):
+        d.mkdir()
+    with honeydew.Pool(num_workers=1, queue=SQLite(path, signing_key=key), failure_mode=honeydew.Abandon()), \
+            honeydew.Pool(num_workers=0, queue=SQLite(path, signing_key=key)) as sender:
+        retry = sender.options(timeout=T, failure_mode=honeydew.Retry(times=2, backoff=0.01))
+        with pytest.raises(ValueError, match="run 3"):
+            retry.call(H.fail_counted, str(called), ValueError)
+        assert H.count_runs(called) == 3
+        retry.cast(H.fail_until, str(cast), 3)
+        H.wait_until(lambda: H.count_runs(cast) == 3, T, what="the cast's two retries")
+        with pytest.raises(ValueError):  # (a job without one: the running pool's Abandon)
+            sender.options(timeout=T).call(H.fail_counted, str(plain), ValueError)
+        assert H.count_runs(plain) == 1
+    assert H.count_runs(cast) == 3
+
+
 def test_an_enqueue_only_pool_needs_no_init_arguments(path: Path) -> None:
     """A producer takes the worker for its task names: it runs no init, so it is not asked for the
     arguments the worker pools give it."""

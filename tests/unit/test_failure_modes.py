@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import pickle
 from typing import Any
 
 import pytest
@@ -11,7 +13,19 @@ from hypothesis import strategies as st
 
 import honeydew
 from honeydew.errors import Failure, HoneydewError, WorkerCrashed
-from honeydew.failure_modes import Abandon, Decision, FailureMode, GiveUp, Redeliver, Requeue, Retry
+from honeydew.failure_modes import (
+    Abandon,
+    Decision,
+    FailureMode,
+    GiveUp,
+    Move,
+    Redeliver,
+    Requeue,
+    Retry,
+    own_mode_key,
+    read_own_mode,
+)
+from honeydew.queues.base import OWN_MODE
 
 FAST = settings(max_examples=100, deadline=None)
 
@@ -385,3 +399,45 @@ def test_wrong_kind_of_argument_is_a_type_error(kwargs: dict[str, Any]) -> None:
 )
 def test_good_arguments_accepted(mode: Any) -> None:
     assert isinstance(mode(), FailureMode)
+
+
+# --- a job's own failure mode, as its key ----------------------------------------------------------
+
+class _MyMode(FailureMode):
+    """A user's failure mode, defined where no other process can import it by name."""
+
+    def decide(self, failure: Failure, deliveries: int, retries: int) -> Decision:
+        return Redeliver(0.25) if deliveries < 2 else GiveUp(failure)
+
+
+@pytest.mark.parametrize("mode", [Abandon(), Move(), Requeue(max_deliveries=4, then=Move()),
+                                  Retry(times=2, backoff=lambda attempt: attempt / 10, on=(KeyError,)), _MyMode()])
+def test_a_jobs_own_failure_mode_goes_round_its_key(mode: FailureMode) -> None:
+    key = own_mode_key(mode)
+    assert key.startswith(OWN_MODE) and key.isascii()
+    back = read_own_mode(key)
+    assert type(back).__name__ == type(mode).__name__ and repr(back).split(" at ")[0] == repr(mode).split(" at ")[0]
+    failure = Failure.from_exception(KeyError("k"))
+    assert back.decide(failure, 1, 0) == mode.decide(failure, 1, 0)
+
+
+def test_a_key_no_task_name_can_have() -> None:
+    assert not OWN_MODE[0].isidentifier()
+
+
+def test_an_unpicklable_failure_mode_has_no_key() -> None:
+    import threading
+
+    mode = Retry(times=1)
+    mode.lock = threading.Lock()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"cannot be pickled.*e\.g\. pool\.options\(failure_mode="):
+        own_mode_key(mode)
+
+
+@pytest.mark.parametrize("key, error", [
+    ("its_task", ValueError), (OWN_MODE + "%%%", ValueError),
+    (OWN_MODE + base64.b64encode(pickle.dumps([1, 2])).decode(), TypeError),
+])
+def test_what_is_not_a_key_does_not_read(key: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        read_own_mode(key)

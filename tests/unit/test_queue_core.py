@@ -5,16 +5,29 @@ recording sinks.  The backend is a real ``Memory`` (or the reference durable sto
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.shared_store import SharedStore
 
+from honeydew import _process
 from honeydew.dispatchers import LRU
 from honeydew.errors import Failure, FailureModeError, to_exception
-from honeydew.failure_modes import Abandon, Decision, DecisionContext, FailureMode, Move, Requeue, Retry
+from honeydew.failure_modes import (
+    Abandon,
+    Decision,
+    DecisionContext,
+    FailureMode,
+    Move,
+    Requeue,
+    Retry,
+    own_mode_key,
+)
 from honeydew.protocol import (
     Answer,
     Cancel,
@@ -48,6 +61,7 @@ from honeydew.protocol import (
 )
 from honeydew.queue_core import INIT_FAILURES_TO_GIVE_UP, MAX_BOUNCES, QueueCore
 from honeydew.queues import Job, Memory, Owner, Queue, Reply
+from honeydew.queues.base import OWN_MODE
 
 TOKEN = "pool-a"
 
@@ -80,12 +94,13 @@ class Clock:
 
 
 def make(workers: int = 2, failure_mode: FailureMode | None = None, backend: Queue | None = None, gen: int = 0,
-         count_settled: bool = False, has_workers: bool = True) -> QueueCore:
+         count_settled: bool = False, has_workers: bool = True,
+         task_modes: dict[str, FailureMode] | None = None) -> QueueCore:
     backend = backend if backend is not None else Memory()
     core = QueueCore(index=0, gen=gen, token=TOKEN, backend=backend, dispatcher=LRU(),
                      failure_mode=failure_mode or Abandon(), caller=Rec(), workers=[Rec() for _ in range(workers)],
                      monitors=[Rec() for _ in range(workers)], count_settled=count_settled,
-                     has_workers=has_workers, clock=Clock())
+                     has_workers=has_workers, task_modes=task_modes, clock=Clock())
     core.start()
     return core
 
@@ -715,3 +730,81 @@ def test_a_backend_without_a_failed_store_says_so_and_move_still_gives_up(store:
     replies = caller(core).take(ControlReply)
     assert [r.ok for r in replies] == [False, False]
     assert "no failed store" in replies[0].value and "unknown request" in replies[1].value
+
+
+# --------------------------------------------------------------------------- a job's own failure mode
+
+
+def _runs_until_given_up(core: QueueCore, job_id: str, mode: str, crash: bool = False) -> int:
+    """Send ``job_id`` with failure-mode key ``mode`` to a one-worker queue and fail every delivery
+    (a raise, or with ``crash`` its worker's death) until the queue gives it up; how many times it
+    was dispatched."""
+    if not len(core.dispatcher):
+        credit(core, 0, pid=core.pids[0] or 500)
+    core.from_caller([Enqueue(job_id, b"p", TOKEN, 0.0, mode=mode)])
+    core.step()
+    runs = 0
+    while True:
+        got = dispatched(core, 0)
+        if not got:
+            core.clock.now += 1_000  # type: ignore[attr-defined]  (past any back-off)
+            core.step()
+            got = dispatched(core, 0)
+        if not got:
+            break
+        assert [d.job_id for d in got] == [job_id] and runs < 20
+        runs += 1
+        if crash:
+            pid = core.pids[0]
+            core.from_worker(0, [WorkerDied(pid, -9, "SIGKILL", WorkerDied.CRASHED, job_id)])
+            credit(core, 0, pid=pid + 1)  # (its replacement)
+        else:
+            core.from_worker(0, [Failed(job_id, failure_record(RAISED), True)])
+        core.step()
+    assert [f.job_id for f in caller(core).take(JobFailed)] == [job_id]
+    return runs
+
+
+def test_a_jobs_own_failure_mode_beats_its_tasks_and_the_pools() -> None:
+    core = make(workers=1, failure_mode=Abandon(), task_modes={"its_task": Retry(times=1, backoff=0)})
+    assert _runs_until_given_up(core, "pool's", "") == 1
+    assert _runs_until_given_up(core, "task's", "its_task") == 2
+    assert _runs_until_given_up(core, "own", own_mode_key(Retry(times=2, backoff=0))) == 3
+    assert _runs_until_given_up(core, "own requeue", own_mode_key(Requeue(max_deliveries=4)), crash=True) == 4
+    # the job's own Abandon wins over a pool's and a task's Retry
+    core = make(workers=1, failure_mode=Retry(times=5, backoff=0), task_modes={"its_task": Retry(times=5)})
+    assert _runs_until_given_up(core, "own abandon", own_mode_key(Abandon())) == 1
+    assert _runs_until_given_up(core, "pool's retry", "") == 6
+
+
+def test_a_jobs_own_failure_mode_is_unpickled_once_however_often_it_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from honeydew import queue_core
+
+    reads: list[str] = []
+    real = queue_core.read_own_mode
+    monkeypatch.setattr(queue_core, "read_own_mode", lambda key: (reads.append(key), real(key))[1])
+    core = make(workers=1)
+    key = own_mode_key(Retry(times=3, backoff=0))
+    assert _runs_until_given_up(core, "a", key) == 4
+    assert _runs_until_given_up(core, "b", key) == 4
+    assert reads == [key]
+    for i in range(queue_core.OWN_MODES_KEPT + 10):  # a bounded table
+        core._own_mode(Job(f"j{i}", b"p", mode=own_mode_key(Retry(times=i))))
+    assert len(core.own_modes) <= queue_core.OWN_MODES_KEPT
+
+
+@pytest.mark.parametrize("key, why", [
+    (OWN_MODE + base64.b64encode(b"cno_such_module_of_honeydew_tests\nGone\n.").decode(), "ModuleNotFoundError"),
+    (OWN_MODE + "not base64 at all!", "not valid base64"),
+    (OWN_MODE + base64.b64encode(pickle.dumps(42)).decode(), "not a honeydew.FailureMode"),
+])
+def test_a_jobs_own_failure_mode_that_will_not_unpickle_leaves_it_to_the_pools(
+        key: str, why: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Neither lost nor looping: the pool's failure mode handles the job, and the error names the job and why."""
+    core = make(workers=1, failure_mode=Retry(times=1, backoff=0))
+    with caplog.at_level(logging.ERROR, logger="honeydew.queue.0"):
+        assert _runs_until_given_up(core, "unreadable", key) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and all("job unreadable" in e and why in e and "Retry(times=1" in e for e in errors)
+    assert _process.decoding == ""
+    assert _runs_until_given_up(core, "fine", own_mode_key(Abandon())) == 1  # the queue goes on
