@@ -200,6 +200,7 @@ class RabbitMQ(Link, FailedStore, Queue):
         self._fd = -1                             # what fileno() returns: a dup of the socket, or of _idle
         self._idle: tuple[int, int] | None = None  # a pipe never written: the fd while disconnected
         self._sock_fd = -1
+        self._tls = False
         self._reply_q = ""
         # publishing
         self._seq = 0                             # the publish sequence of the publishing channel
@@ -420,7 +421,10 @@ class RabbitMQ(Link, FailedStore, Queue):
         if self._conn is None:
             return None
         if not self._hand:
-            self._io("taking jobs in")
+            # (the core asks at every step while a worker has credit: pika's I/O runs only when the
+            # socket has something; deliveries taken in by other I/O wait in the inbox)
+            if self._arrived():
+                self._io("taking jobs in")
             self._take_in()
         if not self._hand and self._conn is not None:
             if not self._live and self._held <= 0:
