@@ -195,6 +195,8 @@ _TO_FAILED = ("INSERT OR REPLACE INTO failed (id, payload, origin, timeout, prio
 
 #: how many due delayed jobs one promotion moves to the ready line
 _PROMOTE_BATCH = 1000
+#: how long a write waits for the file's lock by yielding the CPU before it sleeps between tries
+_SPIN_SECS = 0.0003
 #: the most jobs one reservation transaction claims for the workers' free credits
 _CLAIM_MAX = 64
 #: the longest a caller's write of casts waits for the threads that cast with it last time
@@ -610,7 +612,7 @@ class SQLite(Queue):
         """Run ``fn`` (one statement or one transaction, safe to run again), waiting out a database
         that another connection holds locked, up to ``busy_timeout``."""
         started = 0.0
-        pause = 0.00005  # (a writer holds the lock for a commit: tens of microseconds, no fsync)
+        pause = 0.00005
         while True:
             try:
                 return fn()
@@ -622,6 +624,12 @@ class SQLite(Queue):
                     started = now
                 elif now - started >= self.busy_timeout:
                     raise self._error(e, doing) from e
+                if now - started < _SPIN_SECS:
+                    # another pool process holds the lock for one commit, tens of microseconds (no
+                    # fsync under it): give up the CPU and try again, rather than sleep, which the
+                    # kernel's timer slack stretches to 100 us or more
+                    os.sched_yield()
+                    continue
                 time.sleep(pause)
                 pause = min(pause * 2, 0.01)
 
