@@ -332,7 +332,9 @@ class _Supervisor:
         if (self.term.count or self.shutdown_requests) and not self.shutting_down:
             self.shutting_down = True
             self.pending_restart.clear()
-            self.log.warning("SIGTERM: warm shutdown (running jobs finish, no new job starts)")
+            # (said once to the user: by the caller when the SIGTERM was its, by us when it was ours)
+            self.log.log(logging.WARNING if self.term.count else logging.INFO,
+                         "SIGTERM: warm shutdown (running jobs finish, no new job starts)")
             for child in self.children.values():
                 signal_pid(child.pid, signal.SIGTERM)
         return False
