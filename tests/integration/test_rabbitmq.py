@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -349,9 +350,8 @@ def test_a_queue_deleted_under_the_consumer_is_declared_again(name: str, tmp_pat
 
 def test_a_publish_the_broker_refuses_is_a_clear_error(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker nacks a publish (a full queue, a resource alarm): cast() raises, naming the queue
-    and why, rather than returning as if the job were stored.  (The nack is simulated: RabbitMQ
-    nacks only a queue full under a policy or an alarm, both of which would disturb the machine's
-    broker for everyone.)"""
+    and why, rather than returning as if the job were stored.  (Here every confirm is turned into a
+    nack; the real broker's nack of a full queue is the test after this one.)"""
     import pika
 
     from honeydew.queues import _amqp_link
@@ -367,6 +367,53 @@ def test_a_publish_the_broker_refuses_is_a_clear_error(name: str, monkeypatch: p
     with honeydew.Pool(R, num_workers=0, queue=R.queue(name)) as producer:
         with pytest.raises(honeydew.HoneydewError, match=f"{name}.*refused by the broker.*nack"):
             producer.cast(R.echo, 1)
+
+
+def test_a_queue_full_under_the_brokers_policy_refuses_a_cast_and_keeps_the_rest(name: str) -> None:
+    """On the real broker: a policy caps the job queue at 2 messages, rejecting publishes past it
+    (a quorum queue rejects once it is over the cap: the third may still go in).  The first cast it
+    refuses raises, naming the queue and the nack; every cast before it is stored, once; once there
+    is room again, the same pool's casts are stored again."""
+    with honeydew.Pool(R, num_workers=0, queue=R.queue(name)) as producer:
+        with R.queue_policy(name, {"max-length": 2, "overflow": "reject-publish"}):
+            stored, refused = 0, None
+            for i in range(6):
+                try:
+                    producer.cast(R.echo, i)
+                except honeydew.HoneydewError as e:
+                    refused = e
+                    break
+                stored += 1
+            assert refused is not None, "the broker never refused a cast past the queue's cap"
+            assert re.search(f"{name}.*refused by the broker.*nack", str(refused)), refused
+            assert 2 <= stored <= 3
+            assert len(R.get_raw(name)) == stored  # (each once; and now the queue has room again)
+            producer.cast(R.echo, "after")
+            assert R.ready_count(name) == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_connection_the_broker_blocks_is_a_clear_error_then_works_again(name: str) -> None:
+    """On the real broker: its memory alarm blocks every publishing connection.  A cast then raises
+    once its confirm is overdue, saying the broker blocked the connection, rather than hanging or
+    returning as if stored; once the alarm is over, casts are stored again (on a new connection)."""
+    with honeydew.Pool(R, num_workers=0, queue=R.queue(name, confirm_timeout=3.0)) as producer:
+        producer.cast(R.echo, 1)
+        with R.memory_alarm():
+            started = time.monotonic()
+            with pytest.raises(honeydew.HoneydewError, match=f"did not confirm.*{name}.*blocked the connection"):
+                producer.cast(R.echo, 2)
+            assert time.monotonic() - started < 30
+        H.wait_until(lambda: _cast_stored(producer), T, what="a cast to be stored once the alarm is over")
+        assert R.ready_count(name) >= 2
+
+
+def _cast_stored(pool: honeydew.Pool) -> bool:
+    try:
+        pool.cast(R.echo, "after the alarm")
+        return True
+    except honeydew.HoneydewError:
+        return False
 
 
 def test_a_queue_declared_with_other_arguments_is_a_clear_error(name: str) -> None:

@@ -7,9 +7,14 @@ The broker is ``$HONEYDEW_TEST_AMQP_URL``, by default RabbitMQ on 127.0.0.1:5672
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import re
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +92,57 @@ def _cleanup() -> None:
     if _available:
         for name in list(_declared):
             delete_queues(name)
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """Run ``rabbitmqctl`` on this machine's broker; its output (raises if it fails)."""
+    done = subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=timeout)
+    return done.stdout
+
+
+@contextmanager
+def queue_policy(name: str, definition: dict[str, Any]) -> Iterator[None]:
+    """A policy on the queue ``name`` alone (a full queue, say), in force when this enters and gone
+    when it leaves (the broker applies and lifts a policy in the background: both wait until the
+    queue shows it)."""
+    policy = f"hdtest-{name}"
+
+    def shown() -> bool:
+        return policy in rabbitmqctl("list_queues", "--no-table-headers", "name", "policy")
+
+    def wait(until_shown: bool, what: str) -> None:
+        deadline = time.monotonic() + 30
+        while shown() != until_shown:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the broker did not {what} the policy {policy} on queue {name} within 30 s")
+            time.sleep(0.1)
+
+    rabbitmqctl("set_policy", "--apply-to", "queues", "--priority", "100", policy, f"^{re.escape(name)}$",
+                json.dumps(definition))
+    try:
+        wait(True, "apply")
+        yield
+    finally:
+        rabbitmqctl("clear_policy", policy)
+        wait(False, "lift")
+
+
+@contextmanager
+def memory_alarm() -> Iterator[None]:
+    """The broker's memory alarm, raised for as long as this is entered: every connection that
+    publishes is blocked (the whole broker's; restored to its earlier watermark when this leaves)."""
+    earlier = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
+    absolute = re.fullmatch(r"\{absolute,\s*(\d+)\}", earlier)
+    if absolute is None:
+        float(earlier)  # (a relative watermark, as RabbitMQ's default; anything else: do not touch it)
+    rabbitmqctl("set_vm_memory_high_watermark", "0")
+    try:
+        yield
+    finally:
+        if absolute is not None:
+            rabbitmqctl("set_vm_memory_high_watermark", "absolute", absolute.group(1))
+        else:
+            rabbitmqctl("set_vm_memory_high_watermark", earlier)
 
 
 def queue(name: str, **options: Any) -> honeydew.queues.RabbitMQ:
