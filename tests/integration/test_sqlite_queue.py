@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import durable_tasks as D
@@ -47,8 +48,8 @@ def test_a_pool_on_sqlite_runs_call_submit_map_and_cast(path: Path, tmp_path: Pa
 class _inspect:
     """An SQLite backend opened in the test as an owner of its own (it recovers dead owners' jobs)."""
 
-    def __init__(self, path: Path) -> None:
-        self.q = SQLite(path)
+    def __init__(self, path: Path, **options: Any) -> None:
+        self.q = SQLite(path, **options)
 
     def __enter__(self) -> SQLite:
         self.q.open(Owner("inspector", 0, 0, os.getpid()))
@@ -137,12 +138,8 @@ def test_casts_from_threads_racing_close_are_stored_and_run(path: Path, tmp_path
     assert len(refused) == 4  # (each thread's first cast after close())
     missing = [m for m in returned if not os.path.exists(m)]
     assert not missing, f"{len(missing)} cast(s) returned but did not run in the pool: {missing[:3]}"
-    q = SQLite(path)
-    q.open(Owner("inspector", 0, 0, os.getpid()))
-    try:
+    with _inspect(path) as q:
         assert len(q) == 0
-    finally:
-        q.close()
 
 
 def test_close_waits_for_a_cast_being_stored(path: Path, tmp_path: Path) -> None:
@@ -247,12 +244,8 @@ def test_terminate_says_the_jobs_stay_in_the_file_and_they_do(path: Path, tmp_pa
     release.touch()
     with honeydew.Pool(num_workers=1, queue=SQLite(path)):
         pass  # (leaving waits for both jobs)
-    q = SQLite(path)
-    q.open(Owner("inspector", 0, 0, os.getpid()))
-    try:
+    with _inspect(path) as q:
         assert len(q) == 0 and q.status()["reserved"] == 0
-    finally:
-        q.close()
 
 
 BURST = """
@@ -437,16 +430,12 @@ def test_a_job_whose_pool_keeps_dying_ends_in_the_failed_store(path: Path, tmp_p
         finally:
             w.kill()
         assert [r.deliveries for r in D.runs(runs)] == list(range(1, death + 1))
-    q = SQLite(path, recovery_cap=2)
-    q.open(Owner("inspector", 0, 0, os.getpid()))
-    try:
+    with _inspect(path, recovery_cap=2) as q:
         assert len(q) == 0 and q.status()["reserved"] == 0
         [kept] = q.failed()
         failure = honeydew.errors.Failure._make(kept.failure)
         assert (kept.deliveries, failure.type_name) == (2, "honeydew.errors.JobLost")
         assert "died while running it 2 times" in failure.message
-    finally:
-        q.close()
 
 
 def test_a_delay_survives_its_sender(path: Path, tmp_path: Path) -> None:
@@ -506,12 +495,8 @@ def test_a_full_disk_refuses_new_jobs_clearly_and_the_pool_goes_on(tmp_path: Pat
             filler.unlink()
             assert pool.options(timeout=T).call(H.echo, 2) == 2
             assert pool.status()["queues"][0]["pid"] == queue_pid  # (it never died)
-        q = SQLite(path)
-        q.open(Owner("inspector", 0, 0, os.getpid()))
-        try:
+        with _inspect(path) as q:
             assert len(q) == 0 and q.status()["reserved"] == 0
-        finally:
-            q.close()
 
 
 def test_bad_paths_give_a_clear_error(tmp_path: Path) -> None:
