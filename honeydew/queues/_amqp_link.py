@@ -66,6 +66,7 @@ class Link:
     _idle: tuple[int, int] | None
     _sock_fd: int
     _tls: bool
+    _unflushed: bool
     _reply_q: str
     _reply_tag: str
     _seq: int
@@ -256,6 +257,7 @@ class Link:
         conn = self._conn
         while True:
             conn.process_data_events(0)
+            self._unflushed = False
             if until():
                 return True
             left = deadline - time.monotonic()
@@ -280,6 +282,7 @@ class Link:
             return False
         try:
             self._conn.process_data_events(0)
+            self._unflushed = False
             if self._broken:
                 raise pika.exceptions.ChannelClosed(0, self._broken)
         except _ERRORS as e:

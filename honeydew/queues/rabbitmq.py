@@ -201,6 +201,7 @@ class RabbitMQ(Link, FailedStore, Queue):
         self._idle: tuple[int, int] | None = None  # a pipe never written: the fd while disconnected
         self._sock_fd = -1
         self._tls = False
+        self._unflushed = False                   # frames (acks, consumers) written since pika's I/O last ran
         self._reply_q = ""
         # publishing
         self._seq = 0                             # the publish sequence of the publishing channel
@@ -384,6 +385,7 @@ class RabbitMQ(Link, FailedStore, Queue):
                 impl.basic_ack(tag)
             else:
                 impl.basic_reject(tag, requeue=requeue)
+            self._unflushed = True
         except _ERRORS as e:
             self._lost(e, "acknowledging a job")
             return
@@ -422,8 +424,9 @@ class RabbitMQ(Link, FailedStore, Queue):
             return None
         if not self._hand:
             # (the core asks at every step while a worker has credit: pika's I/O runs only when the
-            # socket has something; deliveries taken in by other I/O wait in the inbox)
-            if self._arrived():
+            # socket has something, or frames of ours wait to be sent; deliveries taken in by other
+            # I/O wait in the inbox)
+            if self._unflushed or self._arrived():
                 self._io("taking jobs in")
             self._take_in()
         if not self._hand and self._conn is not None:
@@ -578,6 +581,7 @@ class RabbitMQ(Link, FailedStore, Queue):
                 self._declare(self._pub_ch)
                 if self._reply_q and not self._reply_tag:
                     self._reply_tag = self._ch.basic_consume(self._reply_q, self._on_reply, auto_ack=False)
+                    self._unflushed = True
             except (BrokerError, *_ERRORS) as e:
                 self._lost(e, "declaring the queues again")
                 return
@@ -605,6 +609,7 @@ class RabbitMQ(Link, FailedStore, Queue):
                     retiring.pop()
                     continue
                 tag = impl.basic_consume(self.name, self._on_job, auto_ack=False)
+                self._unflushed = True
                 live[tag] = 0
         except _ERRORS as e:
             self._lost(e, "adjusting the consumers")
@@ -622,6 +627,7 @@ class RabbitMQ(Link, FailedStore, Queue):
         self._retiring.discard(tag)
         ch = self._ch
         ch.basic_cancel(tag, callback=lambda _frame: None)
+        self._unflushed = True
         ch._cancelled.discard(tag)  # (it stays in pika's consumers until the broker's CancelOk)
 
     # ------------------------------------------------------------------ the push-driven hooks
@@ -679,6 +685,7 @@ class RabbitMQ(Link, FailedStore, Queue):
             try:
                 for tag in tags:
                     self._ch.basic_ack(tag)
+                self._unflushed = True
             except _ERRORS as e:
                 self._lost(e, "acking replies")
 
