@@ -363,13 +363,20 @@ def _seal_mode(key: bytes | None, mode: str) -> str:
     """A job's ``mode`` as stored: a failure mode of the job's own (a pickle, which the queue
     process unpickles when the job fails) signed with ``key``, as a payload is; anything else
     (a task's name, '') as it is."""
-    if key is None or not mode.startswith(OWN_MODE):
+    if key is None or not mode or not mode.startswith(OWN_MODE):
         return mode
     try:
         blob = base64.b64decode(mode[len(OWN_MODE):], validate=True)
     except (binascii.Error, ValueError):
         return mode  # (not one: stored unsigned, so never read back)
     return OWN_MODE + base64.b64encode(_seal(key, blob)).decode("ascii")
+
+
+def _job_row(key: bytes | None, job: Job, ready_at: float) -> tuple[Any, ...]:
+    """A new job as ``_INSERT`` stores it (its payload and its own failure mode signed with
+    ``key``), but for the interpreter's versions (``env``), which the writer adds."""
+    return (job.id, _seal(key, job.payload), job.origin, job.timeout, job.priority, _seal_mode(key, job.mode),
+            ready_at, job.deliveries, job.failures, job.bounces)
 
 
 def _unseal_mode(key: bytes | None, stored: str) -> str | None:
@@ -966,9 +973,7 @@ class SQLite(Queue):
         env = self._env
         ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
         key = self._key
-        rows = [(j.id, _seal(key, j.payload), j.origin, j.timeout, j.priority,
-                 _seal_mode(key, j.mode) if key is not None and j.mode else j.mode, ready_at, j.deliveries,
-                 j.failures, j.bounces, env) for j in jobs]
+        rows = [(*_job_row(key, j, ready_at), env) for j in jobs]
         top = max(j.priority for j in jobs)
         inserted = [0]
 
@@ -1540,14 +1545,11 @@ class _Producer(Producer):
 
     def store(self, job: Job, ready_at: float = 0.0) -> int:
         ready_at = float(ready_at) if ready_at and ready_at > 0 else 0.0
-        key = self._store._key
-        payload = _seal(key, job.payload)
-        mode = _seal_mode(key, job.mode) if key is not None and job.mode else job.mode
+        row = _job_row(self._store._key, job, ready_at)
         with self._lock:
             batch = self._next
             rows = batch.rows
-            rows.append((job.id, payload, job.origin, job.timeout, job.priority, mode, ready_at,
-                         job.deliveries, job.failures, job.bounces))
+            rows.append(row)
             if batch.full is not None and len(rows) >= self._expect:
                 batch.full.notify()
             while not batch.synced:
