@@ -221,6 +221,7 @@ class RabbitMQ(Link, FailedStore, Queue):
         self._delay_declared: dict[int, float] = {}  # delay queue ms -> when declared (monotonic)
         self._count = 0                           # the broker's ready count of <name>, as last asked
         self._count_at = -1.0                     # monotonic; -1: ask again
+        self._probed_at = 0.0                     # monotonic: when tick() last asked the broker
         self._published = 0.0                     # monotonic: when we last published to <name>
         self._expect = 0                          # jobs we published to <name> and have not seen come in
         self._complained: dict[str, float] = {}
@@ -645,8 +646,13 @@ class RabbitMQ(Link, FailedStore, Queue):
         elif self._io("running the connection's timers"):
             self._take_in()
             self._fit()
-            if time.monotonic() - self._count_at > 2.0:
-                self._ready_count()  # (and a queue deleted under us closes the channel: we connect again)
+            if time.monotonic() - self._probed_at > 2.0:
+                # (every 2 s, not at each tick once a job came in: the count is a round trip to the
+                # broker, and no job is handed out meanwhile.  A queue deleted under us closes the
+                # channel here: we connect again)
+                self._probed_at = time.monotonic()
+                self._count_at = -1.0
+                self._ready_count()
         mono = time.monotonic()
         if self._later:
             for job_id in [i for i, (t, _) in self._later.items() if mono - t > _LATER_KEEP]:
