@@ -10,6 +10,11 @@ host left behind: :func:`sweep`).
   persistent publish to a durable queue, an echo consumer process (:mod:`benchmarks.pika_echo`)
   answers on the caller's reply queue with the request's correlation id and acks, the caller waits
   for that answer.  On a quorum queue and on a classic one; the round trip without confirms too.
+  And the most a pool of 2 workers could drain under honeydew's demand rule (its consumer prefetch
+  equals its workers' credits, running jobs included: 2 unacknowledged messages): the same
+  publishes, from 1 and from 8 threads (a connection each), until drained by a consumer process
+  (:mod:`benchmarks.pika_drain`) holding 2 consumers of prefetch 1 on a quorum queue that ack
+  each message at once, with no work and no hop to a worker.
 * ``dramatiq``: ``RabbitmqBroker`` with its defaults (persistent messages, acks after the job),
   results through its Redis backend, a worker of 2 processes x 1 thread (the ``dramatiq``
   command on :mod:`benchmarks.dramatiq_app`).  With publisher confirms on, then off: casts
@@ -432,6 +437,13 @@ def _pika(p: dict[str, Any]) -> dict[str, Any]:
                     tag = "" if confirm else "_noconfirm"
                     out[f"rt{tag}_p50_us_{t}"] = rt["p50_us"]
                     out[f"rt{tag}_p99_us_{t}"] = rt["p99_us"]
+            drain_to = f"{prefix}.drain.quorum"
+            queues.append(drain_to)
+            admin.declare(drain_to, "quorum")
+            procs.append(Process("the pika drain consumer",
+                                 [sys.executable, "-m", "benchmarks.pika_drain", drain_to, str(WORKERS)]))
+            admin.wait_consumers(drain_to, WORKERS, procs[-1])
+            out.update(_pika_drains(pika, admin, drain_to, p))
     finally:
         admin.close()
     out["broker_cpu_s"] = cpu.used()
@@ -453,6 +465,37 @@ def _publish_loop(conn: Any, queue: str, n: int) -> float:
     rate = n / (time.perf_counter() - t0)
     ch.close()
     return rate
+
+
+def _pika_drains(pika: Any, admin: Admin, queue: str, p: dict[str, Any]) -> dict[str, float]:
+    """Confirmed, mandatory, persistent publishes until drained by :mod:`benchmarks.pika_drain`
+    (a consumer held to the prefetch of a honeydew pool of the same workers, acking at once), from 1
+    and from 8 threads, each thread on a connection of its own: jobs per second."""
+    local = threading.local()
+    conns: list[Any] = []
+    lock = threading.Lock()
+    props = pika.BasicProperties(delivery_mode=2)
+
+    def fire() -> None:
+        ch = getattr(local, "ch", None)
+        if ch is None:
+            conn = pika.BlockingConnection(_params())
+            with lock:
+                conns.append(conn)
+            ch = local.ch = conn.channel()
+            ch.confirm_delivery()
+        ch.basic_publish("", queue, BODY, props, mandatory=True)
+
+    drained = functools.partial(admin.wait_drained, queue)
+    try:
+        return {"drain_per_s_1t": cast_until_drained(1, p["jobs_1"], fire, drained)[0],
+                "drain_per_s_8t": cast_until_drained(8, p["jobs_8"], fire, drained)[0]}
+    finally:
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # the broker closed it first: nothing left to release
+                pass
 
 
 def _pika_round_trips(pika: Any, conn: Any, queue: str, n: int, confirm: bool) -> dict[str, float]:

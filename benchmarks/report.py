@@ -77,6 +77,11 @@ def _broker_floor() -> tuple[Metric, ...]:
             Metric(f"rmq_pika_round_trip_noconfirm_p50_us_{t}", f"bare pika round trip on a {t} queue without "
                    f"publisher confirms, p50", "µs", "lower", "rabbitmq", (PIKA,), _field(f"rt_noconfirm_p50_us_{t}")),
         ]
+    out += [
+        Metric(f"rmq_pika_drain_per_s_{n}t", f"bare pika at a 2-worker pool's prefetch: confirmed publishes from {n} "
+               f"thread(s) until drained by 2 consumers of prefetch 1 that ack at once (quorum)", "msgs/s", "higher",
+               "rabbitmq", (PIKA,), _field(f"drain_per_s_{n}t"))
+        for n in (1, 8)]
     return tuple(out)
 
 
@@ -302,12 +307,16 @@ def _broker_target(t: Target, ms: dict[str, Any], raw: Raw) -> tuple[float | Non
         value, paired = ratio("rmq_jobs_per_s_8t", HONEYDEW, other, DRAMATIQ)
         detail = (f"honeydew {_fmt(_med(ms, 'rmq_jobs_per_s_8t', HONEYDEW))} jobs/s vs Dramatiq "
                   f"{_fmt(_med(ms, 'rmq_jobs_per_s_8t', DRAMATIQ))} with confirms, "
-                  f"{_fmt(_med(ms, 'rmq_jobs_per_s_8t_noconfirm', DRAMATIQ))} without (2 worker processes each)")
+                  f"{_fmt(_med(ms, 'rmq_jobs_per_s_8t_noconfirm', DRAMATIQ))} without (2 worker processes each); "
+                  f"bare pika held to the same prefetch (2 unacked), acking at once, "
+                  f"{_fmt(_med(ms, 'rmq_pika_drain_per_s_8t', PIKA))}/s")
     elif t.id == "rmq_1t_vs_pika":
         value, paired = ratio("rmq_jobs_per_s_1t", HONEYDEW, f"rmq_pika_publish_per_s_{qt}", PIKA)
         detail = (f"honeydew {_fmt(_med(ms, 'rmq_jobs_per_s_1t', HONEYDEW))} jobs/s (cast p50 "
                   f"{_fmt(_med(ms, 'rmq_cast_p50_us', HONEYDEW))} µs) on a {qt} queue{assumed}; bare pika "
                   + ", ".join(f"{_fmt(_med(ms, f'rmq_pika_publish_per_s_{q}', PIKA))}/s on {q}" for q in QUEUE_TYPES)
+                  + f"; bare pika publishing while a consumer held to the same prefetch drains, "
+                  f"{_fmt(_med(ms, 'rmq_pika_drain_per_s_1t', PIKA))}/s"
                   + f"; Dramatiq {_fmt(_med(ms, 'rmq_jobs_per_s_1t', DRAMATIQ))} jobs/s with confirms, "
                   f"{_fmt(_med(ms, 'rmq_jobs_per_s_1t_noconfirm', DRAMATIQ))} without")
     else:

@@ -92,6 +92,7 @@ def broker_expected() -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
     for t in ("quorum", "classic"):
         expected |= {f"rmq_pika_publish_per_s_{t}": {"pika"}, f"rmq_pika_round_trip_p50_us_{t}": {"pika"},
                      f"rmq_pika_round_trip_p99_us_{t}": {"pika"}, f"rmq_pika_round_trip_noconfirm_p50_us_{t}": {"pika"}}
+    expected |= {f"rmq_pika_drain_per_s_{n}t": {"pika"} for n in (1, 8)}
     empty = {(name, "dramatiq") for name in ("rmq_call_p50_us", "rmq_call_p99_us", "rmq_call_p50_us_noconfirm")
              } if dramatiq and why["redis"] else set()
     return {k: v for k, v in expected.items() if v}, empty
