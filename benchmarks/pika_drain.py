@@ -10,36 +10,21 @@ prefetch can drain on this broker.  It stops on SIGTERM.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
+from .pika_echo import serve
+
 
 def main(queue: str, slots: int) -> None:
-    import pika
+    def ack(ch: Any, method: Any, props: Any, body: bytes) -> None:
+        ch.basic_ack(method.delivery_tag)
 
-    from .systems import AMQP_URL
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=1)  # (per consumer: each of the SLOTS consumers holds one message)
-
-        def ack(ch: Any, method: Any, props: Any, body: bytes) -> None:
-            ch.basic_ack(method.delivery_tag)
-
+    def consume(ch: Any) -> None:
         for _ in range(slots):
             ch.basic_consume(queue, ack)
-        ch.start_consuming()
-    finally:
-        try:
-            conn.close()
-        except Exception:  # the broker or the connection went first: nothing left to close
-            pass
+
+    serve(consume)
 
 
 if __name__ == "__main__":
